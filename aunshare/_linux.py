@@ -1,0 +1,127 @@
+"""Linux constants, syscall numbers and thin ctypes wrappers used by the parent.
+
+Nothing here runs in the child: the child only ever executes the step table
+built by :mod:`aunshare.plan` (see :mod:`aunshare.executors`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+__all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid", "pidfd_send_signal"]
+
+# Syscall numbers per architecture. Only the ones the plan or the parent uses.
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "read": 0, "write": 1, "close": 3, "rt_sigaction": 13, "rt_sigprocmask": 14,
+        "dup3": 292, "fcntl": 72, "chdir": 80, "fchdir": 81, "setpgid": 109,
+        "getppid": 110, "setsid": 112, "setgroups": 116, "setresuid": 117,
+        "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
+        "openat": 257, "setns": 308, "unshare": 272, "chroot": 161,
+        "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435,
+        "close_range": 436,
+    },
+    "aarch64": {
+        "read": 63, "write": 64, "close": 57, "rt_sigaction": 134,
+        "rt_sigprocmask": 135, "dup3": 24, "fcntl": 25, "chdir": 49, "fchdir": 50,
+        "setpgid": 154, "getppid": 173, "setsid": 157, "setgroups": 159,
+        "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
+        "exit": 93, "waitid": 95, "openat": 56, "setns": 268, "unshare": 97,
+        "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
+        "clone3": 435, "close_range": 436,
+    },
+}
+
+ARCH = platform.machine()
+if ARCH in ("amd64", "AMD64"):
+    ARCH = "x86_64"
+elif ARCH == "arm64":
+    ARCH = "aarch64"
+SYSCALLS: dict[str, int] = _SYSCALLS.get(ARCH, {})
+
+# clone3 flags
+CLONE_VM = 0x00000100
+CLONE_VFORK = 0x00004000
+CLONE_PIDFD = 0x00001000
+CLONE_CLEAR_SIGHAND = 0x100000000
+CLONE_INTO_CGROUP = 0x200000000
+CLONE_ARGS_SIZE = 88  # struct clone_args up to and including .cgroup
+
+# waitid / siginfo
+P_PIDFD = 3
+WEXITED = 4
+WNOHANG = 1
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+
+PR_SET_PDEATHSIG = 1
+CLOSE_RANGE_CLOEXEC = 4
+SIG_SETMASK = 2
+NSIG = 64  # the kernel's signal numbers run 1..64
+
+libc = ctypes.CDLL(None, use_errno=True)
+_syscall = libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def syscall(name: str, *args: int) -> int:
+    """Run one syscall by name in the calling (parent) thread, GIL released.
+
+    Returns the result; raises OSError with errno on failure.
+    """
+    r = _syscall(ctypes.c_long(SYSCALLS[name]), *(ctypes.c_long(a) for a in args))
+    if r == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return r
+
+
+class Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+class Rusage(ctypes.Structure):
+    """struct rusage as the kernel fills it."""
+
+    _fields_ = [("ru_utime", Timeval), ("ru_stime", Timeval)] + [
+        (name, ctypes.c_long)
+        for name in (
+            "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt",
+            "ru_majflt", "ru_nswap", "ru_inblock", "ru_oublock", "ru_msgsnd",
+            "ru_msgrcv", "ru_nsignals", "ru_nvcsw", "ru_nivcsw",
+        )
+    ]
+
+
+class Siginfo(ctypes.Structure):
+    """The part of siginfo_t that waitid fills for SIGCHLD (128 bytes in all)."""
+
+    _fields_ = [
+        ("si_signo", ctypes.c_int), ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int), ("_pad0", ctypes.c_int),
+        ("si_pid", ctypes.c_int), ("si_uid", ctypes.c_uint),
+        ("si_status", ctypes.c_int), ("_rest", ctypes.c_char * 100),
+    ]
+
+
+def waitid_pidfd(pidfd: int, options: int) -> tuple[Siginfo, Rusage]:
+    """waitid(P_PIDFD, pidfd, ...) through the raw syscall, which also fills rusage."""
+    info = Siginfo()
+    ru = Rusage()
+    r = _syscall(
+        ctypes.c_long(SYSCALLS["waitid"]), ctypes.c_long(P_PIDFD), ctypes.c_long(pidfd),
+        ctypes.byref(info), ctypes.c_long(options), ctypes.byref(ru),
+    )
+    if r == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return info, ru
+
+
+waitid = waitid_pidfd
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    """Signal the process behind a pidfd: no pid-reuse race."""
+    syscall("pidfd_send_signal", pidfd, sig, 0, 0)

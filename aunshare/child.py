@@ -1,0 +1,301 @@
+"""The async layer: spawn, the :class:`Child` handle, waiting and signalling.
+
+A child's exit is awaited on its pidfd (readable once it has exited) and
+reaped with ``waitid(P_PIDFD)``, so aunshare never reaps a process it did
+not start and never races pid reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import errors
+from ._linux import CLD_DUMPED, CLD_EXITED, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
+from .launch import Started, failed, start
+from .status import ExitStatus, ResourceUsage
+from .streams import PipeReader, PipeWriter
+
+if TYPE_CHECKING:
+    from .command import Command
+
+__all__ = ["Child", "Output", "spawn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What :meth:`Command.output` returns: the status and captured bytes."""
+
+    status: ExitStatus
+    """How the child ended."""
+    stdout: bytes
+    """Everything the child wrote to stdout (empty when not piped)."""
+    stderr: bytes
+    """Everything the child wrote to stderr (empty when not piped)."""
+
+
+async def spawn(cmd: Command, default_stdio: str = "inherit") -> Child:
+    """Start ``cmd``; return once the child has exec'd. Errors are typed."""
+    started = start(cmd, default_stdio)
+    if started.report_fd >= 0:
+        await _await_exec(started)
+    return Child(started)
+
+
+async def _await_exec(started: Started) -> None:
+    """Read the error pipe until EOF (exec done) or a failure record."""
+    fd = started.report_fd
+    data = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 8 - len(data))
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            except OSError as exc:
+                raise errors.PipeError(exc.errno, "the error pipe") from None
+            if not chunk:
+                break
+            data += chunk
+            if len(data) == 8:
+                break
+    except BaseException:
+        # Cancelled (or worse) before exec was confirmed: leave nothing behind.
+        _abandon(started)
+        raise
+    if data:
+        if len(data) < 8:
+            _abandon(started)
+            raise errors.UnknownError(f"the child sent a truncated error record {data!r}")
+        idx = int.from_bytes(data[:4], "little")
+        err = int.from_bytes(data[4:], "little")
+        raise failed(started, idx, err)
+    started.report_fd = -1
+    os.close(fd)
+
+
+def _abandon(started: Started) -> None:
+    """Kill and reap a child the caller will never see; close its fds."""
+    try:
+        pidfd_send_signal(started.pidfd, _signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        waitid_pidfd(started.pidfd, WEXITED)  # SIGKILL is prompt
+    except OSError:
+        pass
+    for fd in (started.pidfd, started.report_fd, *started.pipes.values()):
+        if fd >= 0:
+            os.close(fd)
+    started.pidfd = started.report_fd = -1
+    started.pipes = {}
+
+
+def _status(info, ru) -> ExitStatus:  # type: ignore[no-untyped-def]
+    usage = ResourceUsage(
+        ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+        ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+        ru.ru_maxrss,
+    )
+    if info.si_code == CLD_EXITED:
+        return ExitStatus(info.si_status & 0xFF, None, False, usage)
+    return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage)
+
+
+class Child:
+    """A running (or finished) child process started by aunshare.
+
+    ``async with child:`` closes stdin and waits on normal exit; on an
+    error or cancellation in the block it kills the child and reaps it
+    before the exception propagates.
+    """
+
+    def __init__(self, started: Started) -> None:
+        self.pid: int = started.pid
+        """The child's process id."""
+        self._pidfd = started.pidfd
+        self.executor: str = started.executor
+        """Which executor started the child ("native" or "portable")."""
+        self.spawn_mode: str = "vfork" if started.executor == "native" else "fork"
+        """How the parent waited for exec: "vfork" (suspended until exec) or
+        "fork" (watched the error pipe until EOF)."""
+        pipes = started.pipes
+        self.stdin: PipeWriter | None = PipeWriter(pipes.pop(0)) if 0 in pipes else None
+        """Async stream to the child's stdin when piped, else None."""
+        self.stdout: PipeReader | None = PipeReader(pipes.pop(1)) if 1 in pipes else None
+        """Async stream from the child's stdout when piped, else None."""
+        self.stderr: PipeReader | None = PipeReader(pipes.pop(2)) if 2 in pipes else None
+        """Async stream from the child's stderr when piped, else None."""
+        self._pipes = pipes  # extra descriptors (file_descriptor with pipes)
+        self._status: ExitStatus | None = None
+        self._waiter: anyio.Event | None = None
+
+    @property
+    def pidfd(self) -> int:
+        """The child's pidfd; -1 once the child has been reaped."""
+        return self._pidfd
+
+    @property
+    def returncode(self) -> int | None:
+        """The subprocess-style return code once reaped, else None."""
+        return None if self._status is None else self._status.returncode
+
+    # -- waiting -------------------------------------------------------------------
+    def _reap(self, options: int) -> ExitStatus | None:
+        try:
+            info, ru = waitid_pidfd(self._pidfd, options)
+        except ChildProcessError as exc:
+            self._close_pidfd()
+            raise errors.WaitError(exc.errno, f"pid {self.pid}",
+                                   "the child was reaped by someone else "
+                                   "(a SIGCHLD handler or waitpid(-1) elsewhere?)") from None
+        except OSError as exc:
+            raise errors.WaitError(exc.errno, f"pid {self.pid}") from None
+        if info.si_pid == 0:
+            return None
+        self._status = st = _status(info, ru)
+        self._close_pidfd()
+        return st
+
+    def _close_pidfd(self) -> None:
+        fd, self._pidfd = self._pidfd, -1
+        if fd >= 0:
+            try:
+                anyio.notify_closing(fd)
+            except RuntimeError:
+                pass
+            os.close(fd)
+
+    def try_wait(self) -> ExitStatus | None:
+        """The exit status if the child has exited (reaping it), else None."""
+        if self._status is not None:
+            return self._status
+        return self._reap(WEXITED | WNOHANG)
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the child to exit and reap it; the result is cached."""
+        if self._status is not None:
+            return self._status
+        if self._waiter is not None:  # another task is already waiting
+            await self._waiter.wait()
+            if self._status is None:
+                return await self.wait()
+            return self._status
+        self._waiter = event = anyio.Event()
+        try:
+            while True:
+                st = self._reap(WEXITED | WNOHANG)
+                if st is not None:
+                    return st
+                await anyio.wait_readable(self._pidfd)
+        finally:
+            self._waiter = None
+            event.set()
+
+    async def wait_with_output(self) -> Output:
+        """Close stdin, read stdout and stderr to EOF concurrently, and wait."""
+        if self.stdin is not None:
+            await self.stdin.aclose()
+        out = err = b""
+
+        async def drain(stream: PipeReader, which: str) -> None:
+            nonlocal out, err
+            data = await stream.read_all()
+            await stream.aclose()
+            if which == "out":
+                out = data
+            else:
+                err = data
+
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.stdout is not None:
+                    tg.start_soon(drain, self.stdout, "out")
+                if self.stderr is not None:
+                    tg.start_soon(drain, self.stderr, "err")
+                status = await self.wait()
+        except BaseException:
+            await self._kill_and_reap()
+            raise
+        return Output(status, out, err)
+
+    # -- signals ---------------------------------------------------------------------
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` through the pidfd (no pid-reuse race).
+
+        Raises ProcessLookupError once the child has been reaped.
+        """
+        if self._pidfd < 0:
+            raise ProcessLookupError(
+                3, f"cannot signal child {self.pid}: it has already been reaped "
+                   f"({self._status})")
+        pidfd_send_signal(self._pidfd, int(sig))
+
+    def kill(self) -> None:
+        """Send SIGKILL."""
+        self.signal(_signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """Send SIGTERM."""
+        self.signal(_signal.SIGTERM)
+
+    async def _kill_and_reap(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._status is None:
+                try:
+                    self.kill()
+                except ProcessLookupError:
+                    pass
+                await self.wait()
+            await self.aclose_streams()
+
+    async def aclose_streams(self) -> None:
+        """Close every pipe the parent holds to the child."""
+        for s in (self.stdin, self.stdout, self.stderr):
+            if s is not None:
+                await s.aclose()
+        for fd in self._pipes.values():
+            os.close(fd)
+        self._pipes = {}
+
+    # -- context manager ---------------------------------------------------------------
+    async def __aenter__(self) -> Child:
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is None:
+            if self.stdin is not None:
+                await self.stdin.aclose()
+            try:
+                await self.wait()
+            except BaseException:
+                await self._kill_and_reap()
+                raise
+            await self.aclose_streams()
+        else:
+            await self._kill_and_reap()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", -1) >= 0 and getattr(self, "_status", None) is None:
+            try:
+                if self._reap(WEXITED | WNOHANG) is None:
+                    warnings.warn(f"child {self.pid} was never waited for and is still "
+                                  "running", ResourceWarning, stacklevel=2)
+            except Exception:
+                pass
+            self._close_pidfd_quietly()
+
+    def _close_pidfd_quietly(self) -> None:
+        fd, self._pidfd = self._pidfd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        state = "running" if self._status is None else str(self._status)
+        return f"<Child pid={self.pid} {state}>"

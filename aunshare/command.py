@@ -1,0 +1,468 @@
+"""The :class:`Command` builder and the :class:`Stdio` / :class:`Fd` specs.
+
+A Command is pure data: building one opens nothing and starts nothing
+(except :meth:`Stdio.dup_file` / :meth:`Fd.dup_file`, which duplicate the
+file's descriptor at once so the Command owns a copy). Starting a child is
+``await command.spawn()`` (see :mod:`aunshare.child`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import sys
+from collections.abc import Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from .child import Child, Output
+    from .status import ExitStatus
+
+__all__ = ["Command", "Stdio", "Fd", "StrOrBytesPath"]
+
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+_MAX_FD = 2**31 - 1
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
+
+
+def _to_bytes(value: object, what: str) -> bytes:
+    """str/bytes/PathLike to bytes, refusing NUL bytes and other types."""
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = os.fsencode(value)
+    elif isinstance(value, os.PathLike):
+        data = os.fsencode(value)
+    else:
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    if b"\0" in data:
+        raise ValueError(f"{what} contains a NUL byte: {value!r}")
+    return data
+
+
+def _check_id(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_ID:
+        raise ValueError(f"{what} must be between 0 and {_MAX_ID}, got {value}")
+    return value
+
+
+def _check_signal(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a signal number, not {type(value).__name__}")
+    if not 1 <= value <= 64:
+        raise ValueError(f"{what} must be a signal number from 1 to 64, got {value}")
+    return int(value)
+
+
+class _OwnedFd:
+    """A descriptor the Command owns (a dup of a user's file); closed with it."""
+
+    __slots__ = ("fd", "__weakref__")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _dup_fileobj(file: Any, what: str) -> _OwnedFd:
+    if isinstance(file, int) and not isinstance(file, bool):
+        fd = file
+    elif hasattr(file, "fileno"):
+        fd = file.fileno()
+    else:
+        raise TypeError(f"{what} needs an object with fileno() or an int fd, "
+                        f"not {type(file).__name__}")
+    try:
+        return _OwnedFd(os.dup(fd))  # os.dup makes the copy non-inheritable
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot duplicate fd {fd}: {exc.strerror}") from None
+
+
+class Fd:
+    """What the child gets on one file descriptor number.
+
+    Use the constructors: :meth:`piped_read`, :meth:`piped_write`,
+    :meth:`inherit`, :meth:`read_null`, :meth:`write_null`,
+    :meth:`from_fd`, :meth:`dup_file`.
+    """
+
+    __slots__ = ("kind", "fd", "owned")
+
+    # kinds: "pipe_r" (child reads), "pipe_w" (child writes), "inherit",
+    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup)
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+        self.kind = kind
+        self.fd = fd
+        self.owned = owned
+
+    @classmethod
+    def piped_read(cls) -> Fd:
+        """A pipe the child reads from; the parent gets the writing end."""
+        return cls("pipe_r")
+
+    @classmethod
+    def piped_write(cls) -> Fd:
+        """A pipe the child writes to; the parent gets the reading end."""
+        return cls("pipe_w")
+
+    @classmethod
+    def inherit(cls) -> Fd:
+        """The child gets the parent's descriptor of the same number."""
+        return cls("inherit")
+
+    @classmethod
+    def read_null(cls) -> Fd:
+        """/dev/null opened for reading."""
+        return cls("null_r")
+
+    @classmethod
+    def write_null(cls) -> Fd:
+        """/dev/null opened for writing."""
+        return cls("null_w")
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Fd:
+        """A copy of the parent's descriptor ``fd`` (still owned by the caller,
+        who must keep it open until the child is spawned)."""
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
+        if not 0 <= fd <= _MAX_FD:
+            raise ValueError(f"fd must be between 0 and {_MAX_FD}, got {fd}")
+        return cls("fd", fd)
+
+    @classmethod
+    def dup_file(cls, file: IO[Any] | int) -> Fd:
+        """A copy of ``file``'s descriptor, duplicated now and owned by the spec."""
+        return cls("file", owned=_dup_fileobj(file, "dup_file"))
+
+    def _source_fd(self) -> int | None:
+        return self.owned.fd if self.owned is not None else self.fd
+
+    def __repr__(self) -> str:
+        if self.kind in ("fd", "file"):
+            return f"Fd.{'from_fd' if self.kind == 'fd' else 'dup_file'}({self._source_fd()})"
+        names = {"pipe_r": "piped_read", "pipe_w": "piped_write", "inherit": "inherit",
+                 "null_r": "read_null", "null_w": "write_null"}
+        return f"Fd.{names[self.kind]}()"
+
+
+class Stdio:
+    """What the child gets as stdin, stdout or stderr."""
+
+    __slots__ = ("kind", "fd", "owned")
+
+    # kinds: "piped", "null", "inherit", "fd", "file"
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+        self.kind = kind
+        self.fd = fd
+        self.owned = owned
+
+    @classmethod
+    def piped(cls) -> Stdio:
+        """A pipe to the parent; the Child gets an async stream for it."""
+        return cls("piped")
+
+    @classmethod
+    def null(cls) -> Stdio:
+        """/dev/null."""
+        return cls("null")
+
+    @classmethod
+    def inherit(cls) -> Stdio:
+        """The parent's own descriptor (the default)."""
+        return cls("inherit")
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Stdio:
+        """A copy of the parent's descriptor ``fd`` (the caller keeps owning it)."""
+        spec = Fd.from_fd(fd)
+        return cls("fd", spec.fd)
+
+    @classmethod
+    def dup_file(cls, file: IO[Any] | int) -> Stdio:
+        """A copy of ``file``'s descriptor, duplicated now."""
+        return cls("file", owned=_dup_fileobj(file, "Stdio.dup_file"))
+
+    def _to_fd(self, target: int) -> Fd:
+        if self.kind == "piped":
+            return Fd("pipe_r" if target == 0 else "pipe_w")
+        if self.kind == "null":
+            return Fd("null_r" if target == 0 else "null_w")
+        return Fd(self.kind, self.fd, self.owned)
+
+    def __repr__(self) -> str:
+        if self.kind == "fd":
+            return f"Stdio.from_fd({self.fd})"
+        if self.kind == "file":
+            return f"Stdio.dup_file({self.owned.fd if self.owned else -1})"
+        return f"Stdio.{self.kind}()"
+
+
+class Command:
+    """A builder for a child process: program, arguments, environment, fds,
+    identity and what happens to the child before exec.
+
+    Every builder method returns the same Command, so calls chain::
+
+        child = await Command("ls").arg("-l").stdout(Stdio.piped()).spawn()
+
+    A Command can be spawned any number of times. Arguments are validated at
+    the call that receives them (``ValueError``/``TypeError`` naming it).
+    """
+
+    def __init__(self, program: StrOrBytesPath) -> None:
+        """Start building a command that runs ``program``.
+
+        A program without a slash is looked up in ``PATH`` (the child's PATH
+        when :meth:`env` sets one, else the parent's) when it is spawned.
+        """
+        self._program = _to_bytes(program, "program")
+        if not self._program:
+            raise ValueError("program must not be empty")
+        self._arg0: bytes | None = None
+        self._args: list[bytes] = []
+        self._env_clear = False
+        self._env: dict[bytes, bytes | None] = {}
+        self._cwd: bytes | None = None
+        self._fds: dict[int, Fd] = {}
+        self._close: list[tuple[int, int]] = [(3, _MAX_FD)]
+        self._uid: int | None = None
+        self._gid: int | None = None
+        self._groups: list[int] | None = None
+        self._group_leader = False
+        self._death_signal: int | None = int(_signal.SIGKILL)
+        self._keep_sigmask = False
+
+    # -- program and arguments -------------------------------------------
+    def arg(self, arg: StrOrBytesPath) -> Command:
+        """Append one argument."""
+        self._args.append(_to_bytes(arg, "arg"))
+        return self
+
+    def args(self, args: Iterable[StrOrBytesPath]) -> Command:
+        """Append several arguments."""
+        if isinstance(args, (str, bytes)):
+            raise TypeError("args() takes an iterable of arguments, not a single "
+                            "str/bytes; use arg() for one argument")
+        new = [_to_bytes(a, "args item") for a in args]
+        self._args.extend(new)
+        return self
+
+    def arg0(self, arg0: StrOrBytesPath) -> Command:
+        """Set argv[0] as the child sees it (default: the program as given)."""
+        self._arg0 = _to_bytes(arg0, "arg0")
+        return self
+
+    # -- environment -------------------------------------------------------
+    def env(self, key: StrOrBytesPath, value: StrOrBytesPath) -> Command:
+        """Set one environment variable for the child."""
+        k = _to_bytes(key, "env key")
+        if not k or b"=" in k:
+            raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
+        self._env[k] = _to_bytes(value, "env value")
+        return self
+
+    def envs(self, mapping: Mapping[Any, Any]) -> Command:
+        """Set several environment variables from a mapping."""
+        for k, v in mapping.items():
+            self.env(k, v)
+        return self
+
+    def env_remove(self, key: StrOrBytesPath) -> Command:
+        """Remove one variable from the child's environment."""
+        k = _to_bytes(key, "env key")
+        if not k or b"=" in k:
+            raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
+        self._env[k] = None
+        return self
+
+    def env_clear(self) -> Command:
+        """Start the child's environment empty (then add with :meth:`env`)."""
+        self._env_clear = True
+        self._env.clear()
+        return self
+
+    # -- working directory -------------------------------------------------
+    def current_dir(self, path: StrOrBytesPath) -> Command:
+        """Change to ``path`` in the child before exec (Chdir on failure)."""
+        self._cwd = _to_bytes(path, "current_dir")
+        if not self._cwd:
+            raise ValueError("current_dir must not be empty")
+        return self
+
+    # -- file descriptors -----------------------------------------------------
+    def _set_stdio(self, target: int, stdio: Stdio, name: str) -> Command:
+        if not isinstance(stdio, Stdio):
+            raise TypeError(f"{name}() takes a Stdio (e.g. Stdio.piped()), "
+                            f"not {type(stdio).__name__}")
+        self._fds[target] = stdio._to_fd(target)
+        return self
+
+    def stdin(self, stdio: Stdio) -> Command:
+        """What the child gets as fd 0."""
+        return self._set_stdio(0, stdio, "stdin")
+
+    def stdout(self, stdio: Stdio) -> Command:
+        """What the child gets as fd 1."""
+        return self._set_stdio(1, stdio, "stdout")
+
+    def stderr(self, stdio: Stdio) -> Command:
+        """What the child gets as fd 2."""
+        return self._set_stdio(2, stdio, "stderr")
+
+    def file_descriptor(self, target_fd: int, fd: Fd) -> Command:
+        """Give the child ``fd`` as descriptor number ``target_fd`` (3 or more).
+
+        Sources and targets may overlap freely (the shuffle is done safely).
+        Mapping the same target twice is an error; :meth:`reset_fds` starts over.
+        """
+        if isinstance(target_fd, bool) or not isinstance(target_fd, int):
+            raise TypeError(f"target_fd must be an int, not {type(target_fd).__name__}")
+        if target_fd in (0, 1, 2):
+            raise ValueError(f"target_fd {target_fd} is stdio: use stdin()/stdout()/"
+                             "stderr() for descriptors 0-2")
+        if not 3 <= target_fd < _MAX_FD:
+            raise ValueError(f"target_fd must be between 3 and {_MAX_FD - 1}, got {target_fd}")
+        if not isinstance(fd, Fd):
+            raise TypeError(f"file_descriptor() takes an Fd (e.g. Fd.piped_write()), "
+                            f"not {type(fd).__name__}")
+        if target_fd in self._fds:
+            raise ValueError(f"target_fd {target_fd} is already mapped to "
+                             f"{self._fds[target_fd]!r}; call reset_fds() to start over")
+        self._fds[target_fd] = fd
+        return self
+
+    def close_fds(self, fds: range) -> Command:
+        """Also close the descriptors in ``fds`` (a ``range`` with step 1) at exec.
+
+        By default every descriptor from 3 up that is not mapped with
+        :meth:`file_descriptor` is closed at exec; after :meth:`reset_fds`
+        nothing is, and this adds ranges back. Descriptors 0-2 cannot be
+        closed (use ``Stdio.null()``).
+        """
+        if not isinstance(fds, range) or fds.step != 1:
+            raise TypeError("close_fds() takes a range with step 1, e.g. range(3, 100)")
+        if len(fds) == 0:
+            return self
+        if fds.start < 3:
+            raise ValueError(f"close_fds range {fds} includes stdio (0-2): use Stdio.null()")
+        self._close.append((fds.start, min(fds.stop - 1, _MAX_FD)))
+        return self
+
+    def reset_fds(self) -> Command:
+        """Back to the initial fd state with nothing closed: stdio inherited,
+        no mappings, and every inheritable parent descriptor left open."""
+        self._fds.clear()
+        self._close = []
+        return self
+
+    # -- identity -----------------------------------------------------------------
+    def uid(self, uid: int) -> Command:
+        """Run the child as ``uid`` (setresuid, after groups and gid)."""
+        self._uid = _check_id(uid, "uid")
+        return self
+
+    def gid(self, gid: int) -> Command:
+        """Run the child with group ``gid`` (setresgid)."""
+        self._gid = _check_id(gid, "gid")
+        return self
+
+    def groups(self, groups: Iterable[int]) -> Command:
+        """Set the child's supplementary groups (setgroups).
+
+        When unset and the parent is root, a child given :meth:`uid` or
+        :meth:`gid` gets an empty list, so it keeps none of root's groups.
+        """
+        if isinstance(groups, (str, bytes)):
+            raise TypeError("groups() takes an iterable of gids")
+        self._groups = [_check_id(g, "groups item") for g in groups]
+        return self
+
+    def make_group_leader(self, make: bool = True) -> Command:
+        """Put the child in a new process group of its own (setpgid(0, 0))."""
+        self._group_leader = bool(make)
+        return self
+
+    # -- signals ----------------------------------------------------------------------
+    def set_parent_death_signal(self, sig: int) -> Command:
+        """Signal sent to the child when the thread that spawned it exits
+        (PR_SET_PDEATHSIG). The default is SIGKILL, as in the Rust crate.
+
+        The kernel ties this to the spawning *thread*: spawn from a
+        long-lived thread (the event loop's), not a short-lived worker.
+        """
+        self._death_signal = _check_signal(sig, "parent death signal")
+        return self
+
+    def allow_daemonize(self) -> Command:
+        """Let the child outlive the parent (no parent-death signal)."""
+        self._death_signal = None
+        return self
+
+    def keep_sigmask(self) -> Command:
+        """Keep the parent's signal mask and ignored signals in the child.
+
+        By default the child starts with an empty mask and every signal at
+        its default action.
+        """
+        self._keep_sigmask = True
+        return self
+
+    # -- running (the async layer) -----------------------------------------------
+    async def spawn(self) -> Child:
+        """Start the child; errors before exec are raised here, typed."""
+        from .child import spawn
+
+        return await spawn(self)
+
+    async def status(self) -> ExitStatus:
+        """Start the child with stdio inherited (unless set) and wait for it."""
+        from .child import spawn
+
+        async with await spawn(self, default_stdio="inherit") as child:
+            return await child.wait()
+
+    async def output(self) -> Output:
+        """Run the child with stdout and stderr piped (unless set) and collect them."""
+        from .child import spawn
+
+        child = await spawn(self, default_stdio="output")
+        return await child.wait_with_output()
+
+    # -- debugging ------------------------------------------------------------------
+    def get_argv(self) -> list[bytes]:
+        """argv as the child will get it (argv[0] first)."""
+        return [self._arg0 if self._arg0 is not None else self._program, *self._args]
+
+    def __repr__(self) -> str:
+        parts = [f"{self._program.decode(errors='backslashreplace')!r}"]
+        parts += [repr(a.decode(errors="backslashreplace")) for a in self._args]
+        text = "<Command " + " ".join(parts).replace("'", '"')
+        extra = []
+        if self._cwd is not None:
+            extra.append(f"cwd={os.fsdecode(self._cwd)!r}")
+        if self._uid is not None:
+            extra.append(f"uid={self._uid}")
+        if self._gid is not None:
+            extra.append(f"gid={self._gid}")
+        if self._env_clear:
+            extra.append("env_clear")
+        for t, f in sorted(self._fds.items()):
+            extra.append(f"fd{t}={f!r}")
+        if extra:
+            text += "; " + ", ".join(extra)
+        return text + ">"
+
+
+if sys.platform != "linux":  # pragma: no cover
+    raise ImportError("aunshare runs on Linux only")

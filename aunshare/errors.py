@@ -1,0 +1,268 @@
+"""The error model: one class per variant of the Rust crate's ``Error`` enum.
+
+Every error says what failed, on what, and why. Errors that carry an errno
+are also :class:`OSError` (with ``errno``, ``strerror`` and ``filename``), so
+``except OSError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import signal as _signal
+
+__all__ = [
+    "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
+    "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
+    "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+    "SetNs", "CapSet", "BeforeUnfreeze", "fork_causes",
+]
+
+
+class Error(Exception):
+    """Base class of every error aunshare raises about a child it starts."""
+
+    def raw_os_error(self) -> int | None:
+        """The errno behind this error, or None when there is none."""
+        return None
+
+
+class _OSError(Error, OSError):
+    """An :class:`Error` that carries an errno; also an :class:`OSError`.
+
+    ``action`` names the step ("exec", "chdir", ...), ``filename`` what it
+    acted on, ``detail`` adds likely causes or context.
+    """
+
+    action = "?"
+
+    def __init__(self, errno: int, filename: object = None, detail: str = "",
+                 *, action: str | None = None) -> None:
+        super().__init__(errno, os.strerror(errno), filename)
+        if action is not None:
+            self.action = action
+        self.detail = detail
+
+    def raw_os_error(self) -> int | None:
+        """The errno behind this error."""
+        return self.errno
+
+    def __str__(self) -> str:
+        what = self.action
+        if self.filename is not None:
+            name = self.filename
+            if isinstance(name, bytes):
+                name = os.fsdecode(name)
+            what = f"{what} {name}"
+        msg = f"{what}: {self.strerror} (os error {self.errno})"
+        if self.detail:
+            msg = f"{msg}; {self.detail}"
+        return msg
+
+    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) sane
+        return (_rebuild, (type(self), self.errno, self.filename, self.detail, self.action))
+
+
+def _rebuild(cls, errno, filename, detail, action):
+    return cls(errno, filename, detail, action=action)
+
+
+class NixError(_OSError):
+    """A system call in the parent failed outside any specific step."""
+
+    action = "system call"
+
+
+class UnknownError(Error):
+    """The child failed in a way that could not be decoded (no errno)."""
+
+    def __init__(self, message: str = "the child failed for an unknown reason") -> None:
+        super().__init__(message)
+
+
+class CreatePipe(_OSError):
+    """A pipe (for stdio or the parent/child handshake) could not be created."""
+
+    action = "create pipe"
+
+
+class Fork(_OSError):
+    """clone3 failed: no child was created. ``detail`` lists the likely causes."""
+
+    action = "clone3"
+
+
+class Exec(_OSError):
+    """execve of the program failed (not found, not executable, bad format...)."""
+
+    action = "exec"
+
+
+class Chdir(_OSError):
+    """The child could not change to the requested working directory."""
+
+    action = "chdir"
+
+
+class ParentDeathSignal(_OSError):
+    """Setting the parent-death signal failed, or the parent was already gone."""
+
+    action = "set parent death signal"
+
+
+class PipeError(_OSError):
+    """Reading the child's error report failed."""
+
+    action = "read error pipe"
+
+
+class WaitError(_OSError):
+    """Waiting for the child failed, typically because someone else reaped it."""
+
+    action = "wait"
+
+
+class StdioError(_OSError):
+    """Setting up one of the child's file descriptors failed."""
+
+    action = "set up fd"
+
+
+class SetUser(_OSError):
+    """Changing uid, gid or supplementary groups in the child failed."""
+
+    action = "set user"
+
+
+class ChangeRoot(_OSError):
+    """chroot or pivot_root in the child failed."""
+
+    action = "change root"
+
+
+class SetIdMap(_OSError):
+    """Writing a uid/gid map (or running newuidmap/newgidmap) failed."""
+
+    action = "set id map"
+
+
+class SetPGid(_OSError):
+    """Making the child a process group leader failed."""
+
+    action = "setpgid"
+
+
+class SetNs(_OSError):
+    """Joining (setns) or creating (unshare) a namespace failed."""
+
+    action = "setns"
+
+
+class CapSet(_OSError):
+    """Setting the child's capabilities failed."""
+
+    action = "set capabilities"
+
+
+class AuxCommandExited(Error):
+    """An auxiliary command (newuidmap, newgidmap) exited with a non-zero code."""
+
+    def __init__(self, code: int, command: str = "auxiliary command", stderr: bytes = b"") -> None:
+        self.code = code
+        self.command = command
+        self.stderr = stderr
+        msg = f"{command} exited with code {code}"
+        text = stderr.decode(errors="replace").strip()
+        if text:
+            msg = f"{msg}: {text}"
+        super().__init__(msg)
+
+
+class AuxCommandKilled(Error):
+    """An auxiliary command (newuidmap, newgidmap) was killed by a signal."""
+
+    def __init__(self, signal: int, command: str = "auxiliary command", stderr: bytes = b"") -> None:
+        self.signal = signal
+        self.command = command
+        self.stderr = stderr
+        try:
+            name = _signal.Signals(signal).name
+        except ValueError:
+            name = f"signal {signal}"
+        msg = f"{command} was killed by {name}"
+        text = stderr.decode(errors="replace").strip()
+        if text:
+            msg = f"{msg}: {text}"
+        super().__init__(msg)
+
+
+class BeforeUnfreeze(Error):
+    """The before-unfreeze callback raised; the original is ``__cause__``."""
+
+
+# Likely causes of a clone3 failure, after clone(2)'s ERRORS section, keyed by
+# errno. Each entry: (condition on the requested flags, text). The condition
+# is a set of feature names that must all be requested, or None for always.
+_FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
+    _errno.EAGAIN: [
+        (None, "too many processes: RLIMIT_NPROC of this user (ulimit -u), "
+               "/proc/sys/kernel/threads-max or /proc/sys/kernel/pid_max is reached"),
+        (frozenset({"pids-cgroup"}), "the pids.max limit of the target cgroup is reached"),
+    ],
+    _errno.ENOMEM: [
+        (None, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "
+               "and the memory cgroup limits)"),
+    ],
+    _errno.EPERM: [
+        (frozenset({"namespace"}), "creating a namespace other than a user namespace "
+               "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare USER with "
+               "an id map)"),
+        (frozenset({"user"}), "creating a user namespace is refused: the caller is in a "
+               "chroot, or its uid/gid has no mapping in the current user namespace"),
+        (None, "the caller lacks a needed capability for the requested flags"),
+    ],
+    _errno.ENOSPC: [
+        (frozenset({"namespace"}), "a namespace count limit is reached: see "
+               "/proc/sys/user/max_*_namespaces, or the nesting depth limit of 32 "
+               "user or pid namespaces"),
+        (frozenset({"pid"}), "the pid namespace's init has exited, or its pid limit is reached"),
+    ],
+    _errno.EUSERS: [
+        (frozenset({"namespace"}), "(kernels before 4.9) the user namespace nesting "
+               "limit is reached, see /proc/sys/user/max_user_namespaces"),
+    ],
+    _errno.EINVAL: [
+        (frozenset({"namespace"}), "an impossible combination of flags, or the kernel "
+               "was built without one of the requested namespaces"),
+        (frozenset({"cgroup"}), "the target cgroup is not a cgroup v2 directory"),
+        (None, "the kernel rejected the clone3 arguments (kernel older than 5.5?)"),
+    ],
+    _errno.ENOSYS: [
+        (None, "the kernel or an emulator (qemu-user, a seccomp filter) does not "
+               "provide clone3; set AUNSHARE_EXECUTOR=portable"),
+    ],
+    _errno.EBUSY: [
+        (frozenset({"cgroup"}), "the target cgroup has controllers enabled in "
+               "cgroup.subtree_control (no internal processes rule)"),
+    ],
+    _errno.EOPNOTSUPP: [
+        (frozenset({"cgroup"}), "the target cgroup is in an invalid state (threaded "
+               "or domain invalid)"),
+    ],
+    _errno.EEXIST: [
+        (frozenset({"set_tid"}), "a requested pid (set_tid) is already in use"),
+    ],
+}
+
+
+def fork_causes(err: int, features: frozenset[str] = frozenset()) -> str:
+    """Likely causes of a clone3 failure ``err`` for the requested ``features``.
+
+    ``features`` names what the command asked for ("namespace", "user",
+    "pid", "cgroup", "set_tid", ...). Returns "" when nothing is known.
+    """
+    causes = [text for cond, text in _FORK_CAUSES.get(err, [])
+              if cond is None or cond <= features]
+    if not causes:
+        return ""
+    return "likely causes: " + "; ".join(causes)

@@ -1,0 +1,55 @@
+"""Executors: what clones the child and runs its plan.
+
+``native`` (machine code, CLONE_VM|CLONE_VFORK, speed independent of the
+parent's size) is used where it exists and executable memory is allowed;
+``portable`` (a fork-like clone and the plan run from Python) everywhere
+else. ``AUNSHARE_EXECUTOR=native|portable`` forces one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from .table import Table
+
+__all__ = ["Executor", "get_executor"]
+
+
+class Executor(Protocol):
+    """Clones a child that runs an encoded plan."""
+
+    name: str
+
+    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool) -> int:
+        """Start the child; return its pid or -errno from clone3."""
+        ...
+
+
+_cache: dict[str, Executor] = {}
+
+
+def get_executor(name: str | None = None) -> Executor:
+    """The executor named ``name``, ``$AUNSHARE_EXECUTOR``, or the best available."""
+    if name is None:
+        name = os.environ.get("AUNSHARE_EXECUTOR") or "auto"
+    ex = _cache.get(name)
+    if ex is not None:
+        return ex
+    if name == "native":
+        from .native import NativeExecutor
+
+        ex = NativeExecutor()
+    elif name == "portable":
+        from .portable import PortableExecutor
+
+        ex = PortableExecutor()
+    elif name == "auto":
+        try:
+            ex = get_executor("native")
+        except OSError:
+            ex = get_executor("portable")
+    else:
+        raise ValueError(f"AUNSHARE_EXECUTOR must be 'native' or 'portable', got {name!r}")
+    _cache[name] = ex
+    return ex

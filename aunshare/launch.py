@@ -1,0 +1,216 @@
+"""The parent's side of a spawn, up to the clone: resolve the program,
+prepare descriptors, build and encode the plan, run the executor.
+
+Synchronous and quick; the async layer (:mod:`aunshare.child`) calls it and
+awaits the rest. Whatever fails, every descriptor opened here is closed
+again and a child that was started is reaped before the error is raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import TYPE_CHECKING
+
+from . import errors
+from ._linux import WEXITED, waitid_pidfd
+from .executors import get_executor
+from .executors.table import Table, encode
+from .plan import Plan, build_plan
+
+if TYPE_CHECKING:
+    from .command import Command, Fd
+
+__all__ = ["Started", "start", "resolve_program"]
+
+_O_CLOEXEC = os.O_CLOEXEC
+_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+class Started:
+    """A child that clone3 started, and what the parent holds for it."""
+
+    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor")
+
+    def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
+                 table: Table, report_fd: int, executor: str) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.pipes = pipes          # child's fd number -> parent's end of its pipe
+        self.plan = plan
+        self.table = table          # must outlive the child's use of it
+        self.report_fd = report_fd  # -1, or the error pipe to read until EOF
+        self.executor = executor
+
+
+def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
+    """The path to exec: ``program`` itself when it has a slash, else the
+    first executable regular file named so in the PATH directories."""
+    if b"/" in program:
+        return program
+    path = path_env if path_env is not None else os.defpath.encode()
+    dirs = list(dict.fromkeys(d or b"." for d in path.split(b":")))
+    denied = None
+    for d in dirs:
+        candidate = d + b"/" + program
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+        if denied is None and os.path.exists(candidate) and not os.path.isdir(candidate):
+            denied = candidate
+    if denied is not None:
+        raise errors.Exec(errno.EACCES, denied, "found in PATH but not executable")
+    searched = ", ".join(os.fsdecode(d) for d in dirs) or "(empty PATH)"
+    raise errors.Exec(errno.ENOENT, program, f"not found in PATH (searched {searched})")
+
+
+def _child_env(cmd: Command) -> list[bytes] | None:
+    if not cmd._env_clear and not cmd._env:
+        return None  # the child gets the parent's live environ as it is
+    env: dict[bytes, bytes] = {} if cmd._env_clear else dict(os.environb)
+    for k, v in cmd._env.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return [k + b"=" + v for k, v in env.items()]
+
+
+def _fd_name(fd: int) -> str:
+    name = _STDIO_NAMES.get(fd)
+    return f"fd {fd} ({name})" if name else f"fd {fd}"
+
+
+def _default_fds(cmd: Command, default_stdio: str) -> dict[int, Fd]:
+    from .command import Fd
+
+    fds = cmd._fds
+    if default_stdio == "output":
+        fds = dict(fds)
+        fds.setdefault(0, Fd("null_r"))
+        fds.setdefault(1, Fd("pipe_w"))
+        fds.setdefault(2, Fd("pipe_w"))
+    return fds
+
+
+def start(cmd: Command, default_stdio: str = "inherit") -> Started:
+    """Start ``cmd``'s child. Returns once clone3 did; with the vfork path
+    also once exec did. Raises a typed :class:`~aunshare.errors.Error`."""
+    argv = cmd.get_argv()
+    envp = _child_env(cmd)
+    if b"PATH" in cmd._env:
+        path_env = cmd._env[b"PATH"]  # None when removed: the default path
+    else:
+        path_env = None if cmd._env_clear else os.environb.get(b"PATH")
+    program = resolve_program(cmd._program, path_env)
+
+    fds = _default_fds(cmd, default_stdio)
+    hi = max(fds, default=2) + 1
+    if hi < 3:
+        hi = 3
+    to_close: list[int] = []   # child-side copies, closed once the child has them
+    pipes: dict[int, int] = {}  # parent ends
+    moves: list[tuple[int, int]] = []
+    executor = get_executor()
+    vfork = executor.name == "native"
+    report_r = report_w = -1
+    try:
+        for target, spec in fds.items():
+            kind = spec.kind
+            if kind == "inherit":
+                if target < 3:
+                    continue
+                source = target
+            elif kind == "pipe_r" or kind == "pipe_w":
+                try:
+                    r, w = os.pipe2(_O_CLOEXEC)
+                except OSError as exc:
+                    raise errors.CreatePipe(exc.errno, _fd_name(target)) from None
+                if kind == "pipe_r":
+                    source, pipes[target] = r, w
+                else:
+                    source, pipes[target] = w, r
+                to_close.append(source)
+            elif kind == "null_r" or kind == "null_w":
+                try:
+                    source = os.open("/dev/null", (os.O_RDONLY if kind == "null_r" else os.O_WRONLY)
+                                     | _O_CLOEXEC)
+                except OSError as exc:
+                    raise errors.StdioError(exc.errno, _fd_name(target),
+                                            "cannot open /dev/null") from None
+                to_close.append(source)
+            else:  # "fd" / "file"
+                source = spec._source_fd()  # type: ignore[assignment]
+            if source < hi:
+                # Move the source above every target so no dup3 clobbers it.
+                try:
+                    source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, hi)
+                except OSError as exc:
+                    raise errors.StdioError(
+                        exc.errno, _fd_name(target),
+                        f"the parent's fd {source} given for it is not usable") from None
+                to_close.append(source)
+            elif kind in ("fd", "file", "inherit"):
+                try:
+                    os.fstat(source)
+                except OSError as exc:
+                    raise errors.StdioError(
+                        exc.errno, _fd_name(target),
+                        f"the parent's fd {source} given for it is not open") from None
+            moves.append((source, target))
+
+        plan = build_plan(cmd, program=program, argv=argv, envp=envp, fd_moves=moves,
+                          parent_pid=os.getpid(), euid=os.geteuid())
+        table = encode(plan)
+        if not vfork:
+            try:
+                report_r, report_w = os.pipe2(_O_CLOEXEC | os.O_NONBLOCK)
+            except OSError as exc:
+                raise errors.CreatePipe(exc.errno, "the error pipe") from None
+            if report_w < hi:
+                fd = fcntl.fcntl(report_w, fcntl.F_DUPFD_CLOEXEC, hi)
+                os.close(report_w)
+                report_w = fd
+        pid = executor.start(table, plan.clone_flags, report_w, vfork)
+    except BaseException:
+        for fd in (*to_close, *pipes.values(), report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    for fd in to_close:
+        os.close(fd)
+    if report_w >= 0:
+        os.close(report_w)
+    if pid < 0:
+        for fd in (*pipes.values(), report_r):
+            if fd >= 0:
+                os.close(fd)
+        raise errors.Fork(-pid, None, errors.fork_causes(-pid, plan.features))
+    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name)
+    if vfork:
+        idx, err = table.record()
+        if err:
+            raise failed(started, idx, err)
+    return started
+
+
+def failed(started: Started, idx: int, err: int) -> errors.Error:
+    """Reap a child that reported a failing step; close what the parent
+    holds for it; return the step's typed error."""
+    try:
+        waitid_pidfd(started.pidfd, WEXITED)  # it has exited (127): reap now
+    except OSError:
+        pass
+    for fd in (started.pidfd, *started.pipes.values(), started.report_fd):
+        if fd >= 0:
+            os.close(fd)
+    started.pipes = {}
+    started.pidfd = started.report_fd = -1
+    steps = started.plan.steps
+    if not 0 <= idx < len(steps):
+        return errors.UnknownError(f"the child reported step {idx} failing with "
+                                   f"errno {err}, but the plan has {len(steps)} steps")
+    step = steps[idx]
+    if issubclass(step.error, errors._OSError):
+        return step.error(err, step.subject, step.detail, action=step.action)
+    return errors.UnknownError(f"{step.action} {step.subject}: errno {err}")

@@ -1,0 +1,232 @@
+"""What the child does between clone and exec, in order: the plan.
+
+This module is the one place that answers "what does the child do?". It
+turns a :class:`~aunshare.command.Command` (plus the descriptors the parent
+prepared for it) into a tuple of :class:`Step` — plain data, one syscall
+each. An executor (:mod:`aunshare.executors`) runs the steps in the child
+without Python or libc; the first failing step is reported as
+``(step index, errno)`` and turned into the step's typed error.
+
+The order, and why:
+
+1. file descriptors: mark every inherited descriptor from 3 up close-on-exec
+   (``close_range``), then ``dup3`` each prepared source onto its target.
+   Sources are always above every target, so no dup clobbers another's
+   source (the parent guarantees it).
+2. ``setpgid(0, 0)`` when the child is to lead its own process group.
+3. ``chdir``: before dropping privileges, as the crate does, so a root
+   parent can enter a directory the target user could not.
+4. ``setgroups``, ``setresgid``, ``setresuid`` (raw syscalls: glibc's
+   wrappers would broadcast to the parent's threads through shared memory).
+   Groups first, uid last, since each needs the privilege the next drops.
+5. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
+   kernel clears the parent-death signal when credentials change; then
+   ``getppid()`` must still be the spawning process, or the parent died
+   before the signal was armed and the child gives up.
+6. signals: every signal back to its default action (CLONE_CLEAR_SIGHAND
+   already reset handlers, but ignored signals such as Python's SIGPIPE stay
+   ignored), then the signal mask, which the parent fully blocked around
+   the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
+7. ``execve``.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple, Union
+
+from . import errors
+from ._linux import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK
+
+if TYPE_CHECKING:
+    from .command import Command
+
+__all__ = ["Step", "Plan", "CStr", "CStrArray", "U32Array", "Ptr", "build_plan",
+           "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5"]
+
+# Step flags, understood by every executor (see spawn_x86_64.S).
+USE_PREVIOUS = 1  # the first argument is the previous step's result
+IGNORE_ERROR = 2  # a failure of this step is not an error
+EXPECT_ARG5 = 4   # fail with ESRCH unless the result equals the sixth argument
+
+
+class CStr(NamedTuple):
+    """Argument: pointer to a NUL-terminated copy of ``data``."""
+
+    data: bytes
+
+
+class CStrArray(NamedTuple):
+    """Argument: pointer to a NULL-terminated array of C strings."""
+
+    items: tuple[bytes, ...]
+
+
+class U32Array(NamedTuple):
+    """Argument: pointer to an array of 32-bit unsigned ints (gid_t[])."""
+
+    items: tuple[int, ...]
+
+
+class Ptr(NamedTuple):
+    """Argument: a pointer the executor supplies by name.
+
+    ``"environ"`` (the parent's live environment), ``"sigaction_default"``
+    (a struct sigaction with SIG_DFL), ``"empty_sigset"``, ``"saved_sigmask"``
+    (the parent's mask, saved while signals are blocked for the clone).
+    """
+
+    name: str
+
+
+Arg = Union[int, CStr, CStrArray, U32Array, Ptr]
+
+
+class Step(NamedTuple):
+    """One syscall the child makes, and how its failure is reported."""
+
+    syscall: str
+    """Syscall name; the executor maps it to the architecture's number."""
+    args: tuple[Arg, ...]
+    """Up to six arguments."""
+    error: type[errors.Error]
+    """Error class raised in the parent when this step fails."""
+    action: str
+    """What the step does, for the message ("exec", "chdir", ...)."""
+    subject: object = None
+    """What it acts on (a path, an fd, an id), for the message."""
+    flags: int = 0
+    """USE_PREVIOUS / IGNORE_ERROR / EXPECT_ARG5."""
+    detail: str = ""
+    """Extra explanation added to the error message."""
+
+    def __str__(self) -> str:
+        args = ", ".join(_fmt_arg(a) for a in self.args)
+        return f"{self.syscall}({args})"
+
+
+def _fmt_arg(arg: Arg) -> str:
+    if isinstance(arg, CStr):
+        return repr(arg.data)
+    if isinstance(arg, CStrArray):
+        return "[" + ", ".join(repr(i) for i in arg.items) + "]"
+    if isinstance(arg, U32Array):
+        return repr(list(arg.items))
+    if isinstance(arg, Ptr):
+        return f"&{arg.name}"
+    return str(arg)
+
+
+class Plan(NamedTuple):
+    """The child's steps in order, and how it is cloned."""
+
+    steps: tuple[Step, ...]
+    """The syscalls the child makes, in order; the last one is ``execve``."""
+    clone_flags: int = 0
+    """Extra clone3 flags (namespaces), beyond the executor's own."""
+    features: frozenset[str] = frozenset()
+    """What was asked for, to explain a clone3 failure (see errors.fork_causes)."""
+
+    def describe(self) -> str:
+        """The plan as numbered lines, one syscall each."""
+        return "\n".join(f"{i:3d}. {s}" for i, s in enumerate(self.steps))
+
+
+_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+def _fd_name(fd: int) -> str:
+    name = _STDIO_NAMES.get(fd)
+    return f"fd {fd} ({name})" if name else f"fd {fd}"
+
+
+# Back to SIG_DFL for every signal that can be caught or ignored.
+_RESET_SIGNALS: tuple[Step, ...] = tuple(
+    Step("rt_sigaction", (sig, Ptr("sigaction_default"), 0, 8), errors.NixError,
+         "reset signal", sig, IGNORE_ERROR)
+    for sig in range(1, 65)
+    if sig not in (_signal.SIGKILL, _signal.SIGSTOP)
+)
+_EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
+                   errors.NixError, "set signal mask", None)
+_SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
+                   errors.NixError, "restore signal mask", None)
+_GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+
+
+def build_plan(
+    cmd: Command,
+    *,
+    program: bytes,
+    argv: Sequence[bytes],
+    envp: Sequence[bytes] | None,
+    fd_moves: Sequence[tuple[int, int]],
+    parent_pid: int,
+    euid: int,
+) -> Plan:
+    """Turn ``cmd`` into the child's steps. Pure: no syscall, no I/O.
+
+    ``program`` is the resolved path to exec, ``envp`` the environment
+    (None: the parent's live ``environ``), ``fd_moves`` the ``(source,
+    target)`` pairs the parent prepared (every source above every target),
+    ``parent_pid`` the pid the child must see as its parent, ``euid`` the
+    parent's effective uid (root clears supplementary groups on a user change).
+    """
+    steps: list[Step] = []
+
+    # 1. descriptors
+    for lo, hi in cmd._close:
+        steps.append(Step("close_range", (lo, hi, CLOSE_RANGE_CLOEXEC), errors.StdioError,
+                          "close descriptors", f"{lo}..{hi}"))
+    for source, target in fd_moves:
+        steps.append(Step("dup3", (source, target, 0), errors.StdioError, "set up",
+                          _fd_name(target)))
+
+    # 2. process group
+    if cmd._group_leader:
+        steps.append(_GROUP_LEADER)
+
+    # 3. working directory
+    if cmd._cwd is not None:
+        steps.append(Step("chdir", (CStr(cmd._cwd),), errors.Chdir, "chdir", cmd._cwd))
+
+    # 4. identity
+    groups = cmd._groups
+    if groups is None and euid == 0 and (cmd._uid is not None or cmd._gid is not None):
+        groups = []
+    if groups is not None:
+        steps.append(Step("setgroups", (len(groups), U32Array(tuple(groups))),
+                          errors.SetUser, "setgroups", tuple(groups)))
+    if cmd._gid is not None:
+        g = cmd._gid
+        steps.append(Step("setresgid", (g, g, g), errors.SetUser, "setresgid", g))
+    if cmd._uid is not None:
+        u = cmd._uid
+        steps.append(Step("setresuid", (u, u, u), errors.SetUser, "setresuid", u))
+
+    # 5. parent-death signal, armed after the last credential change
+    if cmd._death_signal is not None:
+        sig = cmd._death_signal
+        try:
+            signame = _signal.Signals(sig).name
+        except ValueError:
+            signame = f"signal {sig}"
+        steps.append(Step("prctl", (PR_SET_PDEATHSIG, sig), errors.ParentDeathSignal,
+                          "prctl(PR_SET_PDEATHSIG)", signame))
+        steps.append(Step("getppid", (0, 0, 0, 0, 0, parent_pid), errors.ParentDeathSignal,
+                          "check parent pid", parent_pid, EXPECT_ARG5,
+                          "the parent exited before the parent-death signal was armed"))
+
+    # 6. signals
+    if cmd._keep_sigmask:
+        steps.append(_SAVED_MASK)
+    else:
+        steps.extend(_RESET_SIGNALS)
+        steps.append(_EMPTY_MASK)
+
+    # 7. exec
+    env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
+    steps.append(Step("execve", (CStr(program), CStrArray(tuple(argv)), env_arg),
+                      errors.Exec, "exec", program))
+    return Plan(tuple(steps))
