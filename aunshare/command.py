@@ -41,6 +41,29 @@ def _to_bytes(value: object, what: str) -> bytes:
     return data
 
 
+def _env_key(key: object) -> bytes:
+    k = _to_bytes(key, "env key")
+    if not k or b"=" in k:
+        raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
+    return k
+
+
+def _quote(data: bytes) -> str:
+    """Double-quoted, with quotes, backslashes and non-printables escaped."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode())
+    return '"' + "".join(out) + '"'
+
+
 def _check_id(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
@@ -266,24 +289,19 @@ class Command:
     # -- environment -------------------------------------------------------
     def env(self, key: StrOrBytesPath, value: StrOrBytesPath) -> Command:
         """Set one environment variable for the child."""
-        k = _to_bytes(key, "env key")
-        if not k or b"=" in k:
-            raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
+        k = _env_key(key)
         self._env[k] = _to_bytes(value, "env value")
         return self
 
     def envs(self, mapping: Mapping[Any, Any]) -> Command:
         """Set several environment variables from a mapping."""
-        for k, v in mapping.items():
-            self.env(k, v)
+        checked = [(_env_key(k), _to_bytes(v, "env value")) for k, v in mapping.items()]
+        self._env.update(checked)  # all or nothing: nothing is set if one is bad
         return self
 
     def env_remove(self, key: StrOrBytesPath) -> Command:
         """Remove one variable from the child's environment."""
-        k = _to_bytes(key, "env key")
-        if not k or b"=" in k:
-            raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
-        self._env[k] = None
+        self._env[_env_key(key)] = None
         return self
 
     def env_clear(self) -> Command:
@@ -295,9 +313,10 @@ class Command:
     # -- working directory -------------------------------------------------
     def current_dir(self, path: StrOrBytesPath) -> Command:
         """Change to ``path`` in the child before exec (Chdir on failure)."""
-        self._cwd = _to_bytes(path, "current_dir")
-        if not self._cwd:
+        cwd = _to_bytes(path, "current_dir")
+        if not cwd:
             raise ValueError("current_dir must not be empty")
+        self._cwd = cwd
         return self
 
     # -- file descriptors -----------------------------------------------------
@@ -356,6 +375,8 @@ class Command:
             return self
         if fds.start < 3:
             raise ValueError(f"close_fds range {fds} includes stdio (0-2): use Stdio.null()")
+        if fds.start > _MAX_FD:
+            raise ValueError(f"close_fds range {fds} starts above the largest fd {_MAX_FD}")
         self._close.append((fds.start, min(fds.stop - 1, _MAX_FD)))
         return self
 
@@ -445,9 +466,7 @@ class Command:
         return [self._arg0 if self._arg0 is not None else self._program, *self._args]
 
     def __repr__(self) -> str:
-        parts = [f"{self._program.decode(errors='backslashreplace')!r}"]
-        parts += [repr(a.decode(errors="backslashreplace")) for a in self._args]
-        text = "<Command " + " ".join(parts).replace("'", '"')
+        text = "<Command " + " ".join(_quote(a) for a in [self._program, *self._args])
         extra = []
         if self._cwd is not None:
             extra.append(f"cwd={os.fsdecode(self._cwd)!r}")

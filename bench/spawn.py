@@ -1,0 +1,311 @@
+"""Spawn benchmark: spawn + exec + wait of /bin/true, per spawn, against peers.
+
+Peers, each timed around one complete "start /bin/true and wait for it":
+
+* ``aunshare (asyncio|trio|uvloop)`` - ``await aunshare.Command("/bin/true").status()``
+  under ``anyio.run`` on each backend.
+* ``posix_spawn`` - ``os.posix_spawn`` + ``os.waitpid``, no event loop: the
+  reference every ratio is taken against.
+* ``asyncio.create_subprocess_exec`` (plain asyncio loop), ``trio.run_process``,
+  ``anyio.run_process`` (asyncio backend) and ``uvloop create_subprocess_exec``,
+  each called as a user would write it (their default stdio included:
+  trio feeds an empty stdin pipe, anyio captures stdout and stderr).
+
+Every peer is measured with the parent "small" (as started) and again after
+the parent has allocated and touched ~2 GiB, which is what makes fork-like
+spawning slow (page tables to copy) and should not matter to vfork-like ones.
+
+Peers run interleaved in rounds, in rotating order, so that machine noise
+lands on all of them alike; the reported median and p90 are over all samples
+of all rounds. A peer whose package is missing is reported "not installed".
+
+Usage::
+
+    python bench/spawn.py                 # 2000 spawns/peer small, 300 at 2 GiB
+    python bench/spawn.py --quick         # 200 / 50: a smoke run
+    python bench/spawn.py --no-big --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Run from a checkout without installing: the package is one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import anyio  # noqa: E402
+
+import aunshare  # noqa: E402
+
+try:
+    import trio
+except ImportError:
+    trio = None
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+
+TRUE = "/bin/true"
+REFERENCE = "posix_spawn"
+AUNSHARE = "aunshare (asyncio)"
+ASYNCIO_PEER = "asyncio.create_subprocess_exec"
+BIG_BYTES = 2 << 30
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# A batch runs `n` timed spawns after `skip` untimed ones (the first spawn on a
+# fresh loop pays one-off setup: child watcher, selector registration, lazy
+# imports) and returns the per-spawn times in ns. Each loop-based batch starts
+# its own event loop, so a peer's loop never outlives its turn in a round.
+Batch = Callable[[int, int], list[int]]
+
+
+async def _timed(spawn_and_wait: Callable[[], object], n: int, skip: int) -> list[int]:
+    clock = time.perf_counter_ns
+    for _ in range(skip):
+        await spawn_and_wait()
+    out = []
+    for _ in range(n):
+        t0 = clock()
+        await spawn_and_wait()
+        out.append(clock() - t0)
+    return out
+
+
+def _aunshare_once() -> object:
+    # A fresh Command each time, as a caller would build one per run.
+    return aunshare.Command(TRUE).status()
+
+
+async def _asyncio_once() -> None:
+    proc = await asyncio.create_subprocess_exec(TRUE)
+    await proc.wait()
+
+
+def _anyio_run_process_once() -> object:
+    return anyio.run_process([TRUE])
+
+
+def _trio_run_process_once() -> object:
+    return trio.run_process([TRUE])
+
+
+def _aunshare_batch(backend: str, options: dict | None = None) -> Batch:
+    def run(n: int, skip: int) -> list[int]:
+        return anyio.run(_timed, _aunshare_once, n, skip, backend=backend,
+                         backend_options=options)
+    return run
+
+
+def _posix_spawn_batch(n: int, skip: int) -> list[int]:
+    clock = time.perf_counter_ns
+    env = os.environ
+    argv = [TRUE]
+    for _ in range(skip):
+        os.waitpid(os.posix_spawn(TRUE, argv, env), 0)
+    out = []
+    for _ in range(n):
+        t0 = clock()
+        os.waitpid(os.posix_spawn(TRUE, argv, env), 0)
+        out.append(clock() - t0)
+    return out
+
+
+def _asyncio_batch(n: int, skip: int) -> list[int]:
+    return asyncio.run(_timed(_asyncio_once, n, skip))
+
+
+def _uvloop_batch(n: int, skip: int) -> list[int]:
+    return uvloop.run(_timed(_asyncio_once, n, skip))
+
+
+def _trio_batch(n: int, skip: int) -> list[int]:
+    return trio.run(_timed, _trio_run_process_once, n, skip)
+
+
+def _anyio_batch(n: int, skip: int) -> list[int]:
+    return anyio.run(_timed, _anyio_run_process_once, n, skip, backend="asyncio")
+
+
+def peers() -> dict[str, Batch | None]:
+    """Every peer in table order; None where its package is missing."""
+    return {
+        AUNSHARE: _aunshare_batch("asyncio"),
+        "aunshare (trio)": _aunshare_batch("trio") if trio else None,
+        "aunshare (uvloop)": _aunshare_batch("asyncio", {"use_uvloop": True}) if uvloop else None,
+        REFERENCE: _posix_spawn_batch,
+        ASYNCIO_PEER: _asyncio_batch,
+        "trio.run_process": _trio_batch if trio else None,
+        "anyio.run_process (asyncio)": _anyio_batch,
+        "uvloop create_subprocess_exec": _uvloop_batch if uvloop else None,
+    }
+
+
+def measure(batches: dict[str, Batch], count: int, rounds: int, warmup: int,
+            label: str) -> dict[str, list[int]]:
+    """Interleave the peers in `rounds` rounds; return all samples per peer."""
+    names = list(batches)
+    # Warm-up pass: page in the binaries and code paths before anything is kept.
+    for name in names:
+        batches[name](0, warmup)
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    per_round = [count // rounds + (1 if r < count % rounds else 0) for r in range(rounds)]
+    for r, n in enumerate(per_round):
+        # Rotate the order so no peer always runs right after the same neighbour.
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            gc.collect()  # start each batch from the same heap state
+            samples[name] += batches[name](n, 2)
+        print(f"  [{label}] round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return samples
+
+
+def summarize(samples: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, ns in samples.items():
+        us = [x / 1000 for x in ns]
+        out[name] = {
+            "median_us": round(statistics.median(us), 3),
+            "p90_us": round(statistics.quantiles(us, n=10)[-1] if len(us) > 1 else us[0], 3),
+            "n": len(us),
+        }
+    return out
+
+
+def allocate_big() -> bytearray:
+    """~2 GiB in the parent, every page written so it is really mapped."""
+    buf = bytearray(BIG_BYTES)
+    buf[::PAGE] = b"x" * len(range(0, len(buf), PAGE))
+    return buf
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _ratio(v: float | None, ref: float | None) -> str:
+    return "-" if v is None or not ref else f"{v / ref:.2f}x"
+
+
+def print_report(names: list[str], missing: set[str], results: dict[str, dict]) -> None:
+    small, big = results.get("small", {}), results.get("2 GiB")
+
+    def cell(stats: dict | None, name: str, key: str) -> float | None:
+        return None if stats is None or name not in stats else stats[name][key]
+
+    print()
+    print("| peer | small parent median us | ratio vs posix_spawn "
+          "| 2 GiB parent median us | ratio vs posix_spawn |")
+    print("|---|---:|---:|---:|---:|")
+    ref_s = cell(small, REFERENCE, "median_us")
+    ref_b = cell(big, REFERENCE, "median_us")
+    for name in names:
+        if name in missing:
+            print(f"| {name} | not installed | - | not installed | - |")
+            continue
+        s = cell(small, name, "median_us")
+        b = cell(big, name, "median_us")
+        big_txt = (_fmt(b), _ratio(b, ref_b)) if big is not None else ("skipped", "-")
+        print(f"| {name} | {_fmt(s)} | {_ratio(s, ref_s)} | {big_txt[0]} | {big_txt[1]} |")
+
+    print()
+    print("| peer | small p90 us | 2 GiB p90 us | samples (small / 2 GiB) |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        if name in missing:
+            continue
+        nb = cell(big, name, "n")
+        print(f"| {name} | {_fmt(cell(small, name, 'p90_us'))} "
+              f"| {_fmt(cell(big, name, 'p90_us')) if big is not None else 'skipped'} "
+              f"| {cell(small, name, 'n')} / {nb if nb is not None else '-'} |")
+
+    def verdict(ratio: float | None, ok: Callable[[float], bool]) -> str:
+        return "" if ratio is None else (" [met]" if ok(ratio) else " [MISSED]")
+
+    print()
+    a_s = cell(small, AUNSHARE, "median_us")
+    a_b = cell(big, AUNSHARE, "median_us")
+    r_s = a_s / ref_s if a_s and ref_s else None
+    r_b = a_b / ref_b if a_b and ref_b else None
+    def x(r: float | None, absent: str = "-") -> str:
+        return absent if r is None else f"{r:.2f}x"
+
+    ratios = [r for r in (r_s, r_b) if r is not None]
+    print(f"{AUNSHARE} / {REFERENCE}: small {x(r_s)}, 2 GiB {x(r_b, 'skipped')} "
+          f"(target <= 1.10x){verdict(max(ratios) if ratios else None, lambda r: r <= 1.10)}")
+    c_s = cell(small, ASYNCIO_PEER, "median_us")
+    r_c = a_s / c_s if a_s and c_s else None
+    print(f"{AUNSHARE} / {ASYNCIO_PEER}: small {x(r_c)} "
+          f"(target < 1.00x){verdict(r_c, lambda r: r < 1.00)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=None,
+                   help="spawns per peer per size (default: 2000 small, 300 at 2 GiB)")
+    p.add_argument("--big-count", type=int, default=None,
+                   help="spawns per peer with the 2 GiB parent (overrides --count there)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed spawns per peer before the rounds (default 20, quick 5)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 200 spawns small, 50 at 2 GiB")
+    p.add_argument("--no-big", action="store_true", help="skip the 2 GiB parent")
+    p.add_argument("--json", metavar="FILE", help="also write the medians (and p90s) as JSON")
+    args = p.parse_args()
+
+    small_n = args.count if args.count is not None else (200 if args.quick else 2000)
+    big_n = (args.big_count if args.big_count is not None
+             else args.count if args.count is not None else (50 if args.quick else 300))
+    warmup = args.warmup if args.warmup is not None else (5 if args.quick else 20)
+    rounds = max(1, min(args.rounds, small_n, big_n))
+
+    all_peers = peers()
+    names = list(all_peers)
+    missing = {n for n, b in all_peers.items() if b is None}
+    batches = {n: b for n, b in all_peers.items() if b is not None}
+
+    ex = aunshare.executors.get_executor()
+    print(f"python {platform.python_version()}, {platform.machine()}, "
+          f"kernel {platform.release()}, {os.cpu_count()} cpus; aunshare executor "
+          f"{ex.name}; {small_n} spawns/peer small, "
+          f"{'2 GiB skipped' if args.no_big else f'{big_n} at 2 GiB'}, {rounds} rounds",
+          flush=True)
+
+    results: dict[str, dict] = {}
+    results["small"] = summarize(measure(batches, small_n, rounds, warmup, "small"))
+    big = None
+    if not args.no_big:
+        t0 = time.perf_counter()
+        big = allocate_big()
+        print(f"  [2 GiB] allocated and touched {len(big) >> 20} MiB in "
+              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        results["2 GiB"] = summarize(measure(batches, big_n, rounds, warmup, "2 GiB"))
+    print_report(names, missing, results)
+    del big  # only now: the parent had to stay big for the whole 2 GiB part
+
+    if args.json:
+        data = {
+            "unit": "us per spawn+exec+wait of /bin/true",
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "executor": ex.name,
+            "not_installed": sorted(missing),
+            "sizes": results,
+        }
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

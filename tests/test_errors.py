@@ -1,0 +1,168 @@
+"""Every error class this core can provoke, raised from the await that started
+the work, with a message naming the step, the subject and the errno, and
+nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+import aunshare
+from aunshare import Command, Stdio
+from conftest import open_fds, run_unprivileged, zombie_children
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def no_leaks():
+    """Fail the test if it leaves a descriptor or a zombie behind (measured
+    inside the running event loop, which has descriptors of its own)."""
+    before = open_fds()
+    yield
+    assert open_fds() == before
+    assert zombie_children() == []
+
+
+async def test_exec_not_found(no_leaks):
+    with pytest.raises(aunshare.Exec) as info:
+        await Command("/no/such/program").arg("x").stdout(Stdio.piped()).spawn()
+    exc = info.value
+    assert isinstance(exc, OSError) and isinstance(exc, aunshare.Error)
+    assert exc.errno == errno.ENOENT and exc.raw_os_error() == errno.ENOENT
+    assert exc.filename == b"/no/such/program"
+    assert str(exc) == "exec /no/such/program: No such file or directory (os error 2)"
+
+
+async def test_exec_path_search_names_directories(no_leaks, tmp_path):
+    with pytest.raises(aunshare.Exec) as info:
+        await Command("no-such-tool").env("PATH", f"{tmp_path}:/nonexistent").status()
+    assert info.value.errno == errno.ENOENT
+    assert f"searched {tmp_path}, /nonexistent" in str(info.value)
+
+
+async def test_exec_permission_and_format(no_leaks, tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("not a program")
+    with pytest.raises(aunshare.Exec) as info:
+        await Command(plain).status()
+    assert info.value.errno == errno.EACCES and str(plain) in str(info.value)
+    plain.chmod(0o755)
+    plain.write_bytes(b"\x7fELF garbage")
+    with pytest.raises(aunshare.Exec) as info:
+        await Command(plain).status()
+    assert info.value.errno == errno.ENOEXEC
+
+
+async def test_chdir(no_leaks):
+    with pytest.raises(aunshare.Chdir) as info:
+        await Command("/bin/true").current_dir("/no/such/dir").output()
+    assert info.value.errno == errno.ENOENT
+    assert str(info.value) == "chdir /no/such/dir: No such file or directory (os error 2)"
+
+
+async def test_stdio_error_for_closed_fd(no_leaks):
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(aunshare.StdioError) as info:
+        await Command("/bin/true").stdout(Stdio.from_fd(w)).status()
+    assert info.value.errno == errno.EBADF
+    assert "fd 1 (stdout)" in str(info.value)
+
+
+async def test_wait_error_when_reaped_elsewhere(no_leaks):
+    child = await Command("/bin/true").spawn()
+    os.waitid(os.P_PID, child.pid, os.WEXITED)  # someone else reaps it
+    with pytest.raises(aunshare.WaitError) as info:
+        await child.wait()
+    assert info.value.errno == errno.ECHILD
+    assert "reaped by someone else" in str(info.value)
+
+
+async def test_set_user_unprivileged():
+    out = await run_unprivileged("""
+        import anyio, aunshare
+        async def main():
+            try:
+                await aunshare.Command("/bin/true").uid(0).status()
+            except aunshare.SetUser as exc:
+                print(type(exc).__name__, exc.errno, exc)
+        anyio.run(main)
+    """)
+    assert out.stdout.startswith(b"SetUser 1 setresuid 0: Operation not permitted"), out
+
+
+async def test_set_user_groups_unprivileged():
+    out = await run_unprivileged("""
+        import anyio, aunshare
+        async def main():
+            try:
+                await aunshare.Command("/bin/true").groups([0]).status()
+            except aunshare.SetUser as exc:
+                print(exc)
+        anyio.run(main)
+    """)
+    assert out.stdout.startswith(b"setgroups (0,): Operation not permitted"), out
+
+
+async def test_fork_error_from_rlimit_nproc_unprivileged():
+    """clone3 fails with EAGAIN once the user's process limit is reached."""
+    out = await run_unprivileged("""
+        import os, resource, anyio, aunshare
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+        async def main():
+            before = len(os.listdir("/proc/self/fd"))
+            try:
+                await aunshare.Command("/bin/true").stdout(aunshare.Stdio.piped()).spawn()
+            except aunshare.Fork as exc:
+                print(type(exc).__name__, exc.errno)
+                print(exc)
+            print("fds", before, len(os.listdir("/proc/self/fd")))
+        anyio.run(main)
+    """)
+    lines = out.stdout.decode().splitlines()
+    assert lines[0] == "Fork 11", out
+    assert "clone3: Resource temporarily unavailable (os error 11)" in lines[1]
+    assert "RLIMIT_NPROC" in lines[1]
+    _, before, after = lines[2].split()
+    assert before == after
+
+
+async def test_error_pickles_and_keeps_fields():
+    import pickle
+
+    exc = aunshare.Exec(errno.ENOENT, b"/x", "detail here")
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is aunshare.Exec and back.errno == errno.ENOENT
+    assert str(back) == str(exc) == "exec /x: No such file or directory (os error 2); detail here"
+
+
+def test_aux_errors_carry_code_and_signal():
+    exc = aunshare.AuxCommandExited(1, "newuidmap", b"newuidmap: bad map\n")
+    assert exc.code == 1 and exc.raw_os_error() is None
+    assert str(exc) == "newuidmap exited with code 1: newuidmap: bad map"
+    exc2 = aunshare.AuxCommandKilled(9, "newgidmap")
+    assert exc2.signal == 9 and str(exc2) == "newgidmap was killed by SIGKILL"
+
+
+def test_every_crate_variant_is_exported():
+    names = ["NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
+             "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
+             "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+             "SetNs", "CapSet", "BeforeUnfreeze"]
+    for name in names:
+        cls = getattr(aunshare, name)
+        assert issubclass(cls, aunshare.Error), name
+        assert cls.__doc__, name
+
+
+def test_fork_causes_follow_requested_flags():
+    from aunshare.errors import fork_causes
+
+    assert "CAP_SYS_ADMIN" in fork_causes(errno.EPERM, frozenset({"namespace"}))
+    assert "CAP_SYS_ADMIN" not in fork_causes(errno.EPERM)
+    assert "max_" in fork_causes(errno.ENOSPC, frozenset({"namespace"}))
+    assert fork_causes(errno.ENOSPC) == ""
