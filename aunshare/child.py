@@ -134,6 +134,7 @@ class Child:
         """Async stream from the child's stderr when piped, else None."""
         self._pipes = pipes  # extra descriptors (file_descriptor with pipes)
         self._status: ExitStatus | None = None
+        self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
 
     @property
@@ -164,12 +165,10 @@ class Child:
         return st
 
     def _close_pidfd(self) -> None:
+        # Only wait() waits on the pidfd, and never while it is being closed,
+        # so there is no waiter to notify.
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
-            try:
-                anyio.notify_closing(fd)
-            except RuntimeError:
-                pass
             os.close(fd)
 
     def try_wait(self) -> ExitStatus | None:
@@ -182,12 +181,12 @@ class Child:
         """Wait for the child to exit and reap it; the result is cached."""
         if self._status is not None:
             return self._status
-        if self._waiter is not None:  # another task is already waiting
+        if self._waiting:  # another task owns the pidfd wait: wait for it
+            if self._waiter is None:
+                self._waiter = anyio.Event()
             await self._waiter.wait()
-            if self._status is None:
-                return await self.wait()
-            return self._status
-        self._waiter = event = anyio.Event()
+            return await self.wait()
+        self._waiting = True
         try:
             while True:
                 st = self._reap(WEXITED | WNOHANG)
@@ -195,8 +194,10 @@ class Child:
                     return st
                 await anyio.wait_readable(self._pidfd)
         finally:
-            self._waiter = None
-            event.set()
+            self._waiting = False
+            if self._waiter is not None:
+                self._waiter.set()
+                self._waiter = None
 
     async def wait_with_output(self) -> Output:
         """Close stdin, read stdout and stderr to EOF concurrently, and wait."""
@@ -289,12 +290,7 @@ class Child:
                                   "running", ResourceWarning, stacklevel=2)
             except Exception:
                 pass
-            self._close_pidfd_quietly()
-
-    def _close_pidfd_quietly(self) -> None:
-        fd, self._pidfd = self._pidfd, -1
-        if fd >= 0:
-            os.close(fd)
+            self._close_pidfd()
 
     def __repr__(self) -> str:
         state = "running" if self._status is None else str(self._status)

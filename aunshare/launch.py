@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import errors
 from ._linux import WEXITED, waitid_pidfd
 from .executors import get_executor
-from .executors.table import Table, encode
+from .executors.table import Table, encode, environ_pointer
 from .plan import Plan, build_plan
 
 if TYPE_CHECKING:
@@ -93,17 +93,38 @@ def _default_fds(cmd: Command, default_stdio: str) -> dict[int, Fd]:
     return fds
 
 
+class _Prepared:
+    """A plan encoded for one Command, reusable while nothing it depends on
+    changes (see ``_cache_key``)."""
+
+    __slots__ = ("key", "plan", "table")
+
+    def __init__(self, key: tuple, plan: Plan, table: Table) -> None:
+        self.key = key
+        self.plan = plan
+        self.table = table
+
+
+def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
+    """What an encoded plan depends on, or None when it must be rebuilt.
+
+    The Command's version (bumped by every builder method), the descriptor
+    moves, the parent's pid and euid, the live ``environ`` pointer when the
+    child inherits it, and PATH when the program is looked up there. An
+    environment edited on top of the parent's is copied on every spawn.
+    """
+    if cmd._env and not cmd._env_clear:
+        return None
+    env_ptr = None if cmd._env_clear else environ_pointer()
+    path = None
+    if b"/" not in cmd._program:
+        path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
+    return (cmd._version, tuple(moves), env_ptr, path, os.getpid(), os.geteuid())
+
+
 def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     """Start ``cmd``'s child. Returns once clone3 did; with the vfork path
     also once exec did. Raises a typed :class:`~aunshare.errors.Error`."""
-    argv = cmd.get_argv()
-    envp = _child_env(cmd)
-    if b"PATH" in cmd._env:
-        path_env = cmd._env[b"PATH"]  # None when removed: the default path
-    else:
-        path_env = None if cmd._env_clear else os.environb.get(b"PATH")
-    program = resolve_program(cmd._program, path_env)
-
     fds = _default_fds(cmd, default_stdio)
     hi = max(fds, default=2) + 1
     if hi < 3:
@@ -116,52 +137,22 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     report_r = report_w = -1
     try:
         for target, spec in fds.items():
-            kind = spec.kind
-            if kind == "inherit":
-                if target < 3:
-                    continue
-                source = target
-            elif kind == "pipe_r" or kind == "pipe_w":
-                try:
-                    r, w = os.pipe2(_O_CLOEXEC)
-                except OSError as exc:
-                    raise errors.CreatePipe(exc.errno, _fd_name(target)) from None
-                if kind == "pipe_r":
-                    source, pipes[target] = r, w
-                else:
-                    source, pipes[target] = w, r
-                to_close.append(source)
-            elif kind == "null_r" or kind == "null_w":
-                try:
-                    source = os.open("/dev/null", (os.O_RDONLY if kind == "null_r" else os.O_WRONLY)
-                                     | _O_CLOEXEC)
-                except OSError as exc:
-                    raise errors.StdioError(exc.errno, _fd_name(target),
-                                            "cannot open /dev/null") from None
-                to_close.append(source)
-            else:  # "fd" / "file"
-                source = spec._source_fd()  # type: ignore[assignment]
-            if source < hi:
-                # Move the source above every target so no dup3 clobbers it.
-                try:
-                    source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, hi)
-                except OSError as exc:
-                    raise errors.StdioError(
-                        exc.errno, _fd_name(target),
-                        f"the parent's fd {source} given for it is not usable") from None
-                to_close.append(source)
-            elif kind in ("fd", "file", "inherit"):
-                try:
-                    os.fstat(source)
-                except OSError as exc:
-                    raise errors.StdioError(
-                        exc.errno, _fd_name(target),
-                        f"the parent's fd {source} given for it is not open") from None
-            moves.append((source, target))
+            moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
 
-        plan = build_plan(cmd, program=program, argv=argv, envp=envp, fd_moves=moves,
-                          parent_pid=os.getpid(), euid=os.geteuid())
-        table = encode(plan)
+        # The vfork path is done with the table when start() returns, so an
+        # unchanged Command can reuse it; one spawn at a time takes it.
+        key = _cache_key(cmd, moves) if vfork else None
+        try:
+            prepared = cmd._prepared.pop()
+        except IndexError:
+            prepared = None
+        if prepared is not None and key is not None and prepared.key == key:
+            plan, table = prepared.plan, prepared.table
+            table.clear_record()
+        else:
+            prepared = None
+            plan = _build(cmd, moves)
+            table = encode(plan)
         if not vfork:
             try:
                 report_r, report_w = os.pipe2(_O_CLOEXEC | os.O_NONBLOCK)
@@ -191,7 +182,68 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         idx, err = table.record()
         if err:
             raise failed(started, idx, err)
+        if key is not None:
+            cmd._prepared.append(prepared or _Prepared(key, plan, table))
     return started
+
+
+def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
+                pipes: dict[int, int]) -> tuple[int, int]:
+    """Open what ``target`` needs and return ``(source, target)`` with the
+    source above every target; returns ``(-1, target)`` for nothing to do."""
+    kind = spec.kind
+    if kind == "inherit":
+        if target < 3:
+            return (-1, target)
+        source = target
+    elif kind == "pipe_r" or kind == "pipe_w":
+        try:
+            r, w = os.pipe2(_O_CLOEXEC)
+        except OSError as exc:
+            raise errors.CreatePipe(exc.errno, _fd_name(target)) from None
+        if kind == "pipe_r":
+            source, pipes[target] = r, w
+        else:
+            source, pipes[target] = w, r
+        to_close.append(source)
+    elif kind == "null_r" or kind == "null_w":
+        try:
+            source = os.open("/dev/null", (os.O_RDONLY if kind == "null_r" else os.O_WRONLY)
+                             | _O_CLOEXEC)
+        except OSError as exc:
+            raise errors.StdioError(exc.errno, _fd_name(target),
+                                    "cannot open /dev/null") from None
+        to_close.append(source)
+    else:  # "fd" / "file"
+        source = spec._source_fd()  # type: ignore[assignment]
+    if source < hi:
+        # Move the source above every target so no dup3 clobbers it.
+        try:
+            source = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, hi)
+        except OSError as exc:
+            raise errors.StdioError(
+                exc.errno, _fd_name(target),
+                f"the parent's fd {source} given for it is not usable") from None
+        to_close.append(source)
+    elif kind in ("fd", "file"):
+        try:
+            os.fstat(source)
+        except OSError as exc:
+            raise errors.StdioError(
+                exc.errno, _fd_name(target),
+                f"the parent's fd {source} given for it is not open") from None
+    return (source, target)
+
+
+def _build(cmd: Command, moves: list[tuple[int, int]]) -> Plan:
+    if b"PATH" in cmd._env:
+        path_env = cmd._env[b"PATH"]  # None when removed: the default path
+    else:
+        path_env = None if cmd._env_clear else os.environb.get(b"PATH")
+    program = resolve_program(cmd._program, path_env)
+    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=_child_env(cmd),
+                      fd_moves=[m for m in moves if m[0] >= 0],
+                      parent_pid=os.getpid(), euid=os.geteuid())
 
 
 def failed(started: Started, idx: int, err: int) -> errors.Error:

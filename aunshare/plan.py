@@ -32,6 +32,7 @@ The order, and why:
 
 from __future__ import annotations
 
+import functools
 import signal as _signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Union
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .command import Command
 
 __all__ = ["Step", "Plan", "CStr", "CStrArray", "U32Array", "Ptr", "build_plan",
-           "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5"]
+           "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS"]
 
 # Step flags, understood by every executor (see spawn_x86_64.S).
 USE_PREVIOUS = 1  # the first argument is the previous step's result
@@ -148,11 +149,30 @@ _RESET_SIGNALS: tuple[Step, ...] = tuple(
     for sig in range(1, 65)
     if sig not in (_signal.SIGKILL, _signal.SIGSTOP)
 )
+# Runs of steps that never change; the encoder copies each as one block.
+CONSTANT_RUNS: tuple[tuple[Step, ...], ...] = (_RESET_SIGNALS,)
+
 _EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
                    errors.NixError, "set signal mask", None)
 _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
                    errors.NixError, "restore signal mask", None)
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+
+
+@functools.lru_cache(maxsize=64)
+def _close_step(lo: int, hi: int) -> Step:
+    return Step("close_range", (lo, hi, CLOSE_RANGE_CLOEXEC), errors.StdioError,
+                "close descriptors", f"{lo}..{hi}")
+
+
+@functools.lru_cache(maxsize=64)
+def _death_signal_step(sig: int) -> Step:
+    try:
+        signame = _signal.Signals(sig).name
+    except ValueError:
+        signame = f"signal {sig}"
+    return Step("prctl", (PR_SET_PDEATHSIG, sig), errors.ParentDeathSignal,
+                "prctl(PR_SET_PDEATHSIG)", signame)
 
 
 def build_plan(
@@ -177,8 +197,7 @@ def build_plan(
 
     # 1. descriptors
     for lo, hi in cmd._close:
-        steps.append(Step("close_range", (lo, hi, CLOSE_RANGE_CLOEXEC), errors.StdioError,
-                          "close descriptors", f"{lo}..{hi}"))
+        steps.append(_close_step(lo, hi))
     for source, target in fd_moves:
         steps.append(Step("dup3", (source, target, 0), errors.StdioError, "set up",
                           _fd_name(target)))
@@ -207,13 +226,7 @@ def build_plan(
 
     # 5. parent-death signal, armed after the last credential change
     if cmd._death_signal is not None:
-        sig = cmd._death_signal
-        try:
-            signame = _signal.Signals(sig).name
-        except ValueError:
-            signame = f"signal {sig}"
-        steps.append(Step("prctl", (PR_SET_PDEATHSIG, sig), errors.ParentDeathSignal,
-                          "prctl(PR_SET_PDEATHSIG)", signame))
+        steps.append(_death_signal_step(cmd._death_signal))
         steps.append(Step("getppid", (0, 0, 0, 0, 0, parent_pid), errors.ParentDeathSignal,
                           "check parent pid", parent_pid, EXPECT_ARG5,
                           "the parent exited before the parent-death signal was armed"))

@@ -52,7 +52,7 @@ async def test_no_fd_or_zombie_growth():
     assert errors == (n + 9) // 10
     assert open_fds() == fds
     assert zombie_children() == []
-    assert _threads() == threads
+    assert _threads() <= threads
 
 
 @pytest.mark.slow

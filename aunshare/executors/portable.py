@@ -50,7 +50,7 @@ class PortableExecutor:
         """
         table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | clone_flags, signal.SIGCHLD)
         exit_nr = SYSCALLS["exit"]
-        rows = table.rows
+        rows = table.rows()
         old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)
         table.set_saved_mask(_mask_bits(old))
         gc_enabled = gc.isenabled()
@@ -84,7 +84,7 @@ def _run_child(table: Table, rows: list[tuple[int, ...]], errfd: int, exit_nr: i
                 err = 3  # ESRCH
             if err:
                 rec = struct.pack("=II", idx, err)
-                table.buf[16:24] = rec
+                table.buf[16:24] = rec  # same record the native child stores
                 try:
                     os.write(errfd, rec)
                 finally:

@@ -1,13 +1,17 @@
 """Encode a :class:`~aunshare.plan.Plan` into the memory an executor runs.
 
-One buffer holds everything the child reads: a header (signal masks and
-the failure record), struct clone_args, the step table and the strings and
-arrays the steps point to. Both executors use this layout; the native one
-runs it from machine code, the portable one from a forked Python.
+One buffer holds everything the child reads: a header, struct clone_args,
+the step table and the strings and arrays the steps point to. Both
+executors use this layout; the native one runs it from machine code, the
+portable one from a forked Python.
 
 Header: +0 full signal mask, +8 saved mask, +16 u32 step index, +20 u32 errno,
 +24 the pidfd clone3 returns.
 Step (72 bytes): syscall number, six arguments, flags, code (= step index).
+
+This runs on every spawn, so it writes through a memoryview (slice
+assignment into a ctypes array goes byte by byte) and copies runs of
+constant steps (the signal resets) as one precomputed block.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import ctypes
 import struct
 
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
-from ..plan import CStr, CStrArray, Plan, Ptr, Step, U32Array
+from ..plan import CONSTANT_RUNS, CStr, CStrArray, Plan, Ptr, U32Array
 
-__all__ = ["Table", "encode", "HEADER_SIZE", "STEP_SIZE"]
+__all__ = ["Table", "encode", "environ_pointer", "HEADER_SIZE", "STEP_SIZE"]
 
 HEADER_SIZE = 32
 STEP_SIZE = 72
 _STEP = struct.Struct("=9Q")
+_ROW = struct.Struct("=8Q")
 _CLONE = struct.Struct("=11Q")
+_Q = struct.Struct("=Q")
 _MASK64 = (1 << 64) - 1
 
 # Process-lifetime statics the steps may point to.
@@ -35,23 +41,29 @@ _STATIC = {
     "empty_sigset": ctypes.addressof(_empty_sigset),
 }
 
-# Steps whose arguments are all plain numbers or statics encode the same way
-# every time (the 62 signal resets, for a start): cache their bytes.
-_packed_cache: dict[Step, bytes] = {}
+def environ_pointer() -> int:
+    """The parent's live ``environ`` array, as the child would get it."""
+    return _environ.value or 0
+
+
+# (id of a constant run, index it starts at) -> its encoded rows
+_run_cache: dict[tuple[int, int], bytes] = {}
+_RUN_STARTS = {id(run[0]): run for run in CONSTANT_RUNS}
 
 
 class Table:
     """An encoded plan: the buffer and the addresses an executor needs."""
 
-    __slots__ = ("buf", "base", "clone_args", "steps", "nsteps", "rows")
+    __slots__ = ("buf", "view", "base", "clone_args", "steps", "nsteps", "stack")
 
-    def __init__(self, buf: ctypes.Array, nsteps: int, rows: list[tuple[int, ...]]) -> None:
+    def __init__(self, buf: bytearray, nsteps: int) -> None:
         self.buf = buf
-        self.base = ctypes.addressof(buf)
+        self.view = (ctypes.c_char * len(buf)).from_buffer(buf)  # pins buf
+        self.base = ctypes.addressof(self.view)
         self.clone_args = self.base + HEADER_SIZE
         self.steps = self.clone_args + CLONE_ARGS_SIZE
         self.nsteps = nsteps
-        self.rows = rows  # (nr, a0..a5, flags) per step, for the portable executor
+        self.stack: object = None
 
     def set_clone(self, flags: int, exit_signal: int, stack: int = 0, stack_size: int = 0,
                   cgroup: int = 0) -> None:
@@ -59,10 +71,13 @@ class Table:
         _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, 0, exit_signal,
                          stack, stack_size, 0, 0, 0, cgroup)
 
+    def clear_record(self) -> None:
+        """Forget a previous run's failure record before the table is reused."""
+        _Q.pack_into(self.buf, 16, 0)
+
     def record(self) -> tuple[int, int]:
         """(step index, errno) as the child stored it; errno 0 means none."""
-        idx, err = struct.unpack_from("=II", self.buf, 16)
-        return idx, err
+        return struct.unpack_from("=II", self.buf, 16)  # type: ignore[return-value]
 
     def pidfd(self) -> int:
         """The pidfd clone3 stored in the header."""
@@ -70,92 +85,113 @@ class Table:
 
     def set_saved_mask(self, mask: int) -> None:
         """Store the parent's signal mask where the plan's restore step reads it."""
-        struct.pack_into("=Q", self.buf, 8, mask)
+        _Q.pack_into(self.buf, 8, mask)
+
+    def rows(self) -> list[tuple[int, ...]]:
+        """Each step as (number, a0..a5, flags), for an executor that runs it in Python."""
+        off = HEADER_SIZE + CLONE_ARGS_SIZE
+        return [_ROW.unpack_from(self.buf, off + STEP_SIZE * i) for i in range(self.nsteps)]
 
 
-def _static_value(arg: object, base: int) -> int | None:
-    if isinstance(arg, int):
-        return arg & _MASK64
-    if isinstance(arg, Ptr):
-        if arg.name == "saved_sigmask":
-            return base + 8
-        if arg.name == "environ":
-            return _environ.value or 0
-        return _STATIC[arg.name]
-    return None
+def _data_size(arg: object) -> int:
+    t = type(arg)
+    if t is CStr:
+        n = len(arg.data) + 1  # type: ignore[attr-defined]
+    elif t is CStrArray:
+        items = arg.items  # type: ignore[attr-defined]
+        n = 8 * (len(items) + 1) + sum(map(len, items)) + len(items)
+    elif t is U32Array:
+        n = 4 * len(arg.items)  # type: ignore[attr-defined]
+    else:
+        return 0
+    return (n + 7) & ~7
+
+
+def _encode_run(run: tuple, start: int) -> bytes:
+    out = bytearray()
+    for i, step in enumerate(run):
+        vals = [a if isinstance(a, int) else _STATIC[a.name] for a in step.args]
+        vals += [0] * (6 - len(vals))
+        out += _STEP.pack(SYSCALLS[step.syscall], *vals, step.flags, start + i)
+    return bytes(out)
 
 
 def encode(plan: Plan) -> Table:
     """Lay out ``plan`` in one buffer and return the :class:`Table`."""
     steps = plan.steps
     n = len(steps)
-    data_off = HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * n
-    # First pass: size the data area (strings, pointer and id arrays).
-    size = data_off
-    for step in steps:
+    # Pass 1: find the constant runs and size the data area.
+    runs: dict[int, tuple] = {}
+    size = HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * n
+    idx = 0
+    while idx < n:
+        step = steps[idx]
+        run = _RUN_STARTS.get(id(step))
+        if run is not None and steps[idx:idx + len(run)] == run:
+            runs[idx] = run
+            idx += len(run)
+            continue
         for a in step.args:
-            if type(a) is CStr:
-                size += len(a.data) + 1
-            elif type(a) is CStrArray:
-                size += 8 * (len(a.items) + 1) + sum(len(i) + 1 for i in a.items)
-            elif type(a) is U32Array:
-                size += 4 * len(a.items)
-            size = (size + 7) & ~7
-    buf = (ctypes.c_char * size)()
-    base = ctypes.addressof(buf)
-    struct.pack_into("=Q", buf, 0, _MASK64)  # the mask held during clone: all
+            if type(a) is not int:
+                size += _data_size(a)
+        idx += 1
+    data_off = HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * n
+    buf = bytearray(size)
+    table = Table(buf, n)
+    base = table.base
+    _Q.pack_into(buf, 0, _MASK64)  # the mask held during clone: all signals
 
     pos = data_off
-    rows: list[tuple[int, ...]] = []
     off = HEADER_SIZE + CLONE_ARGS_SIZE
     nums = SYSCALLS
-    cache = _packed_cache
-    for idx, step in enumerate(steps):
-        packed = cache.get(step)
-        if packed is not None:
-            buf[off:off + STEP_SIZE] = packed[:64] + struct.pack("=Q", idx)
-            rows.append(_STEP.unpack_from(packed)[:8])
-            off += STEP_SIZE
+    idx = 0
+    while idx < n:
+        run = runs.get(idx)
+        if run is not None:
+            block = _run_cache.get((id(run), idx))
+            if block is None:
+                block = _run_cache[(id(run), idx)] = _encode_run(run, idx)
+            buf[off:off + len(block)] = block
+            off += len(block)
+            idx += len(run)
             continue
-        vals: list[int] = []
-        cacheable = True
+        step = steps[idx]
+        vals = []
         for a in step.args:
-            v = _static_value(a, base)
-            if v is not None:
-                if isinstance(a, Ptr) and a.name in ("saved_sigmask", "environ"):
-                    cacheable = False
-                vals.append(v)
-                continue
-            cacheable = False
-            if type(a) is CStr:
+            t = type(a)
+            if t is int:
+                vals.append(a & _MASK64)
+            elif t is CStr:
                 vals.append(base + pos)
-                end = pos + len(a.data)
-                buf[pos:end] = a.data  # the zeroed buffer supplies the NUL
-                pos = end + 1
-            elif type(a) is CStrArray:
+                data = a.data
+                buf[pos:pos + len(data)] = data  # the zeroed buffer supplies the NUL
+                pos = (pos + len(data) + 8) & ~7
+            elif t is CStrArray:
                 items = a.items
                 arr = pos
                 vals.append(base + arr)
                 pos += 8 * (len(items) + 1)
-                ptrs = []
-                for item in items:
-                    ptrs.append(base + pos)
-                    end = pos + len(item)
-                    buf[pos:end] = item
-                    pos = end + 1
-                struct.pack_into(f"={len(items)}Q", buf, arr, *ptrs)
-            elif type(a) is U32Array:
+                for i, item in enumerate(items):
+                    _Q.pack_into(buf, arr + 8 * i, base + pos)
+                    buf[pos:pos + len(item)] = item
+                    pos += len(item) + 1
+                pos = (pos + 7) & ~7
+            elif t is U32Array:
                 vals.append(base + pos)
                 struct.pack_into(f"={len(a.items)}I", buf, pos, *a.items)
-                pos += 4 * len(a.items)
+                pos = (pos + 4 * len(a.items) + 7) & ~7
+            elif t is Ptr:
+                name = a.name
+                if name == "saved_sigmask":
+                    vals.append(base + 8)
+                elif name == "environ":
+                    vals.append(_environ.value or 0)
+                else:
+                    vals.append(_STATIC[name])
             else:
                 raise TypeError(f"unknown step argument {a!r}")
-            pos = (pos + 7) & ~7
         vals += [0] * (6 - len(vals))
-        row = (nums[step.syscall], *vals, step.flags)
-        _STEP.pack_into(buf, off, *row, idx)
-        if cacheable and len(cache) < 1024:
-            cache[step] = _STEP.pack(*row, 0)
-        rows.append(row)
+        _STEP.pack_into(buf, off, nums[step.syscall], *vals, step.flags, idx)
         off += STEP_SIZE
-    return Table(buf, n, rows)
+        idx += 1
+    return table
