@@ -8,11 +8,10 @@ file's descriptor at once so the Command owns a copy). Starting a child is
 
 from __future__ import annotations
 
-import functools
 import os
 import signal as _signal
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
@@ -110,20 +109,6 @@ def _dup_fileobj(file: Any, what: str) -> _OwnedFd:
         return _OwnedFd(os.dup(fd))  # os.dup makes the copy non-inheritable
     except OSError as exc:
         raise ValueError(f"{what}: cannot duplicate fd {fd}: {exc.strerror}") from None
-
-
-def _changes(method: Callable[..., Command]) -> Callable[..., Command]:
-    """Mark a builder method: calling it invalidates the spawn cache."""
-
-    @functools.wraps(method)
-    def wrapper(self: Command, *args: Any, **kwargs: Any) -> Command:
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._version += 1
-            self._prepared = []
-
-    return wrapper
 
 
 class Fd:
@@ -280,18 +265,13 @@ class Command:
         self._group_leader = False
         self._death_signal: int | None = int(_signal.SIGKILL)
         self._keep_sigmask = False
-        # Spawn cache (see launch.start): bumped by every builder method.
-        self._version = 0
-        self._prepared: list[Any] = []
 
     # -- program and arguments -------------------------------------------
-    @_changes
     def arg(self, arg: StrOrBytesPath) -> Command:
         """Append one argument."""
         self._args.append(_to_bytes(arg, "arg"))
         return self
 
-    @_changes
     def args(self, args: Iterable[StrOrBytesPath]) -> Command:
         """Append several arguments."""
         if isinstance(args, (str, bytes)):
@@ -301,34 +281,29 @@ class Command:
         self._args.extend(new)
         return self
 
-    @_changes
     def arg0(self, arg0: StrOrBytesPath) -> Command:
         """Set argv[0] as the child sees it (default: the program as given)."""
         self._arg0 = _to_bytes(arg0, "arg0")
         return self
 
     # -- environment -------------------------------------------------------
-    @_changes
     def env(self, key: StrOrBytesPath, value: StrOrBytesPath) -> Command:
         """Set one environment variable for the child."""
         k = _env_key(key)
         self._env[k] = _to_bytes(value, "env value")
         return self
 
-    @_changes
     def envs(self, mapping: Mapping[Any, Any]) -> Command:
         """Set several environment variables from a mapping."""
         checked = [(_env_key(k), _to_bytes(v, "env value")) for k, v in mapping.items()]
         self._env.update(checked)  # all or nothing: nothing is set if one is bad
         return self
 
-    @_changes
     def env_remove(self, key: StrOrBytesPath) -> Command:
         """Remove one variable from the child's environment."""
         self._env[_env_key(key)] = None
         return self
 
-    @_changes
     def env_clear(self) -> Command:
         """Start the child's environment empty (then add with :meth:`env`)."""
         self._env_clear = True
@@ -336,7 +311,6 @@ class Command:
         return self
 
     # -- working directory -------------------------------------------------
-    @_changes
     def current_dir(self, path: StrOrBytesPath) -> Command:
         """Change to ``path`` in the child before exec (Chdir on failure)."""
         cwd = _to_bytes(path, "current_dir")
@@ -353,22 +327,18 @@ class Command:
         self._fds[target] = stdio._to_fd(target)
         return self
 
-    @_changes
     def stdin(self, stdio: Stdio) -> Command:
         """What the child gets as fd 0."""
         return self._set_stdio(0, stdio, "stdin")
 
-    @_changes
     def stdout(self, stdio: Stdio) -> Command:
         """What the child gets as fd 1."""
         return self._set_stdio(1, stdio, "stdout")
 
-    @_changes
     def stderr(self, stdio: Stdio) -> Command:
         """What the child gets as fd 2."""
         return self._set_stdio(2, stdio, "stderr")
 
-    @_changes
     def file_descriptor(self, target_fd: int, fd: Fd) -> Command:
         """Give the child ``fd`` as descriptor number ``target_fd`` (3 or more).
 
@@ -391,7 +361,6 @@ class Command:
         self._fds[target_fd] = fd
         return self
 
-    @_changes
     def close_fds(self, fds: range) -> Command:
         """Also close the descriptors in ``fds`` (a ``range`` with step 1) at exec.
 
@@ -411,7 +380,6 @@ class Command:
         self._close.append((fds.start, min(fds.stop - 1, _MAX_FD)))
         return self
 
-    @_changes
     def reset_fds(self) -> Command:
         """Back to the initial fd state with nothing closed: stdio inherited,
         no mappings, and every inheritable parent descriptor left open."""
@@ -420,19 +388,16 @@ class Command:
         return self
 
     # -- identity -----------------------------------------------------------------
-    @_changes
     def uid(self, uid: int) -> Command:
         """Run the child as ``uid`` (setresuid, after groups and gid)."""
         self._uid = _check_id(uid, "uid")
         return self
 
-    @_changes
     def gid(self, gid: int) -> Command:
         """Run the child with group ``gid`` (setresgid)."""
         self._gid = _check_id(gid, "gid")
         return self
 
-    @_changes
     def groups(self, groups: Iterable[int]) -> Command:
         """Set the child's supplementary groups (setgroups).
 
@@ -444,14 +409,12 @@ class Command:
         self._groups = [_check_id(g, "groups item") for g in groups]
         return self
 
-    @_changes
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0))."""
         self._group_leader = bool(make)
         return self
 
     # -- signals ----------------------------------------------------------------------
-    @_changes
     def set_parent_death_signal(self, sig: int) -> Command:
         """Signal sent to the child when the thread that spawned it exits
         (PR_SET_PDEATHSIG). The default is SIGKILL, as in the Rust crate.
@@ -462,13 +425,11 @@ class Command:
         self._death_signal = _check_signal(sig, "parent death signal")
         return self
 
-    @_changes
     def allow_daemonize(self) -> Command:
         """Let the child outlive the parent (no parent-death signal)."""
         self._death_signal = None
         return self
 
-    @_changes
     def keep_sigmask(self) -> Command:
         """Keep the parent's signal mask and ignored signals in the child.
 

@@ -94,32 +94,42 @@ def _default_fds(cmd: Command, default_stdio: str) -> dict[int, Fd]:
 
 
 class _Prepared:
-    """A plan encoded for one Command, reusable while nothing it depends on
-    changes (see ``_cache_key``)."""
+    """A plan and its encoded table, reusable for an identical spawn."""
 
-    __slots__ = ("key", "plan", "table")
+    __slots__ = ("plan", "table")
 
-    def __init__(self, key: tuple, plan: Plan, table: Table) -> None:
-        self.key = key
+    def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
 
 
-def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
-    """What an encoded plan depends on, or None when it must be rebuilt.
+# Encoded plans of recent spawns, keyed by everything a plan depends on. A
+# spawn takes its entry out while the table is in use, so concurrent spawns
+# of the same command never share one.
+_prepared: dict[tuple, _Prepared] = {}
+_PREPARED_MAX = 64
 
-    The Command's version (bumped by every builder method), the descriptor
-    moves, the parent's pid and euid, the live ``environ`` pointer when the
-    child inherits it, and PATH when the program is looked up there. An
-    environment edited on top of the parent's is copied on every spawn.
+
+def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
+    """Everything the plan of ``cmd`` depends on, or None when it must be built.
+
+    The Command's contents, the descriptor moves, the parent's pid and euid,
+    the live ``environ`` pointer when the child inherits it, and PATH when
+    the program is looked up there. An environment edited on top of the
+    parent's is copied on every spawn, so it is never cached.
     """
     if cmd._env and not cmd._env_clear:
         return None
-    env_ptr = None if cmd._env_clear else environ_pointer()
     path = None
     if b"/" not in cmd._program:
         path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
-    return (cmd._version, tuple(moves), env_ptr, path, os.getpid(), os.geteuid())
+    return (
+        cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
+        cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
+        None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
+        cmd._death_signal, cmd._keep_sigmask,
+        None if cmd._env_clear else environ_pointer(), path, os.getpid(), os.geteuid(),
+    )
 
 
 def start(cmd: Command, default_stdio: str = "inherit") -> Started:
@@ -140,17 +150,13 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
             moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
 
         # The vfork path is done with the table when start() returns, so an
-        # unchanged Command can reuse it; one spawn at a time takes it.
+        # identical later spawn can reuse it.
         key = _cache_key(cmd, moves) if vfork else None
-        try:
-            prepared = cmd._prepared.pop()
-        except IndexError:
-            prepared = None
-        if prepared is not None and key is not None and prepared.key == key:
+        prepared = _prepared.pop(key, None) if key is not None else None
+        if prepared is not None:
             plan, table = prepared.plan, prepared.table
             table.clear_record()
         else:
-            prepared = None
             plan = _build(cmd, moves)
             table = encode(plan)
         if not vfork:
@@ -183,7 +189,9 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         if err:
             raise failed(started, idx, err)
         if key is not None:
-            cmd._prepared.append(prepared or _Prepared(key, plan, table))
+            _prepared[key] = prepared or _Prepared(plan, table)
+            if len(_prepared) > _PREPARED_MAX:
+                _prepared.pop(next(iter(_prepared)), None)
     return started
 
 

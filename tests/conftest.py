@@ -28,6 +28,15 @@ def anyio_backend(request):
     return request.param
 
 
+def pytest_asyncio_loop_factories(config, item):
+    """pytest-asyncio tests run on the default asyncio loop and on uvloop."""
+    import asyncio
+
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 def pytest_report_header(config):
     return f"aunshare executor: {get_executor().name}"
 

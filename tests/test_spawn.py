@@ -270,3 +270,57 @@ def _gone(pid: int) -> bool:
     from conftest import process_gone
 
     return process_gone(pid)
+
+
+async def test_reused_command_sees_every_change(tmp_path):
+    """A Command spawned again after a builder call, or after the parent's
+    environment or PATH changed, runs what it says now (no stale plan)."""
+    cmd = Command("printenv").arg("AUNSHARE_REUSE")
+    assert (await cmd.output()).status.code == 1  # unset
+    os.environ["AUNSHARE_REUSE"] = "first"
+    try:
+        assert await run_out(cmd) == b"first\n"
+        os.environ["AUNSHARE_REUSE"] = "second" * 100  # forces environ to grow
+        for i in range(50):
+            os.environ[f"AUNSHARE_FILL_{i}"] = "x"
+        assert await run_out(cmd) == b"second" * 100 + b"\n"
+        cmd.arg0("renamed")
+        assert await run_out(cmd) == b"second" * 100 + b"\n"
+        cmd.env("AUNSHARE_REUSE", "set-by-env")
+        assert await run_out(cmd) == b"set-by-env\n"
+    finally:
+        for key in [k for k in os.environ if k.startswith(("AUNSHARE_REUSE", "AUNSHARE_FILL_"))]:
+            del os.environ[key]
+    prog = tmp_path / "printenv"
+    prog.write_text("#!/bin/sh\necho shadowed\n")
+    prog.chmod(0o755)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{tmp_path}:{old_path}"
+    try:
+        assert await run_out(cmd) == b"shadowed\n"
+    finally:
+        os.environ["PATH"] = old_path
+    assert await run_out(cmd) == b"set-by-env\n"
+
+
+async def test_same_command_from_many_threads():
+    """Concurrent spawns of one Command from worker threads each get their
+    own plan buffer (the cached one is taken by one spawn at a time)."""
+    cmd = Command("sh").args(["-c", "echo $$"]).stdout(Stdio.piped())
+
+    def spawn_many() -> list[bytes]:
+        async def body():
+            return [(await cmd.output()).stdout for _ in range(50)]
+
+        return anyio.run(body)
+
+    async with anyio.create_task_group() as tg:
+        results: list[list[bytes]] = []
+
+        async def worker():
+            results.append(await anyio.to_thread.run_sync(spawn_many))
+
+        for _ in range(4):
+            tg.start_soon(worker)
+    pids = [out for batch in results for out in batch]
+    assert len(pids) == 200 and len(set(pids)) == 200
