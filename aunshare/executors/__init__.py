@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
+from .native import NativeExecutor, NativeUnavailable
+from .portable import PortableExecutor
 from .table import Table
 
 __all__ = ["Executor", "get_executor"]
@@ -30,24 +32,25 @@ _cache: dict[str, Executor] = {}
 
 
 def get_executor(name: str | None = None) -> Executor:
-    """The executor named ``name``, ``$AUNSHARE_EXECUTOR``, or the best available."""
+    """The executor named ``name``, ``$AUNSHARE_EXECUTOR``, or the best available.
+
+    "auto" falls back to the portable executor only where the native one
+    cannot exist (no routine for this architecture, executable memory
+    refused); any other failure to load it is raised, not papered over.
+    """
     if name is None:
         name = os.environ.get("AUNSHARE_EXECUTOR") or "auto"
     ex = _cache.get(name)
     if ex is not None:
         return ex
     if name == "native":
-        from .native import NativeExecutor
-
         ex = NativeExecutor()
     elif name == "portable":
-        from .portable import PortableExecutor
-
         ex = PortableExecutor()
     elif name == "auto":
         try:
             ex = get_executor("native")
-        except OSError:
+        except NativeUnavailable:
             ex = get_executor("portable")
     else:
         raise ValueError(f"AUNSHARE_EXECUTOR must be 'native' or 'portable', got {name!r}")

@@ -13,13 +13,18 @@ alive exactly as long as needed.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import signal
 
 from .._linux import ARCH, CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PIDFD, CLONE_VFORK, CLONE_VM, libc
 from .table import Table
 
-__all__ = ["CODE", "NativeExecutor", "load"]
+__all__ = ["CODE", "NativeExecutor", "NativeUnavailable", "load"]
+
+
+class NativeUnavailable(OSError):
+    """The native routine cannot run here (architecture, or no executable memory)."""
 
 # Assembled from spawn_x86_64.S (GNU as --64, .text only). A test re-assembles
 # the source and compares.
@@ -53,13 +58,13 @@ _mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 def load() -> _SpawnFn:
     """Map the routine into executable memory (write, then read+exec).
 
-    Raises OSError where the architecture has no routine or executable
-    memory is refused (SELinux execmem, PaX): the portable executor is then
-    used instead.
+    Raises NativeUnavailable where the architecture has no routine or
+    executable memory is refused (SELinux execmem, PaX): the portable
+    executor is then used instead.
     """
     code = CODE.get(ARCH)
     if code is None:
-        raise OSError(f"no native spawn routine for {ARCH}")
+        raise NativeUnavailable(f"no native spawn routine for {ARCH}")
     size = mmap.PAGESIZE
     addr = _mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE,
                  mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
@@ -67,7 +72,10 @@ def load() -> _SpawnFn:
         raise OSError(ctypes.get_errno(), "mmap for the spawn routine failed")
     ctypes.memmove(addr, code, len(code))
     if _mprotect(addr, size, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
-        raise OSError(ctypes.get_errno(), "executable memory refused (mprotect)")
+        err = ctypes.get_errno()
+        if err in (errno.EACCES, errno.EPERM):
+            raise NativeUnavailable(err, "executable memory refused (mprotect)")
+        raise OSError(err, "mprotect of the spawn routine failed")
     return _SpawnFn(addr)
 
 

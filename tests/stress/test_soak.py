@@ -1,13 +1,13 @@
 """Thousands of spawns in one process: nothing grows, nothing breaks.
 
-Sizes: SOAK_SPAWNS (default 10,000) for fd/zombie growth, RECURSION_SPAWNS
-(default 100,000) for the interpreter-state check; set the environment
-variables to change them.
+Sizes: SOAK_SPAWNS (default 10,000) for fd/zombie/thread/RSS growth,
+RECURSION_SPAWNS (default 100,000) for the interpreter-state check.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 
 import pytest
@@ -18,44 +18,56 @@ from conftest import open_fds, zombie_children
 
 SOAK = int(os.environ.get("SOAK_SPAWNS", "10000"))
 RECURSION = int(os.environ.get("RECURSION_SPAWNS", "100000"))
+pytestmark = [pytest.mark.stress, pytest.mark.slow]
 
 
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-@pytest.mark.slow
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
 @pytest.mark.anyio
-async def test_no_fd_or_zombie_growth():
+async def test_no_fd_zombie_thread_or_memory_growth(capsys):
     ok = Command("/bin/true")
     piped = Command("sh").args(["-c", "echo x"]).stdout(Stdio.piped())
     bad = Command("/bin/true").current_dir("/no/such/dir")
-    for cmd in (ok, piped, bad):  # warm up lazy state (executor, loop readers)
-        try:
-            await cmd.output()
-        except Exception:
-            pass
-    fds, threads = open_fds(), _threads()
-    errors = 0
-    n = SOAK
-    for i in range(n):
+
+    async def one(i: int) -> bool:
         which = i % 10
         if which == 0:
             try:
                 await bad.status()
             except Exception:
-                errors += 1
-        elif which == 1:
+                return False
+            raise AssertionError("chdir into a missing directory succeeded")
+        if which == 1:
             assert (await piped.output()).stdout == b"x\n"
         else:
             assert (await ok.status()).success()
-    assert errors == (n + 9) // 10
+        return True
+
+    for i in range(200):  # warm up: executor, caches, loop readers, allocator
+        await one(i)
+    fds, threads, rss = open_fds(), _threads(), _rss_kib()
+    failures = 0
+    for i in range(SOAK):
+        failures += not await one(i)
+    after_rss = _rss_kib()
+    with capsys.disabled():
+        print(f"\n  soak {SOAK} spawns ({failures} failing by design): fds {len(fds)} -> "
+              f"{len(open_fds())}, threads {threads} -> {_threads()}, zombies "
+              f"{len(zombie_children())}, RSS {rss} -> {after_rss} KiB")
+    assert failures == (SOAK + 9) // 10
     assert open_fds() == fds
     assert zombie_children() == []
     assert _threads() <= threads
+    assert after_rss - rss < 4096, "RSS grew by more than 4 MiB"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
 @pytest.mark.anyio
 async def test_no_recursion_budget_lost_over_many_spawns():
