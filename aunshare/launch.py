@@ -162,12 +162,12 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         if not vfork:
             try:
                 report_r, report_w = os.pipe2(_O_CLOEXEC | os.O_NONBLOCK)
+                if report_w < hi:  # keep it clear of every dup3 target
+                    fd = fcntl.fcntl(report_w, fcntl.F_DUPFD_CLOEXEC, hi)
+                    os.close(report_w)
+                    report_w = fd
             except OSError as exc:
                 raise errors.CreatePipe(exc.errno, "the error pipe") from None
-            if report_w < hi:
-                fd = fcntl.fcntl(report_w, fcntl.F_DUPFD_CLOEXEC, hi)
-                os.close(report_w)
-                report_w = fd
         pid = executor.start(table, plan.clone_flags, report_w, vfork)
     except BaseException:
         for fd in (*to_close, *pipes.values(), report_r, report_w):
