@@ -1,0 +1,280 @@
+"""Streaming stdio: lines, text lines, zero-copy reads, read_all."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import os
+import random
+import signal
+import struct
+import termios
+
+import anyio
+import pytest
+
+import aunshare
+from aunshare import Command, LineTooLong, Stdio
+from aunshare.streams import DEFAULT_MAX_LINE, PipeReader
+from conftest import open_fds, zombie_children
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def no_leaks():
+    """Fail the test if it leaves a descriptor or a zombie behind."""
+    before = open_fds()
+    yield
+    assert open_fds() == before
+    assert zombie_children() == []
+
+
+@contextlib.contextmanager
+def _unwrapped():
+    """Re-raise a task group's single exception as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        raise exc from None
+
+
+def _unread(fd: int) -> int:
+    """Bytes sitting in the pipe of ``fd`` (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def _pieces_lines(pieces: list[bytes], **kw) -> list[bytes]:
+    """Write ``pieces`` into a pipe one at a time, each only once the reader
+    has taken the previous one, so every piece boundary is a read boundary;
+    return what ``lines(**kw)`` yields."""
+    r, w = os.pipe()
+    reader = PipeReader(r)
+    got: list[bytes] = []
+
+    async def write() -> None:
+        try:
+            for piece in pieces:
+                os.write(w, piece)
+                while _unread(w):
+                    await anyio.sleep(0)
+        finally:
+            os.close(w)
+
+    try:
+        with _unwrapped():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                async for line in reader.lines(**kw):
+                    got.append(line)
+    finally:
+        await reader.aclose()
+    return got
+
+
+def _reference_lines(data: bytes, keepends: bool) -> list[bytes]:
+    """What lines() promises: split after each \\n; strip \\n or \\r\\n."""
+    out = [piece + b"\n" for piece in data.split(b"\n")]
+    out[-1] = out[-1][:-1]
+    if not out[-1]:
+        out.pop()
+    if not keepends:
+        out = [ln[:-2] if ln.endswith(b"\r\n") else ln[:-1] if ln.endswith(b"\n") else ln
+               for ln in out]
+    return out
+
+
+SAMPLE = b"one\r\ntwo\n\n\r\nthree\r\r\nfour\rfive\n\x00\xff\xfe\nno newline at the end"
+
+
+async def test_lines_across_every_chunk_boundary():
+    """Every split of the sample into two reads, and byte-by-byte reads,
+    give the same lines: endings, CRLF across reads, the last line."""
+    for keepends in (False, True):
+        want = _reference_lines(SAMPLE, keepends)
+        assert await _pieces_lines([SAMPLE], keepends=keepends) == want
+        assert await _pieces_lines([bytes([b]) for b in SAMPLE], keepends=keepends) == want
+        for cut in range(1, len(SAMPLE)):
+            pieces = [SAMPLE[:cut], SAMPLE[cut:]]
+            assert await _pieces_lines(pieces, keepends=keepends) == want, cut
+    assert want[-1] == b"no newline at the end" and b"three\r\r\n" in want
+
+
+async def test_lines_from_a_child_crlf_and_no_final_newline():
+    child = await Command("printf").arg(r"a\r\nb\n\nc\r\nlast").stdout(Stdio.piped()).spawn()
+    async with child:
+        assert [ln async for ln in child.stdout.lines()] == [b"a", b"b", b"", b"c", b"last"]
+    child = await Command("printf").arg(r"x\r\ny\n").stdout(Stdio.piped()).spawn()
+    async with child:
+        assert [ln async for ln in child.stdout.lines(keepends=True)] == [b"x\r\n", b"y\n"]
+
+
+async def test_lines_binary_data_through_cat():
+    """1 MiB of random bytes (every byte value, \\r and \\n included) comes
+    back as the lines a reference split gives, and joins back to the input."""
+    data = random.Random(4).randbytes(1 << 20)
+    child = await Command("cat").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
+    got: list[bytes] = []
+    async with child, anyio.create_task_group() as tg:
+        async def feed():
+            await child.stdin.send(data)
+            await child.stdin.aclose()
+
+        tg.start_soon(feed)
+        async for line in child.stdout.lines(keepends=True):
+            got.append(line)
+    assert b"".join(got) == data
+    assert got == _reference_lines(data, True)
+
+
+async def test_max_line_exact_limits():
+    assert await _pieces_lines([b"12345\n", b"12345\r\n", b"12345"], max_line=5) == [
+        b"12345", b"12345", b"12345"]
+    # the \r of a \r\n split from its \n does not count against the limit
+    assert await _pieces_lines([b"12345\r", b"\n"], max_line=5) == [b"12345"]
+    for pieces in ([b"123456\n"], [b"123", b"456\n"], [b"123456"], [b"12345\r", b"x\n"]):
+        with pytest.raises(LineTooLong) as info:
+            await _pieces_lines(pieces, max_line=5)
+        assert info.value.limit == 5 and info.value.length >= 6
+    r, w = os.pipe()
+    reader = PipeReader(r)
+    os.close(w)
+    with pytest.raises(ValueError, match="at least 1"):
+        reader.lines(max_line=0)
+    with pytest.raises(TypeError, match="int"):
+        reader.lines(max_line=1.5)
+    await reader.aclose()
+
+
+async def test_very_long_line_and_the_limit(no_leaks):
+    """A 17 MiB line passes a raised limit and trips the 16 MiB default with
+    an error that names the limit and how to raise it."""
+    n = 17 << 20
+    script = f"head -c {n} /dev/zero; echo; echo tail"
+    async with await Command("sh").args(["-c", script]).stdout(Stdio.piped()).spawn() as child:
+        lines = [ln async for ln in child.stdout.lines(max_line=32 << 20)]
+    assert [len(ln) for ln in lines] == [n, 4] and lines[1] == b"tail"
+
+    with pytest.raises(LineTooLong) as info:
+        async with await Command("sh").args(["-c", script]).stdout(Stdio.piped()).spawn() as child:
+            async for _ in child.stdout.lines():
+                pass
+    exc = info.value
+    assert isinstance(exc, aunshare.Error) and isinstance(exc, ValueError)
+    assert exc.limit == DEFAULT_MAX_LINE == 16 << 20 and exc.length > exc.limit
+    assert "max_line=16777216" in str(exc) and "lines(max_line=...)" in str(exc)
+    assert child.returncode == -signal.SIGKILL  # the context manager killed it
+
+
+async def test_text_lines_multibyte_split_across_reads():
+    text = "héllo wörld €\r\n日本語\n𝄞 clef"
+    data = text.encode()
+    r, w = os.pipe()
+    reader = PipeReader(r)
+
+    async def write() -> None:
+        for i in range(len(data)):  # one byte per read: every character split
+            os.write(w, data[i:i + 1])
+            while _unread(w):
+                await anyio.sleep(0)
+        os.close(w)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write)
+        got = [ln async for ln in reader.text_lines()]
+    await reader.aclose()
+    assert got == ["héllo wörld €", "日本語", "𝄞 clef"]
+
+
+async def test_text_lines_encodings_and_errors():
+    async def run(data: bytes, **kw) -> list[str]:
+        child = await Command("cat").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
+        with _unwrapped():
+            async with child, anyio.create_task_group() as tg:
+                async def feed():
+                    await child.stdin.send(data)
+                    await child.stdin.aclose()
+
+                tg.start_soon(feed)
+                return [ln async for ln in child.stdout.text_lines(**kw)]
+
+    assert await run("a€\r\nb\n".encode("utf-16-le"), encoding="utf-16-le") == ["a€", "b"]
+    assert await run(b"ok\n\xff\xfe bad\n", errors="replace") == ["ok", "\ufffd\ufffd bad"]
+    with pytest.raises(UnicodeDecodeError):
+        await run(b"ok\n\xff bad\n")
+    with pytest.raises(UnicodeDecodeError):  # a truncated character at EOF
+        await run("€".encode()[:2])
+    with pytest.raises(LineTooLong, match="characters.*text_lines"):
+        await run("ääää\n".encode(), max_line=3)
+    assert await run("ääää\r\n".encode(), max_line=4, keepends=True) == ["ääää\r\n"]
+    child = await Command("true").stdout(Stdio.piped()).spawn()
+    async with child:
+        with pytest.raises(LookupError):
+            child.stdout.text_lines("no-such-codec")
+        with pytest.raises(LookupError):
+            child.stdout.text_lines(errors="no-such-handler")
+
+
+async def test_receive_into_buffers(no_leaks):
+    script = "printf 0123456789"
+    async with await Command("sh").args(["-c", script]).stdout(Stdio.piped()).spawn() as child:
+        buf = bytearray(4)
+        got = b""
+        while n := await child.stdout.receive_into(buf):
+            got += buf[:n]
+        assert got == b"0123456789"
+        assert await child.stdout.receive_into(buf) == 0  # EOF stays EOF
+        with pytest.raises(ValueError, match="non-empty"):
+            await child.stdout.receive_into(bytearray())
+        with pytest.raises(TypeError, match="writable"):
+            await child.stdout.receive_into(b"read-only")
+
+    async with await Command("printf").arg("abcdefgh").stdout(Stdio.piped()).spawn() as child:
+        arr = array.array("i", [0, 0, 0])  # 12 bytes, items of 4
+        big = bytearray(16)
+        n = 0
+        while n < 8:
+            got_n = await child.stdout.receive_into(memoryview(big)[n:])
+            assert got_n
+            n += got_n
+        assert bytes(big[:8]) == b"abcdefgh"
+        assert await child.stdout.receive_into(arr) == 0
+
+
+async def test_read_all_large_and_async_iteration(no_leaks):
+    n = 5 * (1 << 20) + 3  # crosses several read_all chunks
+    out = await Command("head").args(["-c", str(n), "/dev/urandom"]).output()
+    assert len(out.stdout) == n
+    async with await Command("head").args(["-c", str(n), "/dev/zero"]).stdout(Stdio.piped()).spawn() as child:
+        total = 0
+        async for chunk in child.stdout:
+            assert isinstance(chunk, bytes) and not chunk.strip(b"\0")
+            total += len(chunk)
+        assert total == n
+
+
+async def test_reads_are_checkpoints():
+    """A reader that always finds data still lets other tasks run and
+    honours cancellation (no starvation by a fast producer)."""
+    child = await Command("cat").arg("/dev/zero").stdout(Stdio.piped()).spawn()
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0)
+
+    async with child:
+        with anyio.move_on_after(0.3) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                buf = bytearray(1 << 16)
+                while True:
+                    await child.stdout.receive_into(buf)
+        assert scope.cancelled_caught and ticks > 10
+        child.kill()
