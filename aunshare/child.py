@@ -199,32 +199,70 @@ class Child:
                 self._waiter.set()
                 self._waiter = None
 
-    async def wait_with_output(self) -> Output:
-        """Close stdin, read stdout and stderr to EOF concurrently, and wait."""
-        if self.stdin is not None:
-            await self.stdin.aclose()
-        out = err = b""
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        """Send ``input`` to stdin and close it, read stdout and stderr to
+        EOF, and wait for the child to exit; returns ``(stdout, stderr)``.
 
-        async def drain(stream: PipeReader, which: str) -> None:
+        All three run concurrently, so a child that writes a lot before it
+        has read all its input cannot deadlock with the parent. A stream
+        that is not piped gives None. A child that exits (or closes its
+        stdin) without reading all of ``input`` is not an error, as in
+        asyncio. Reading ends when the last writer of a pipe closes it,
+        which may be a grandchild that outlives the child. On error or
+        cancellation the child is killed and reaped before the exception
+        propagates.
+        """
+        stdin = self.stdin
+        if input is not None:
+            if stdin is None:
+                raise ValueError("communicate(input=...) needs the child's stdin piped: "
+                                 "Command.stdin(Stdio.piped())")
+            if stdin.fileno() < 0:
+                raise ValueError("communicate(input=...): child.stdin is already closed")
+            input = memoryview(input)  # type: ignore[assignment]  # no copy when slicing
+        out: bytes | None = None
+        err: bytes | None = None
+
+        async def feed(stream: PipeWriter) -> None:
+            try:
+                if input:
+                    await stream.send(input)
+            except anyio.BrokenResourceError:
+                pass  # the child stopped reading: its exit status tells the story
+            finally:
+                await stream.aclose()
+
+        async def drain(stream: PipeReader, which: int) -> None:
             nonlocal out, err
             data = await stream.read_all()
             await stream.aclose()
-            if which == "out":
+            if which == 1:
                 out = data
             else:
                 err = data
 
         try:
             async with anyio.create_task_group() as tg:
+                if stdin is not None:
+                    tg.start_soon(feed, stdin)
                 if self.stdout is not None:
-                    tg.start_soon(drain, self.stdout, "out")
+                    tg.start_soon(drain, self.stdout, 1)
                 if self.stderr is not None:
-                    tg.start_soon(drain, self.stderr, "err")
-                status = await self.wait()
+                    tg.start_soon(drain, self.stderr, 2)
+                await self.wait()
         except BaseException:
             await self._kill_and_reap()
             raise
-        return Output(status, out, err)
+        return out, err
+
+    async def wait_with_output(self, input: bytes | None = None) -> Output:
+        """Like :meth:`communicate` (``input`` goes to stdin, which is then
+        closed), but returns the same :class:`Output` as
+        :meth:`Command.output`: the exit status and the captured bytes
+        (empty for a stream that is not piped)."""
+        out, err = await self.communicate(input)
+        assert self._status is not None  # communicate() waited
+        return Output(self._status, out or b"", err or b"")
 
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:

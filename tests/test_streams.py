@@ -1,4 +1,5 @@
-"""Streaming stdio: lines, text lines, zero-copy reads, read_all."""
+"""Streaming stdio: lines, zero-copy reads, communicate, a grandchild
+holding the pipes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import aunshare
 from aunshare import Command, LineTooLong, Stdio
 from aunshare.streams import DEFAULT_MAX_LINE, PipeReader
-from conftest import open_fds, zombie_children
+from conftest import open_fds, process_gone, zombie_children
 
 pytestmark = pytest.mark.anyio
 
@@ -278,3 +279,68 @@ async def test_reads_are_checkpoints():
                     await child.stdout.receive_into(buf)
         assert scope.cancelled_caught and ticks > 10
         child.kill()
+
+
+async def test_communicate_256_mib_both_ways(no_leaks):
+    """256 MiB into cat's stdin and out of its stdout at once: the pipes
+    fill both ways, which deadlocks unless feeding and draining overlap."""
+    data = bytes(range(256)) * (1 << 20)
+    child = await Command("cat").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
+    with anyio.fail_after(60):
+        out, err = await child.communicate(data)
+    assert err is None and child.returncode == 0
+    assert len(out) == len(data) and out == data
+
+
+async def test_communicate_cases(no_leaks):
+    child = await Command("sh").args(["-c", "cat; echo err >&2; exit 3"]).stdin(
+        Stdio.piped()).stdout(Stdio.piped()).stderr(Stdio.piped()).spawn()
+    assert await child.communicate(b"in") == (b"in", b"err\n")
+    assert child.returncode == 3
+    # not piped -> None; no input -> stdin just closed
+    child = await Command("cat").stdin(Stdio.piped()).spawn()
+    assert await child.communicate() == (None, None) and child.returncode == 0
+    # a child that never reads a large input is not an error
+    child = await Command("true").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
+    assert await child.communicate(b"x" * (4 << 20)) == (b"", None)
+    # input without a stdin pipe is refused before anything happens
+    child = await Command("true").spawn()
+    with pytest.raises(ValueError, match=r"stdin\(Stdio.piped\(\)\)"):
+        await child.communicate(b"x")
+    await child.wait()
+    # wait_with_output feeds input too and returns an Output
+    child = await Command("tr").args(["a-z", "A-Z"]).stdin(Stdio.piped()).stdout(
+        Stdio.piped()).spawn()
+    res = await child.wait_with_output(b"shout\n")
+    assert res.stdout == b"SHOUT\n" and res.stderr == b"" and res.status.success()
+
+
+async def test_wait_returns_while_a_grandchild_holds_stdout(no_leaks):
+    """The asyncio hang (cpython #119710): the child exits, a grandchild
+    keeps the pipe open. wait() returns at once; reading ends when the
+    grandchild, the last writer, exits."""
+    child = await (Command("sh").args(["-c", "sleep 30 & echo $!"])
+                   .stdout(Stdio.piped()).stderr(Stdio.piped()).spawn())
+    with anyio.fail_after(5):
+        status = await child.wait()
+    assert status.success()
+    line = b""
+    while not line.endswith(b"\n"):
+        line += await child.stdout.receive()
+    grandchild = int(line)
+    assert not process_gone(grandchild)
+    os.kill(grandchild, signal.SIGKILL)
+    with anyio.fail_after(5):
+        assert await child.stdout.read_all() == b""
+        assert await child.stderr.read_all() == b""
+    await child.aclose_streams()
+
+
+async def test_pipes_are_enlarged(no_leaks):
+    """The stdio pipes get the larger capacity (F_SETPIPE_SZ) where allowed."""
+    from aunshare.launch import PIPE_SIZE
+
+    child = await Command("true").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
+    async with child:
+        for stream in (child.stdin, child.stdout):
+            assert fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_SIZE
