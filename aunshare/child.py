@@ -11,7 +11,7 @@ import os
 import signal as _signal
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import anyio
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from .command import Command
 
 __all__ = ["Child", "Output", "spawn"]
+
+_Stream = Union[PipeReader, PipeWriter]
+_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +128,21 @@ class Child:
         self.spawn_mode: str = "vfork" if started.executor == "native" else "fork"
         """How the parent waited for exec: "vfork" (suspended until exec) or
         "fork" (watched the error pipe until EOF)."""
-        pipes = started.pipes
-        self.stdin: PipeWriter | None = PipeWriter(pipes.pop(0)) if 0 in pipes else None
+        # Wrap every parent end at once: a stream closes its descriptor even
+        # when the Child is dropped without aclose_streams().
+        streams: dict[int, _Stream] = {}
+        for target, fd in started.pipes.items():
+            cls = PipeWriter if target in started.writers else PipeReader
+            streams[target] = cls(fd)
+        started.pipes = {}
+        self.stdin: PipeWriter | None = streams.pop(0, None)  # type: ignore[assignment]
         """Async stream to the child's stdin when piped, else None."""
-        self.stdout: PipeReader | None = PipeReader(pipes.pop(1)) if 1 in pipes else None
+        self.stdout: PipeReader | None = streams.pop(1, None)  # type: ignore[assignment]
         """Async stream from the child's stdout when piped, else None."""
-        self.stderr: PipeReader | None = PipeReader(pipes.pop(2)) if 2 in pipes else None
+        self.stderr: PipeReader | None = streams.pop(2, None)  # type: ignore[assignment]
         """Async stream from the child's stderr when piped, else None."""
-        self._pipes = pipes  # extra descriptors (file_descriptor with pipes)
+        self._extra: dict[int, _Stream] = streams  # pipes on fds 3+, until taken
+        self._taken: dict[int, _Stream] = {}
         self._status: ExitStatus | None = None
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
@@ -264,6 +274,46 @@ class Child:
         assert self._status is not None  # communicate() waited
         return Output(self._status, out or b"", err or b"")
 
+    # -- extra pipes ---------------------------------------------------------------------
+    def take_pipe_reader(self, fd: int) -> PipeReader:
+        """The stream reading the pipe the child writes to on ``fd``
+        (``file_descriptor(fd, Fd.piped_write())``). Each stream can be
+        taken once; the Child still closes it in :meth:`aclose_streams`."""
+        stream = self._take(fd, PipeReader, "take_pipe_reader")
+        assert isinstance(stream, PipeReader)
+        return stream
+
+    def take_pipe_writer(self, fd: int) -> PipeWriter:
+        """The stream writing to the pipe the child reads from on ``fd``
+        (``file_descriptor(fd, Fd.piped_read())``). Each stream can be
+        taken once; the Child still closes it in :meth:`aclose_streams`."""
+        stream = self._take(fd, PipeWriter, "take_pipe_writer")
+        assert isinstance(stream, PipeWriter)
+        return stream
+
+    def _take(self, fd: int, cls: type, method: str) -> _Stream:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"{method}() takes an fd number, not {type(fd).__name__}")
+        if fd in _STDIO_NAMES:
+            name = _STDIO_NAMES[fd]
+            raise ValueError(f"{method}({fd}): fd {fd} is {name}; use child.{name}")
+        stream = self._extra.get(fd)
+        if stream is None:
+            if fd in self._taken:
+                raise ValueError(f"{method}({fd}): the pipe on fd {fd} was already taken")
+            have = ", ".join(str(f) for f in sorted(self._extra)) or "none"
+            raise ValueError(f"{method}({fd}): fd {fd} was not given a pipe "
+                             f"(file_descriptor({fd}, Fd.piped_write()) or "
+                             f"Fd.piped_read()); pipes not yet taken: {have}")
+        if not isinstance(stream, cls):
+            if cls is PipeReader:
+                raise ValueError(f"take_pipe_reader({fd}): the child reads from fd {fd} "
+                                 f"(Fd.piped_read()); use take_pipe_writer({fd})")
+            raise ValueError(f"take_pipe_writer({fd}): the child writes to fd {fd} "
+                             f"(Fd.piped_write()); use take_pipe_reader({fd})")
+        self._taken[fd] = self._extra.pop(fd)
+        return stream
+
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:
         """Send ``sig`` through the pidfd (no pid-reuse race).
@@ -295,13 +345,12 @@ class Child:
             await self.aclose_streams()
 
     async def aclose_streams(self) -> None:
-        """Close every pipe the parent holds to the child."""
-        for s in (self.stdin, self.stdout, self.stderr):
+        """Close every pipe the parent holds to the child, including the
+        extra pipes, taken or not."""
+        for s in (self.stdin, self.stdout, self.stderr, *self._extra.values(),
+                  *self._taken.values()):
             if s is not None:
                 await s.aclose()
-        for fd in self._pipes.values():
-            os.close(fd)
-        self._pipes = {}
 
     # -- context manager ---------------------------------------------------------------
     async def __aenter__(self) -> Child:

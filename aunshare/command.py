@@ -119,14 +119,18 @@ class Fd:
     :meth:`from_fd`, :meth:`dup_file`.
     """
 
-    __slots__ = ("kind", "fd", "owned")
+    __slots__ = ("kind", "fd", "owned", "arg")
 
     # kinds: "pipe_r" (child reads), "pipe_w" (child writes), "inherit",
-    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup)
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup);
+    # from Stdio only: "path" (arg: (path, "r"|"w"|"a")), "merge" (fd 2 gets
+    # fd 1's source)
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
+                 arg: Any = None) -> None:
         self.kind = kind
         self.fd = fd
         self.owned = owned
+        self.arg = arg
 
     @classmethod
     def piped_read(cls) -> Fd:
@@ -174,21 +178,33 @@ class Fd:
     def __repr__(self) -> str:
         if self.kind in ("fd", "file"):
             return f"Fd.{'from_fd' if self.kind == 'fd' else 'dup_file'}({self._source_fd()})"
+        if self.kind in ("path", "merge"):
+            return _stdio_repr(self.kind, self.arg)
         names = {"pipe_r": "piped_read", "pipe_w": "piped_write", "inherit": "inherit",
                  "null_r": "read_null", "null_w": "write_null"}
         return f"Fd.{names[self.kind]}()"
 
 
+def _stdio_repr(kind: str, arg: Any) -> str:
+    if kind == "path":
+        path, mode = arg
+        extra = ", append=True" if mode == "a" else ""
+        return f"Stdio.to_file({os.fsdecode(path)!r}{extra})"
+    return "Stdio.merge_into_stdout()"
+
+
 class Stdio:
     """What the child gets as stdin, stdout or stderr."""
 
-    __slots__ = ("kind", "fd", "owned")
+    __slots__ = ("kind", "fd", "owned", "arg")
 
-    # kinds: "piped", "null", "inherit", "fd", "file"
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+    # kinds: "piped", "null", "inherit", "fd", "file", "path", "merge"
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
+                 arg: Any = None) -> None:
         self.kind = kind
         self.fd = fd
         self.owned = owned
+        self.arg = arg
 
     @classmethod
     def piped(cls) -> Stdio:
@@ -216,19 +232,60 @@ class Stdio:
         """A copy of ``file``'s descriptor, duplicated now."""
         return cls("file", owned=_dup_fileobj(file, "Stdio.dup_file"))
 
+    @classmethod
+    def to_file(cls, path: StrOrBytesPath, append: bool = False) -> Stdio:
+        """The file at ``path``, opened by the parent at each spawn.
+
+        For stdout and stderr it is opened for writing, created (mode 0666
+        less the umask) when missing, and truncated, or appended to with
+        ``append=True``; for stdin it is opened read-only. A relative path
+        is relative to the parent's working directory (not
+        :meth:`Command.current_dir`). A failure to open raises
+        :class:`~aunshare.StdioError` naming the path from ``spawn()``.
+        """
+        data = _to_bytes(path, "Stdio.to_file path")
+        if not data:
+            raise ValueError("Stdio.to_file path must not be empty")
+        return cls("path", arg=(data, "a" if append else "w"))
+
+    @classmethod
+    def merge_into_stdout(cls) -> Stdio:
+        """For :meth:`Command.stderr` only: the child's stderr is the same
+        descriptor as its stdout (the shell's ``2>&1``), so both streams
+        arrive interleaved in the order written, wherever stdout goes (a
+        pipe read from ``child.stdout``, a file)."""
+        return cls("merge")
+
     def _to_fd(self, target: int) -> Fd:
-        if self.kind == "piped":
+        kind = self.kind
+        if kind == "piped":
             return Fd("pipe_r" if target == 0 else "pipe_w")
-        if self.kind == "null":
+        if kind == "null":
             return Fd("null_r" if target == 0 else "null_w")
-        return Fd(self.kind, self.fd, self.owned)
+        if kind == "merge" and target != 2:
+            raise ValueError("Stdio.merge_into_stdout() is for stderr() only (it makes "
+                             f"fd 2 a copy of fd 1); {_STDIO[target]}() cannot take it")
+        if kind == "path":
+            path, mode = self.arg
+            if target == 0:
+                if mode == "a":
+                    raise ValueError("stdin(Stdio.to_file(..., append=True)): append is "
+                                     "for stdout() and stderr(); stdin reads the file")
+                mode = "r"
+            return Fd(kind, arg=(path, mode))
+        return Fd(kind, self.fd, self.owned, self.arg)
 
     def __repr__(self) -> str:
         if self.kind == "fd":
             return f"Stdio.from_fd({self.fd})"
         if self.kind == "file":
             return f"Stdio.dup_file({self.owned.fd if self.owned else -1})"
+        if self.kind in ("path", "merge"):
+            return _stdio_repr(self.kind, self.arg)
         return f"Stdio.{self.kind}()"
+
+
+_STDIO = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
 class Command:

@@ -39,13 +39,15 @@ PIPE_SIZE = 256 << 10
 class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
-    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor")
+    __slots__ = ("pid", "pidfd", "pipes", "writers", "plan", "table", "report_fd", "executor")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
-                 table: Table, report_fd: int, executor: str) -> None:
+                 table: Table, report_fd: int, executor: str,
+                 writers: frozenset[int] = frozenset()) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.pipes = pipes          # child's fd number -> parent's end of its pipe
+        self.writers = writers      # child fd numbers whose parent end is for writing
         self.plan = plan
         self.table = table          # must outlive the child's use of it
         self.report_fd = report_fd  # -1, or the error pipe to read until EOF
@@ -149,13 +151,18 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         hi = 3
     to_close: list[int] = []   # child-side copies, closed once the child has them
     pipes: dict[int, int] = {}  # parent ends
+    writers = frozenset(t for t, spec in fds.items() if spec.kind == "pipe_r")
     moves: list[tuple[int, int]] = []
     executor = get_executor()
     vfork = executor.name == "native"
     report_r = report_w = -1
     try:
         for target, spec in fds.items():
+            if spec.kind == "merge":
+                continue  # once fd 1's source is known
             moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
+        if 2 in fds and fds[2].kind == "merge":
+            moves.append(_merge_into_stdout(moves, hi, to_close))
 
         # The vfork path is done with the table when start() returns, so an
         # identical later spawn can reuse it.
@@ -191,7 +198,8 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
             if fd >= 0:
                 os.close(fd)
         raise errors.Fork(-pid, None, errors.fork_causes(-pid, plan.features))
-    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name)
+    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name,
+                      writers)
     if vfork:
         idx, err = table.record()
         if err:
@@ -201,6 +209,21 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
             if len(_prepared) > _PREPARED_MAX:
                 _prepared.pop(next(iter(_prepared)), None)
     return started
+
+
+def _merge_into_stdout(moves: list[tuple[int, int]], hi: int,
+                       to_close: list[int]) -> tuple[int, int]:
+    """The move that gives fd 2 the same source as fd 1 (2>&1)."""
+    source = next((s for s, t in moves if t == 1), -1)
+    if source < 0:  # stdout inherited: the parent's own fd 1, moved above the targets
+        try:
+            source = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, hi)
+        except OSError as exc:
+            raise errors.StdioError(exc.errno, _fd_name(2),
+                                    "merge_into_stdout: the parent's fd 1 is not open "
+                                    "to be inherited as stdout") from None
+        to_close.append(source)
+    return (source, 2)
 
 
 def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
@@ -225,6 +248,16 @@ def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
             source, pipes[target] = r, w
         else:
             source, pipes[target] = w, r
+        to_close.append(source)
+    elif kind == "path":
+        path, mode = spec.arg
+        flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                 "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}[mode]
+        try:
+            source = os.open(path, flags | os.O_NOCTTY | _O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise errors.StdioError(exc.errno, path, f"to give it to the child as "
+                                    f"{_fd_name(target)}", action="open") from None
         to_close.append(source)
     elif kind == "null_r" or kind == "null_w":
         try:

@@ -1,5 +1,5 @@
-"""Streaming stdio: lines, zero-copy reads, communicate, a grandchild
-holding the pipes."""
+"""Streaming stdio: lines, zero-copy reads, communicate, merged and file
+stdio, extra pipes, a grandchild holding the pipes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import aunshare
-from aunshare import Command, LineTooLong, Stdio
+from aunshare import Command, Fd, LineTooLong, Stdio
 from aunshare.streams import DEFAULT_MAX_LINE, PipeReader
 from conftest import open_fds, process_gone, zombie_children
 
@@ -336,6 +336,122 @@ async def test_wait_returns_while_a_grandchild_holds_stdout(no_leaks):
     await child.aclose_streams()
 
 
+async def test_merge_into_stdout_keeps_order(no_leaks, tmp_path):
+    script = "echo 1; echo 2 >&2; echo 3 >&2; echo 4; echo 5 >&2"
+    child = await (Command("sh").args(["-c", script]).stdout(Stdio.piped())
+                   .stderr(Stdio.merge_into_stdout()).spawn())
+    assert child.stderr is None
+    assert await child.communicate() == (b"1\n2\n3\n4\n5\n", None)
+    out = await Command("sh").args(["-c", script]).stderr(Stdio.merge_into_stdout()).output()
+    assert out.stdout == b"1\n2\n3\n4\n5\n" and out.stderr == b""
+    # into a file: one open file, one offset, nothing overwritten
+    path = tmp_path / "log"
+    st = await (Command("sh").args(["-c", script]).stdout(Stdio.to_file(path))
+                .stderr(Stdio.merge_into_stdout()).status())
+    assert st.success() and path.read_bytes() == b"1\n2\n3\n4\n5\n"
+    with pytest.raises(ValueError, match=r"stderr\(\) only.*stdout\(\)"):
+        Command("true").stdout(Stdio.merge_into_stdout())
+    with pytest.raises(ValueError, match=r"stdin\(\) cannot"):
+        Command("true").stdin(Stdio.merge_into_stdout())
+
+
+async def test_merge_into_stdout_inherited(no_leaks):
+    """With stdout inherited, stderr goes wherever the parent's fd 1 goes."""
+    r, w = os.pipe()
+    saved = os.dup(1)
+    os.dup2(w, 1)
+    os.close(w)
+    try:
+        st = await (Command("sh").args(["-c", "echo out; echo err >&2"])
+                    .stderr(Stdio.merge_into_stdout()).status())
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert st.success()
+    assert os.read(r, 100) == b"out\nerr\n"
+    os.close(r)
+
+
+async def test_to_file_truncate_append_and_stdin(no_leaks, tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_bytes(b"old content that is longer\n")
+    assert (await Command("echo").arg("first").stdout(Stdio.to_file(path)).status()).success()
+    assert path.read_bytes() == b"first\n"
+    cmd = Command("echo").arg("more").stdout(Stdio.to_file(str(path), append=True))
+    await cmd.status()
+    await cmd.status()  # opened again at every spawn
+    assert path.read_bytes() == b"first\nmore\nmore\n"
+    err = tmp_path / "err.txt"
+    await Command("sh").args(["-c", "echo e >&2"]).stderr(Stdio.to_file(err)).status()
+    assert err.read_bytes() == b"e\n"
+    out = await Command("cat").stdin(Stdio.to_file(path)).output()
+    assert out.stdout == b"first\nmore\nmore\n"
+    new = tmp_path / "new.txt"
+    await Command("true").stdout(Stdio.to_file(os.fsencode(new))).status()
+    assert new.exists() and new.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with pytest.raises(ValueError, match="append is for stdout"):
+        Command("cat").stdin(Stdio.to_file(path, append=True))
+    with pytest.raises(ValueError, match="NUL"):
+        Stdio.to_file("a\0b")
+    assert repr(Stdio.to_file("x", append=True)) == "Stdio.to_file('x', append=True)"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+async def test_to_file_errors_name_the_path(no_leaks, tmp_path):
+    missing = tmp_path / "no" / "such" / "dir.txt"
+    with pytest.raises(aunshare.StdioError) as info:
+        await Command("true").stdout(Stdio.piped()).stderr(Stdio.to_file(missing)).spawn()
+    exc = info.value
+    assert exc.errno == 2 and str(missing) in str(exc) and "fd 2 (stderr)" in str(exc)
+    with pytest.raises(aunshare.StdioError, match="Is a directory"):
+        await Command("true").stdout(Stdio.to_file(tmp_path)).spawn()
+    with pytest.raises(aunshare.StdioError, match="No such file"):
+        await Command("cat").stdin(Stdio.to_file(missing)).spawn()
+
+
+async def test_take_pipe_reader_and_writer(no_leaks):
+    cmd = (Command("sh").args(["-c", "echo to-five >&5; tr a-z A-Z <&6 >&7"])
+           .file_descriptor(5, Fd.piped_write())
+           .file_descriptor(6, Fd.piped_read())
+           .file_descriptor(7, Fd.piped_write()))
+    async with await cmd.spawn() as child:
+        five = child.take_pipe_reader(5)
+        six = child.take_pipe_writer(6)
+        seven = child.take_pipe_reader(7)
+        await six.send(b"upper me\n")
+        await six.aclose()
+        assert await five.read_all() == b"to-five\n"
+        assert [ln async for ln in seven.lines()] == [b"UPPER ME"]
+        with pytest.raises(ValueError, match="already taken"):
+            child.take_pipe_reader(5)
+    assert child.returncode == 0
+    assert five.fileno() == seven.fileno() == -1  # the Child closed them too
+
+
+async def test_take_pipe_errors(no_leaks):
+    cmd = (Command("true").file_descriptor(5, Fd.piped_write())
+           .file_descriptor(6, Fd.piped_read()).stdout(Stdio.piped()))
+    async with await cmd.spawn() as child:
+        with pytest.raises(ValueError, match=r"reads from fd 6.*take_pipe_writer\(6\)"):
+            child.take_pipe_reader(6)
+        with pytest.raises(ValueError, match=r"writes to fd 5.*take_pipe_reader\(5\)"):
+            child.take_pipe_writer(5)
+        with pytest.raises(ValueError, match=r"fd 9 was not given a pipe.*not yet taken: 5, 6"):
+            child.take_pipe_reader(9)
+        with pytest.raises(ValueError, match=r"fd 1 is stdout; use child.stdout"):
+            child.take_pipe_reader(1)
+        with pytest.raises(TypeError):
+            child.take_pipe_reader("5")
+        child.take_pipe_writer(6)
+        with pytest.raises(ValueError, match="already taken"):
+            child.take_pipe_writer(6)
+
+
 async def test_pipes_are_enlarged(no_leaks):
     """The stdio pipes get the larger capacity (F_SETPIPE_SZ) where allowed."""
     from aunshare.launch import PIPE_SIZE
@@ -344,3 +460,16 @@ async def test_pipes_are_enlarged(no_leaks):
     async with child:
         for stream in (child.stdin, child.stdout):
             assert fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+
+
+async def test_dropped_child_streams_do_not_leak():
+    """Streams of a Child dropped without aclose_streams() close themselves."""
+    import gc
+
+    before = open_fds()
+    child = await (Command("true").stdout(Stdio.piped()).file_descriptor(5, Fd.piped_write())
+                   .spawn())
+    await child.wait()
+    del child
+    gc.collect()
+    assert open_fds() == before
