@@ -7,8 +7,10 @@ not start and never races pid reuse.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal as _signal
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
@@ -16,7 +18,9 @@ from typing import TYPE_CHECKING, Union
 import anyio
 
 from . import errors
-from ._linux import CLD_DUMPED, CLD_EXITED, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
+from ._linux import (
+    CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd,
+)
 from .launch import Started, failed, start
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
@@ -116,7 +120,8 @@ class Child:
 
     ``async with child:`` closes stdin and waits on normal exit; on an
     error or cancellation in the block it kills the child and reaps it
-    before the exception propagates.
+    before the exception propagates. (A pty stdin is not closed before the
+    child exits: that would hang up its terminal.)
     """
 
     def __init__(self, started: Started) -> None:
@@ -131,18 +136,22 @@ class Child:
         # Wrap every parent end at once: a stream closes its descriptor even
         # when the Child is dropped without aclose_streams().
         streams: dict[int, _Stream] = {}
+        ttys = started.ttys
         for target, fd in started.pipes.items():
             cls = PipeWriter if target in started.writers else PipeReader
-            streams[target] = cls(fd)
+            streams[target] = cls(fd, tty=target in ttys)
         started.pipes = {}
         self.stdin: PipeWriter | None = streams.pop(0, None)  # type: ignore[assignment]
-        """Async stream to the child's stdin when piped, else None."""
+        """Async stream to the child's stdin when piped (or a pty), else None."""
         self.stdout: PipeReader | None = streams.pop(1, None)  # type: ignore[assignment]
-        """Async stream from the child's stdout when piped, else None."""
+        """Async stream from the child's stdout when piped (or a pty), else None."""
         self.stderr: PipeReader | None = streams.pop(2, None)  # type: ignore[assignment]
-        """Async stream from the child's stderr when piped, else None."""
+        """Async stream from the child's stderr when piped, else None (also when
+        it shares a pty with stdout: its output then arrives on ``stdout``)."""
         self._extra: dict[int, _Stream] = streams  # pipes on fds 3+, until taken
         self._taken: dict[int, _Stream] = {}
+        self._ptys: tuple[_Stream, ...] = tuple(
+            s for s in (self.stdin, self.stdout, self.stderr) if s is not None and s.is_tty)
         self._status: ExitStatus | None = None
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
@@ -221,6 +230,11 @@ class Child:
         which may be a grandchild that outlives the child. On error or
         cancellation the child is killed and reaped before the exception
         propagates.
+
+        With a pty as stdin there is no end of input by closing (closing the
+        master would hang up the terminal and SIGHUP the child): the pty
+        stays open until the child has exited, so end ``input`` with the
+        terminal's EOF character, b"\\x04", if the child reads to the end.
         """
         stdin = self.stdin
         if input is not None:
@@ -233,6 +247,9 @@ class Child:
         out: bytes | None = None
         err: bytes | None = None
 
+        # A pty master is closed only once the child is reaped: closing the
+        # last one hangs up the terminal, and the kernel sends SIGHUP to the
+        # child even in the moment between closing its descriptors and exit.
         async def feed(stream: PipeWriter) -> None:
             try:
                 if input:
@@ -240,12 +257,14 @@ class Child:
             except anyio.BrokenResourceError:
                 pass  # the child stopped reading: its exit status tells the story
             finally:
-                await stream.aclose()
+                if not stream.is_tty:
+                    await stream.aclose()
 
         async def drain(stream: PipeReader, which: int) -> None:
             nonlocal out, err
             data = await stream.read_all()
-            await stream.aclose()
+            if not stream.is_tty:
+                await stream.aclose()
             if which == 1:
                 out = data
             else:
@@ -260,6 +279,8 @@ class Child:
                 if self.stderr is not None:
                     tg.start_soon(drain, self.stderr, 2)
                 await self.wait()
+            for stream in self._ptys:
+                await stream.aclose()
         except BaseException:
             await self._kill_and_reap()
             raise
@@ -274,7 +295,7 @@ class Child:
         assert self._status is not None  # communicate() waited
         return Output(self._status, out or b"", err or b"")
 
-    # -- extra pipes ---------------------------------------------------------------------
+    # -- extra pipes and the pty ---------------------------------------------------------
     def take_pipe_reader(self, fd: int) -> PipeReader:
         """The stream reading the pipe the child writes to on ``fd``
         (``file_descriptor(fd, Fd.piped_write())``). Each stream can be
@@ -314,6 +335,26 @@ class Child:
         self._taken[fd] = self._extra.pop(fd)
         return stream
 
+    def set_pty_size(self, rows: int, cols: int) -> None:
+        """Set the window size of the child's pty (TIOCSWINSZ on the master);
+        the kernel sends SIGWINCH to the terminal's foreground process group."""
+        for what, value in (("rows", rows), ("cols", cols)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"set_pty_size() {what} must be an int, "
+                                f"not {type(value).__name__}")
+            if not 0 <= value <= 0xFFFF:
+                raise ValueError(f"set_pty_size() {what} must be between 0 and 65535, "
+                                 f"got {value}")
+        if not self._ptys:
+            raise ValueError("set_pty_size(): the child has no pty "
+                             "(give a standard stream Stdio.pty())")
+        for stream in self._ptys:
+            fd = stream.fileno()
+            if fd >= 0:
+                fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                return
+        raise anyio.ClosedResourceError("set_pty_size(): every stream on the pty is closed")
+
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:
         """Send ``sig`` through the pidfd (no pid-reuse race).
@@ -345,8 +386,8 @@ class Child:
             await self.aclose_streams()
 
     async def aclose_streams(self) -> None:
-        """Close every pipe the parent holds to the child, including the
-        extra pipes, taken or not."""
+        """Close every pipe (and pty) the parent holds to the child,
+        including the extra pipes, taken or not."""
         for s in (self.stdin, self.stdout, self.stderr, *self._extra.values(),
                   *self._taken.values()):
             if s is not None:
@@ -358,7 +399,9 @@ class Child:
 
     async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if exc_type is None:
-            if self.stdin is not None:
+            # A pipe's EOF; a pty stays open until the child exits (closing
+            # it would hang up the terminal: SIGHUP).
+            if self.stdin is not None and not self.stdin.is_tty:
                 await self.stdin.aclose()
             try:
                 await self.wait()

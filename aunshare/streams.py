@@ -1,4 +1,4 @@
-"""Async byte streams over the parent's ends of the child's pipes.
+"""Async byte streams over the parent's ends of the child's pipes and ptys.
 
 Non-blocking descriptors read and written directly, readiness awaited with
 ``anyio.wait_readable`` / ``anyio.wait_writable``: no thread, no transport,
@@ -15,6 +15,7 @@ producer cannot starve the other tasks.
 from __future__ import annotations
 
 import codecs
+import errno
 import mmap
 import os
 from collections.abc import AsyncIterator
@@ -53,11 +54,12 @@ def _check_max_line(max_line: object) -> int:
 
 
 class _FdBase:
-    __slots__ = ("_fd", "_streak")
+    __slots__ = ("_fd", "_tty", "_streak")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, tty: bool = False) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+        self._tty = tty
         self._streak = 0  # operations done without yielding to the event loop
 
     async def _after_ready(self) -> None:
@@ -66,6 +68,11 @@ class _FdBase:
         if self._streak >= _YIELD_EVERY:
             self._streak = 0
             await cancel_shielded_checkpoint()  # the data is ours: no cancelling here
+
+    @property
+    def is_tty(self) -> bool:
+        """True when this is the master side of the child's pty."""
+        return self._tty
 
     def fileno(self) -> int:
         """The underlying descriptor (-1 once closed)."""
@@ -87,11 +94,15 @@ class _FdBase:
 
 
 class PipeReader(_FdBase, ByteReceiveStream):
-    """The reading end of a pipe from the child (its stdout, stderr, ...).
+    """The reading end of a pipe from the child (its stdout, stderr, ...),
+    or the master of its pty.
 
     ``async for chunk in reader`` yields chunks until EOF; :meth:`lines`,
     :meth:`text_lines`, :meth:`receive_into` and :meth:`read_all` are the
     other ways to read. One task should read a given stream at a time.
+
+    ``tty=True`` marks a pty master: reading it fails with EIO once every
+    process holding the terminal has closed it, which is its EOF.
     """
 
     __slots__ = ()
@@ -117,6 +128,10 @@ class PipeReader(_FdBase, ByteReceiveStream):
                 await anyio.wait_readable(fd)
                 waited = True
                 continue
+            except OSError as exc:
+                if exc.errno != errno.EIO or not self._tty:
+                    raise
+                data = b""
             if waited:
                 self._streak = 0
             else:
@@ -155,6 +170,10 @@ class PipeReader(_FdBase, ByteReceiveStream):
                 await anyio.wait_readable(fd)
                 waited = True
                 continue
+            except OSError as exc:
+                if exc.errno != errno.EIO or not self._tty:
+                    raise
+                n = 0
             if waited:
                 self._streak = 0
             else:
@@ -329,7 +348,14 @@ class PipeReader(_FdBase, ByteReceiveStream):
 
 
 class PipeWriter(_FdBase, ByteSendStream):
-    """The writing end of a pipe to the child (its stdin, ...)."""
+    """The writing end of a pipe to the child (its stdin, ...), or the
+    master of its pty (``tty=True``).
+
+    On a pty, closing this end is no end of input for the child (a
+    terminal has none; send its EOF character, ``b"\x04"``, at the start
+    of a line), and closing the last descriptor of the master hangs the
+    terminal up, which sends SIGHUP to the child.
+    """
 
     __slots__ = ()
 
@@ -355,6 +381,10 @@ class PipeWriter(_FdBase, ByteSendStream):
                 continue
             except BrokenPipeError as exc:
                 raise anyio.BrokenResourceError from exc
+            except OSError as exc:
+                if exc.errno == errno.EIO and self._tty:  # the terminal hung up
+                    raise anyio.BrokenResourceError from exc
+                raise
             view = view[n:]
         if waited:
             self._streak = 0
@@ -362,5 +392,5 @@ class PipeWriter(_FdBase, ByteSendStream):
             await self._after_ready()
 
     async def aclose(self) -> None:
-        """Close the writing end (the child sees EOF)."""
+        """Close the writing end (the child sees EOF; on a pty, see the class doc)."""
         self._close()
