@@ -14,8 +14,8 @@ from .child import Child, Output
 from .command import Command, Fd, Stdio
 from .errors import (
     AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CapSet, ChangeRoot, Chdir,
-    CreatePipe, Error, Exec, Fork, NixError, ParentDeathSignal, PipeError, SetIdMap,
-    SetNs, SetPGid, SetUser, StdioError, UnknownError, WaitError,
+    CreatePipe, Error, Exec, Fork, LineTooLong, NixError, ParentDeathSignal, PipeError,
+    SetIdMap, SetNs, SetPGid, SetUser, StdioError, UnknownError, WaitError,
 )
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
@@ -28,5 +28,5 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze",
+    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong",
 ]

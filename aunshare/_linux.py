@@ -16,6 +16,7 @@ __all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid", "pidfd_send_signal"]
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {
         "read": 0, "write": 1, "close": 3, "rt_sigaction": 13, "rt_sigprocmask": 14,
+        "ioctl": 16,
         "dup3": 292, "fcntl": 72, "chdir": 80, "fchdir": 81, "setpgid": 109,
         "getppid": 110, "setsid": 112, "setgroups": 116, "setresuid": 117,
         "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
@@ -24,7 +25,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "close_range": 436,
     },
     "aarch64": {
-        "read": 63, "write": 64, "close": 57, "rt_sigaction": 134,
+        "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
         "rt_sigprocmask": 135, "dup3": 24, "fcntl": 25, "chdir": 49, "fchdir": 50,
         "setpgid": 154, "getppid": 173, "setsid": 157, "setgroups": 159,
         "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
@@ -57,6 +58,12 @@ WNOHANG = 1
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
 PR_SET_PDEATHSIG = 1
+# tty ioctls (asm-generic values, the same on x86_64 and aarch64)
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): lock/unlock the pty slave
+TIOCGPTPEER = 0x5441     # _IO('T', 0x41): open the slave from the master (Linux 4.13)
+F_SETPIPE_SZ = 1031
 CLOSE_RANGE_CLOEXEC = 4
 SIG_SETMASK = 2
 NSIG = 64  # the kernel's signal numbers run 1..64

@@ -7,16 +7,20 @@ not start and never races pid reuse.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal as _signal
+import struct
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import anyio
 
 from . import errors
-from ._linux import CLD_DUMPED, CLD_EXITED, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
+from ._linux import (
+    CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd,
+)
 from .launch import Started, failed, start
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from .command import Command
 
 __all__ = ["Child", "Output", "spawn"]
+
+_Stream = Union[PipeReader, PipeWriter]
+_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +120,8 @@ class Child:
 
     ``async with child:`` closes stdin and waits on normal exit; on an
     error or cancellation in the block it kills the child and reaps it
-    before the exception propagates.
+    before the exception propagates. (A pty stdin is not closed before the
+    child exits: that would hang up its terminal.)
     """
 
     def __init__(self, started: Started) -> None:
@@ -125,14 +133,25 @@ class Child:
         self.spawn_mode: str = "vfork" if started.executor == "native" else "fork"
         """How the parent waited for exec: "vfork" (suspended until exec) or
         "fork" (watched the error pipe until EOF)."""
-        pipes = started.pipes
-        self.stdin: PipeWriter | None = PipeWriter(pipes.pop(0)) if 0 in pipes else None
-        """Async stream to the child's stdin when piped, else None."""
-        self.stdout: PipeReader | None = PipeReader(pipes.pop(1)) if 1 in pipes else None
-        """Async stream from the child's stdout when piped, else None."""
-        self.stderr: PipeReader | None = PipeReader(pipes.pop(2)) if 2 in pipes else None
-        """Async stream from the child's stderr when piped, else None."""
-        self._pipes = pipes  # extra descriptors (file_descriptor with pipes)
+        # Wrap every parent end at once: a stream closes its descriptor even
+        # when the Child is dropped without aclose_streams().
+        streams: dict[int, _Stream] = {}
+        ttys = started.ttys
+        for target, fd in started.pipes.items():
+            cls = PipeWriter if target in started.writers else PipeReader
+            streams[target] = cls(fd, tty=target in ttys)
+        started.pipes = {}
+        self.stdin: PipeWriter | None = streams.pop(0, None)  # type: ignore[assignment]
+        """Async stream to the child's stdin when piped (or a pty), else None."""
+        self.stdout: PipeReader | None = streams.pop(1, None)  # type: ignore[assignment]
+        """Async stream from the child's stdout when piped (or a pty), else None."""
+        self.stderr: PipeReader | None = streams.pop(2, None)  # type: ignore[assignment]
+        """Async stream from the child's stderr when piped, else None (also when
+        it shares a pty with stdout: its output then arrives on ``stdout``)."""
+        self._extra: dict[int, _Stream] = streams  # pipes on fds 3+, until taken
+        self._taken: dict[int, _Stream] = {}
+        self._ptys: tuple[_Stream, ...] = tuple(
+            s for s in (self.stdin, self.stdout, self.stderr) if s is not None and s.is_tty)
         self._status: ExitStatus | None = None
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
@@ -199,32 +218,142 @@ class Child:
                 self._waiter.set()
                 self._waiter = None
 
-    async def wait_with_output(self) -> Output:
-        """Close stdin, read stdout and stderr to EOF concurrently, and wait."""
-        if self.stdin is not None:
-            await self.stdin.aclose()
-        out = err = b""
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        """Send ``input`` to stdin and close it, read stdout and stderr to
+        EOF, and wait for the child to exit; returns ``(stdout, stderr)``.
 
-        async def drain(stream: PipeReader, which: str) -> None:
+        All three run concurrently, so a child that writes a lot before it
+        has read all its input cannot deadlock with the parent. A stream
+        that is not piped gives None. A child that exits (or closes its
+        stdin) without reading all of ``input`` is not an error, as in
+        asyncio. Reading ends when the last writer of a pipe closes it,
+        which may be a grandchild that outlives the child. On error or
+        cancellation the child is killed and reaped before the exception
+        propagates.
+
+        With a pty as stdin there is no end of input by closing (closing the
+        master would hang up the terminal and SIGHUP the child): the pty
+        stays open until the child has exited, so end ``input`` with the
+        terminal's EOF character, b"\\x04", if the child reads to the end.
+        """
+        stdin = self.stdin
+        if input is not None:
+            if stdin is None:
+                raise ValueError("communicate(input=...) needs the child's stdin piped: "
+                                 "Command.stdin(Stdio.piped())")
+            if stdin.fileno() < 0:
+                raise ValueError("communicate(input=...): child.stdin is already closed")
+            input = memoryview(input)  # type: ignore[assignment]  # no copy when slicing
+        out: bytes | None = None
+        err: bytes | None = None
+
+        # A pty master is closed only once the child is reaped: closing the
+        # last one hangs up the terminal, and the kernel sends SIGHUP to the
+        # child even in the moment between closing its descriptors and exit.
+        async def feed(stream: PipeWriter) -> None:
+            try:
+                if input:
+                    await stream.send(input)
+            except anyio.BrokenResourceError:
+                pass  # the child stopped reading: its exit status tells the story
+            finally:
+                if not stream.is_tty:
+                    await stream.aclose()
+
+        async def drain(stream: PipeReader, which: int) -> None:
             nonlocal out, err
             data = await stream.read_all()
-            await stream.aclose()
-            if which == "out":
+            if not stream.is_tty:
+                await stream.aclose()
+            if which == 1:
                 out = data
             else:
                 err = data
 
         try:
             async with anyio.create_task_group() as tg:
+                if stdin is not None:
+                    tg.start_soon(feed, stdin)
                 if self.stdout is not None:
-                    tg.start_soon(drain, self.stdout, "out")
+                    tg.start_soon(drain, self.stdout, 1)
                 if self.stderr is not None:
-                    tg.start_soon(drain, self.stderr, "err")
-                status = await self.wait()
+                    tg.start_soon(drain, self.stderr, 2)
+                await self.wait()
+            for stream in self._ptys:
+                await stream.aclose()
         except BaseException:
             await self._kill_and_reap()
             raise
-        return Output(status, out, err)
+        return out, err
+
+    async def wait_with_output(self, input: bytes | None = None) -> Output:
+        """Like :meth:`communicate` (``input`` goes to stdin, which is then
+        closed), but returns the same :class:`Output` as
+        :meth:`Command.output`: the exit status and the captured bytes
+        (empty for a stream that is not piped)."""
+        out, err = await self.communicate(input)
+        assert self._status is not None  # communicate() waited
+        return Output(self._status, out or b"", err or b"")
+
+    # -- extra pipes and the pty ---------------------------------------------------------
+    def take_pipe_reader(self, fd: int) -> PipeReader:
+        """The stream reading the pipe the child writes to on ``fd``
+        (``file_descriptor(fd, Fd.piped_write())``). Each stream can be
+        taken once; the Child still closes it in :meth:`aclose_streams`."""
+        stream = self._take(fd, PipeReader, "take_pipe_reader")
+        assert isinstance(stream, PipeReader)
+        return stream
+
+    def take_pipe_writer(self, fd: int) -> PipeWriter:
+        """The stream writing to the pipe the child reads from on ``fd``
+        (``file_descriptor(fd, Fd.piped_read())``). Each stream can be
+        taken once; the Child still closes it in :meth:`aclose_streams`."""
+        stream = self._take(fd, PipeWriter, "take_pipe_writer")
+        assert isinstance(stream, PipeWriter)
+        return stream
+
+    def _take(self, fd: int, cls: type, method: str) -> _Stream:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"{method}() takes an fd number, not {type(fd).__name__}")
+        if fd in _STDIO_NAMES:
+            name = _STDIO_NAMES[fd]
+            raise ValueError(f"{method}({fd}): fd {fd} is {name}; use child.{name}")
+        stream = self._extra.get(fd)
+        if stream is None:
+            if fd in self._taken:
+                raise ValueError(f"{method}({fd}): the pipe on fd {fd} was already taken")
+            have = ", ".join(str(f) for f in sorted(self._extra)) or "none"
+            raise ValueError(f"{method}({fd}): fd {fd} was not given a pipe "
+                             f"(file_descriptor({fd}, Fd.piped_write()) or "
+                             f"Fd.piped_read()); pipes not yet taken: {have}")
+        if not isinstance(stream, cls):
+            if cls is PipeReader:
+                raise ValueError(f"take_pipe_reader({fd}): the child reads from fd {fd} "
+                                 f"(Fd.piped_read()); use take_pipe_writer({fd})")
+            raise ValueError(f"take_pipe_writer({fd}): the child writes to fd {fd} "
+                             f"(Fd.piped_write()); use take_pipe_reader({fd})")
+        self._taken[fd] = self._extra.pop(fd)
+        return stream
+
+    def set_pty_size(self, rows: int, cols: int) -> None:
+        """Set the window size of the child's pty (TIOCSWINSZ on the master);
+        the kernel sends SIGWINCH to the terminal's foreground process group."""
+        for what, value in (("rows", rows), ("cols", cols)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"set_pty_size() {what} must be an int, "
+                                f"not {type(value).__name__}")
+            if not 0 <= value <= 0xFFFF:
+                raise ValueError(f"set_pty_size() {what} must be between 0 and 65535, "
+                                 f"got {value}")
+        if not self._ptys:
+            raise ValueError("set_pty_size(): the child has no pty "
+                             "(give a standard stream Stdio.pty())")
+        for stream in self._ptys:
+            fd = stream.fileno()
+            if fd >= 0:
+                fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                return
+        raise anyio.ClosedResourceError("set_pty_size(): every stream on the pty is closed")
 
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:
@@ -257,13 +386,12 @@ class Child:
             await self.aclose_streams()
 
     async def aclose_streams(self) -> None:
-        """Close every pipe the parent holds to the child."""
-        for s in (self.stdin, self.stdout, self.stderr):
+        """Close every pipe (and pty) the parent holds to the child,
+        including the extra pipes, taken or not."""
+        for s in (self.stdin, self.stdout, self.stderr, *self._extra.values(),
+                  *self._taken.values()):
             if s is not None:
                 await s.aclose()
-        for fd in self._pipes.values():
-            os.close(fd)
-        self._pipes = {}
 
     # -- context manager ---------------------------------------------------------------
     async def __aenter__(self) -> Child:
@@ -271,7 +399,9 @@ class Child:
 
     async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if exc_type is None:
-            if self.stdin is not None:
+            # A pipe's EOF; a pty stays open until the child exits (closing
+            # it would hang up the terminal: SIGHUP).
+            if self.stdin is not None and not self.stdin.is_tty:
                 await self.stdin.aclose()
             try:
                 await self.wait()

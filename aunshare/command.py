@@ -119,14 +119,18 @@ class Fd:
     :meth:`from_fd`, :meth:`dup_file`.
     """
 
-    __slots__ = ("kind", "fd", "owned")
+    __slots__ = ("kind", "fd", "owned", "arg")
 
     # kinds: "pipe_r" (child reads), "pipe_w" (child writes), "inherit",
-    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup)
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup);
+    # from Stdio only: "path" (arg: (path, "r"|"w"|"a")), "pty" (arg: (rows,
+    # cols), each None for the default), "merge" (fd 2 gets fd 1's source)
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
+                 arg: Any = None) -> None:
         self.kind = kind
         self.fd = fd
         self.owned = owned
+        self.arg = arg
 
     @classmethod
     def piped_read(cls) -> Fd:
@@ -174,21 +178,47 @@ class Fd:
     def __repr__(self) -> str:
         if self.kind in ("fd", "file"):
             return f"Fd.{'from_fd' if self.kind == 'fd' else 'dup_file'}({self._source_fd()})"
+        if self.kind in ("path", "pty", "merge"):
+            return _stdio_repr(self.kind, self.arg)
         names = {"pipe_r": "piped_read", "pipe_w": "piped_write", "inherit": "inherit",
                  "null_r": "read_null", "null_w": "write_null"}
         return f"Fd.{names[self.kind]}()"
 
 
+def _stdio_repr(kind: str, arg: Any) -> str:
+    if kind == "path":
+        path, mode = arg
+        extra = ", append=True" if mode == "a" else ""
+        return f"Stdio.to_file({os.fsdecode(path)!r}{extra})"
+    if kind == "pty":
+        rows, cols = arg
+        size = ", ".join(f"{k}={v}" for k, v in (("rows", rows), ("cols", cols)) if v is not None)
+        return f"Stdio.pty({size})"
+    return "Stdio.merge_into_stdout()"
+
+
+def _check_size(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Stdio.pty() {what} must be an int or None, not {type(value).__name__}")
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"Stdio.pty() {what} must be between 0 and 65535, got {value}")
+    return value
+
+
 class Stdio:
     """What the child gets as stdin, stdout or stderr."""
 
-    __slots__ = ("kind", "fd", "owned")
+    __slots__ = ("kind", "fd", "owned", "arg")
 
-    # kinds: "piped", "null", "inherit", "fd", "file"
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None) -> None:
+    # kinds: "piped", "null", "inherit", "fd", "file", "path", "pty", "merge"
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
+                 arg: Any = None) -> None:
         self.kind = kind
         self.fd = fd
         self.owned = owned
+        self.arg = arg
 
     @classmethod
     def piped(cls) -> Stdio:
@@ -216,19 +246,78 @@ class Stdio:
         """A copy of ``file``'s descriptor, duplicated now."""
         return cls("file", owned=_dup_fileobj(file, "Stdio.dup_file"))
 
+    @classmethod
+    def to_file(cls, path: StrOrBytesPath, append: bool = False) -> Stdio:
+        """The file at ``path``, opened by the parent at each spawn.
+
+        For stdout and stderr it is opened for writing, created (mode 0666
+        less the umask) when missing, and truncated, or appended to with
+        ``append=True``; for stdin it is opened read-only. A relative path
+        is relative to the parent's working directory (not
+        :meth:`Command.current_dir`). A failure to open raises
+        :class:`~aunshare.StdioError` naming the path from ``spawn()``.
+        """
+        data = _to_bytes(path, "Stdio.to_file path")
+        if not data:
+            raise ValueError("Stdio.to_file path must not be empty")
+        return cls("path", arg=(data, "a" if append else "w"))
+
+    @classmethod
+    def merge_into_stdout(cls) -> Stdio:
+        """For :meth:`Command.stderr` only: the child's stderr is the same
+        descriptor as its stdout (the shell's ``2>&1``), so both streams
+        arrive interleaved in the order written, wherever stdout goes (a
+        pipe read from ``child.stdout``, a file, a pty)."""
+        return cls("merge")
+
+    @classmethod
+    def pty(cls, rows: int | None = None, cols: int | None = None) -> Stdio:
+        """A pseudo-terminal: the child gets its slave side as its
+        controlling terminal, the parent a stream on the master.
+
+        Every standard stream given ``Stdio.pty()`` gets the same terminal.
+        The parent writes the child's input to ``child.stdin`` and reads
+        its output from ``child.stdout`` (or ``child.stderr`` when only
+        stderr is a pty). ``rows`` and ``cols`` set the window size
+        (default 24 x 80); :meth:`Child.set_pty_size` changes it later.
+
+        The child becomes a session leader (setsid), so this cannot be
+        combined with :meth:`Command.make_group_leader`. The terminal is in
+        its default (cooked) mode: it echoes input, and turns "\\n" in the
+        output into "\\r\\n".
+        """
+        return cls("pty", arg=(_check_size(rows, "rows"), _check_size(cols, "cols")))
+
     def _to_fd(self, target: int) -> Fd:
-        if self.kind == "piped":
+        kind = self.kind
+        if kind == "piped":
             return Fd("pipe_r" if target == 0 else "pipe_w")
-        if self.kind == "null":
+        if kind == "null":
             return Fd("null_r" if target == 0 else "null_w")
-        return Fd(self.kind, self.fd, self.owned)
+        if kind == "merge" and target != 2:
+            raise ValueError("Stdio.merge_into_stdout() is for stderr() only (it makes "
+                             f"fd 2 a copy of fd 1); {_STDIO[target]}() cannot take it")
+        if kind == "path":
+            path, mode = self.arg
+            if target == 0:
+                if mode == "a":
+                    raise ValueError("stdin(Stdio.to_file(..., append=True)): append is "
+                                     "for stdout() and stderr(); stdin reads the file")
+                mode = "r"
+            return Fd(kind, arg=(path, mode))
+        return Fd(kind, self.fd, self.owned, self.arg)
 
     def __repr__(self) -> str:
         if self.kind == "fd":
             return f"Stdio.from_fd({self.fd})"
         if self.kind == "file":
             return f"Stdio.dup_file({self.owned.fd if self.owned else -1})"
+        if self.kind in ("path", "pty", "merge"):
+            return _stdio_repr(self.kind, self.arg)
         return f"Stdio.{self.kind}()"
+
+
+_STDIO = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
 class Command:
@@ -324,8 +413,34 @@ class Command:
         if not isinstance(stdio, Stdio):
             raise TypeError(f"{name}() takes a Stdio (e.g. Stdio.piped()), "
                             f"not {type(stdio).__name__}")
-        self._fds[target] = stdio._to_fd(target)
+        fd = stdio._to_fd(target)
+        if fd.kind == "pty":
+            if self._group_leader:
+                raise ValueError(f"{name}(Stdio.pty()) conflicts with make_group_leader(): "
+                                 "a pty makes the child a session leader (setsid), which "
+                                 "already leads its own process group and cannot be moved "
+                                 "to another; drop make_group_leader()")
+            for other in (0, 1, 2):
+                spec = self._fds.get(other)
+                if other == target or spec is None or spec.kind != "pty":
+                    continue
+                for i, what in enumerate(("rows", "cols")):
+                    mine, theirs = fd.arg[i], spec.arg[i]
+                    if mine is not None and theirs is not None and mine != theirs:
+                        raise ValueError(
+                            f"{name}(Stdio.pty({what}={mine})) conflicts with "
+                            f"{_STDIO[other]}(Stdio.pty({what}={theirs})): the standard "
+                            "streams share one terminal, which has one window size")
+        self._fds[target] = fd
         return self
+
+    def _pty_target(self) -> int | None:
+        """The first standard stream that is a pty, or None."""
+        for target in (0, 1, 2):
+            spec = self._fds.get(target)
+            if spec is not None and spec.kind == "pty":
+                return target
+        return None
 
     def stdin(self, stdio: Stdio) -> Command:
         """What the child gets as fd 0."""
@@ -410,7 +525,18 @@ class Command:
         return self
 
     def make_group_leader(self, make: bool = True) -> Command:
-        """Put the child in a new process group of its own (setpgid(0, 0))."""
+        """Put the child in a new process group of its own (setpgid(0, 0)).
+
+        Refused (ValueError) together with :meth:`Stdio.pty`, which makes
+        the child a session leader: that leads its own group already.
+        """
+        if make:
+            pty = self._pty_target()
+            if pty is not None:
+                raise ValueError(f"make_group_leader() conflicts with {_STDIO[pty]}"
+                                 "(Stdio.pty()): a pty makes the child a session leader "
+                                 "(setsid), which already leads its own process group "
+                                 "and cannot be moved to another")
         self._group_leader = bool(make)
         return self
 

@@ -15,7 +15,7 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "fork_causes",
+    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong", "fork_causes",
 ]
 
 
@@ -198,6 +198,29 @@ class AuxCommandKilled(Error):
 
 class BeforeUnfreeze(Error):
     """The before-unfreeze callback raised; the original is ``__cause__``."""
+
+
+class LineTooLong(Error, ValueError):
+    """A line read with ``lines()`` / ``text_lines()`` is longer than ``max_line``.
+
+    ``limit`` is the ``max_line`` in force, ``length`` how much of the line
+    had been read (without a line ending) when the limit was crossed, and
+    ``unit`` is "bytes" or "characters". The stream has consumed that part
+    of the line.
+    """
+
+    def __init__(self, limit: int, length: int, unit: str = "bytes",
+                 method: str = "lines") -> None:
+        self.limit = limit
+        self.length = length
+        self.unit = unit
+        self.method = method
+        super().__init__(
+            f"a line of at least {length} {unit} is longer than max_line={limit} {unit}; "
+            f"raise the limit with {method}(max_line=...) to accept longer lines")
+
+    def __reduce__(self):  # the constructor's arguments are not the message
+        return (type(self), (self.limit, self.length, self.unit, self.method))
 
 
 # Likely causes of a clone3 failure, after clone(2)'s ERRORS section, keyed by

@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 from typing import TYPE_CHECKING
 
 from . import errors
-from ._linux import WEXITED, waitid_pidfd
+from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ, WEXITED, waitid_pidfd
 from .executors import get_executor
 from .executors.table import Table, encode, environ_pointer
 from .plan import Plan, build_plan
@@ -27,17 +28,32 @@ __all__ = ["Started", "start", "resolve_program"]
 _O_CLOEXEC = os.O_CLOEXEC
 _STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 
+# Pipe capacity asked for with F_SETPIPE_SZ: fewer wake-ups and syscalls per
+# byte than the default 64 KiB. Not more: an unprivileged user's pipes
+# together may hold pipe-user-pages-soft (64 MiB by default); past that the
+# kernel gives every new pipe of that user 2 pages. 256 KiB measured as fast
+# as 1 MiB (bench/streams.py), and lets 128 children with two pipes each
+# stay under the limit.
+PIPE_SIZE = 256 << 10
+# The window size of a pty when Stdio.pty() does not give one.
+DEFAULT_PTY_SIZE = (24, 80)
+
 
 class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
-    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor")
+    __slots__ = ("pid", "pidfd", "pipes", "writers", "ttys", "plan", "table", "report_fd",
+                 "executor")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
-                 table: Table, report_fd: int, executor: str) -> None:
+                 table: Table, report_fd: int, executor: str,
+                 writers: frozenset[int] = frozenset(), ttys: frozenset[int] = frozenset()
+                 ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.pipes = pipes          # child's fd number -> parent's end of its pipe
+        self.writers = writers      # child fd numbers whose parent end is for writing
+        self.ttys = ttys            # child fd numbers whose parent end is the pty master
         self.plan = plan
         self.table = table          # must outlive the child's use of it
         self.report_fd = report_fd  # -1, or the error pipe to read until EOF
@@ -127,7 +143,7 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
         cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
         cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
-        cmd._death_signal, cmd._keep_sigmask,
+        cmd._pty_target(), cmd._death_signal, cmd._keep_sigmask,
         None if cmd._env_clear else environ_pointer(), path, os.getpid(), os.geteuid(),
     )
 
@@ -141,13 +157,26 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         hi = 3
     to_close: list[int] = []   # child-side copies, closed once the child has them
     pipes: dict[int, int] = {}  # parent ends
+    writers = frozenset(t for t, spec in fds.items() if spec.kind == "pipe_r")
+    ttys: frozenset[int] = frozenset()
     moves: list[tuple[int, int]] = []
     executor = get_executor()
     vfork = executor.name == "native"
     report_r = report_w = -1
     try:
+        pty_targets = [t for t in (0, 1, 2) if t in fds and fds[t].kind == "pty"]
+        slave = -1
+        if pty_targets:
+            slave = _open_pty(fds, pty_targets, to_close, pipes)
+            ttys = frozenset(pipes)
+            if 0 in ttys:
+                writers |= {0}
         for target, spec in fds.items():
-            moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
+            if spec.kind == "merge":
+                continue  # once fd 1's source is known
+            moves.append(_prepare_fd(target, spec, hi, to_close, pipes, slave))
+        if 2 in fds and fds[2].kind == "merge":
+            moves.append(_merge_into_stdout(moves, hi, to_close))
 
         # The vfork path is done with the table when start() returns, so an
         # identical later spawn can reuse it.
@@ -183,7 +212,8 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
             if fd >= 0:
                 os.close(fd)
         raise errors.Fork(-pid, None, errors.fork_causes(-pid, plan.features))
-    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name)
+    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name,
+                      writers, ttys)
     if vfork:
         idx, err = table.record()
         if err:
@@ -195,8 +225,63 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     return started
 
 
+def _open_pty(fds: dict[int, Fd], targets: list[int], to_close: list[int],
+              pipes: dict[int, int]) -> int:
+    """Open a pty for the standard streams in ``targets``; return the slave.
+
+    The parent's ends go to ``pipes``: the master for stdin (writing) and a
+    copy for the first of stdout/stderr (reading). Both are opened
+    O_NOCTTY, so the parent never acquires the terminal itself.
+    """
+    what = ", ".join(_fd_name(t) for t in targets)
+    try:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | _O_CLOEXEC)
+    except OSError as exc:
+        raise errors.StdioError(exc.errno, "/dev/ptmx", f"cannot open a pty for {what}",
+                                action="open") from None
+    to_close.append(master)  # until it is in pipes (both lists are closed on failure)
+    size = list(DEFAULT_PTY_SIZE)
+    for t in targets:
+        for i, value in enumerate(fds[t].arg):
+            if value is not None:
+                size[i] = value
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt()
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | _O_CLOEXEC)
+        to_close.append(slave)
+        fcntl.ioctl(master, TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+        ends = [master]
+        reader = next((t for t in targets if t != 0), None)
+        if 0 in targets and reader is not None:
+            ends.append(os.dup(master))  # reader and writer close independently
+        to_close.remove(master)
+        if 0 in targets:
+            pipes[0] = ends.pop()
+        if reader is not None:
+            pipes[reader] = ends.pop()
+    except OSError as exc:
+        raise errors.StdioError(exc.errno, _fd_name(targets[0]),
+                                "cannot set up its pty") from None
+    return slave
+
+
+def _merge_into_stdout(moves: list[tuple[int, int]], hi: int,
+                       to_close: list[int]) -> tuple[int, int]:
+    """The move that gives fd 2 the same source as fd 1 (2>&1)."""
+    source = next((s for s, t in moves if t == 1), -1)
+    if source < 0:  # stdout inherited: the parent's own fd 1, moved above the targets
+        try:
+            source = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, hi)
+        except OSError as exc:
+            raise errors.StdioError(exc.errno, _fd_name(2),
+                                    "merge_into_stdout: the parent's fd 1 is not open "
+                                    "to be inherited as stdout") from None
+        to_close.append(source)
+    return (source, 2)
+
+
 def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
-                pipes: dict[int, int]) -> tuple[int, int]:
+                pipes: dict[int, int], pty_slave: int = -1) -> tuple[int, int]:
     """Open what ``target`` needs and return ``(source, target)`` with the
     source above every target; returns ``(-1, target)`` for nothing to do."""
     kind = spec.kind
@@ -209,10 +294,26 @@ def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
             r, w = os.pipe2(_O_CLOEXEC)
         except OSError as exc:
             raise errors.CreatePipe(exc.errno, _fd_name(target)) from None
+        try:
+            fcntl.fcntl(r, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # EPERM past the user's pipe quota: the default size works too
         if kind == "pipe_r":
             source, pipes[target] = r, w
         else:
             source, pipes[target] = w, r
+        to_close.append(source)
+    elif kind == "pty":
+        source = pty_slave
+    elif kind == "path":
+        path, mode = spec.arg
+        flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                 "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}[mode]
+        try:
+            source = os.open(path, flags | os.O_NOCTTY | _O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise errors.StdioError(exc.errno, path, f"to give it to the child as "
+                                    f"{_fd_name(target)}", action="open") from None
         to_close.append(source)
     elif kind == "null_r" or kind == "null_w":
         try:

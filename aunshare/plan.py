@@ -13,7 +13,14 @@ The order, and why:
    (``close_range``), then ``dup3`` each prepared source onto its target.
    Sources are always above every target, so no dup clobbers another's
    source (the parent guarantees it).
-2. ``setpgid(0, 0)`` when the child is to lead its own process group.
+2. session and process group: with a pty on a standard stream,
+   ``setsid()`` (a new session, without a controlling terminal) then
+   ``ioctl(fd, TIOCSCTTY, 0)`` on the first standard fd that is the pty,
+   which makes it the controlling terminal with the child in the
+   foreground; both need the descriptors in place, so they follow step 1.
+   Otherwise ``setpgid(0, 0)`` when the child is to lead its own process
+   group (the Command refuses both at once: a session leader cannot
+   change its group).
 3. ``chdir``: before dropping privileges, as the crate does, so a root
    parent can enter a directory the target user could not.
 4. ``setgroups``, ``setresgid``, ``setresuid`` (raw syscalls: glibc's
@@ -38,7 +45,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import errors
-from ._linux import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK
+from ._linux import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY
 
 if TYPE_CHECKING:
     from .command import Command
@@ -157,6 +164,14 @@ _EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
 _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
                    errors.NixError, "restore signal mask", None)
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+_NEW_SESSION = Step("setsid", (), errors.StdioError, "setsid", "for the pty",
+                    detail="a new session is needed to take a controlling terminal")
+
+
+@functools.lru_cache(maxsize=4)
+def _ctty_step(fd: int) -> Step:
+    return Step("ioctl", (fd, TIOCSCTTY, 0), errors.StdioError,
+                "make the controlling terminal (TIOCSCTTY)", _fd_name(fd))
 
 
 @functools.lru_cache(maxsize=64)
@@ -202,8 +217,12 @@ def build_plan(
         steps.append(Step("dup3", (source, target, 0), errors.StdioError, "set up",
                           _fd_name(target)))
 
-    # 2. process group
-    if cmd._group_leader:
+    # 2. session and process group
+    ctty = cmd._pty_target()
+    if ctty is not None:  # the builder refuses make_group_leader() with a pty
+        steps.append(_NEW_SESSION)
+        steps.append(_ctty_step(ctty))
+    elif cmd._group_leader:
         steps.append(_GROUP_LEADER)
 
     # 3. working directory

@@ -1,28 +1,78 @@
-"""Async byte streams over the parent's ends of the child's pipes.
+"""Async byte streams over the parent's ends of the child's pipes and ptys.
 
 Non-blocking descriptors read and written directly, readiness awaited with
 ``anyio.wait_readable`` / ``anyio.wait_writable``: no thread, no transport,
 the same code on asyncio, uvloop and trio.
+
+Every read and write checks for cancellation *before* touching the
+descriptor, so a cancelled read never loses data already taken out of the
+pipe. A read that has to wait yields to the event loop there; one that
+finds data yields too, after every few such reads in a row (a full
+checkpoint per read costs a loop iteration, measurable at GB/s), so a fast
+producer cannot starve the other tasks.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
+import mmap
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-__all__ = ["PipeReader", "PipeWriter"]
+from .errors import LineTooLong
+
+__all__ = ["PipeReader", "PipeWriter", "DEFAULT_MAX_LINE"]
 
 _DEFAULT_READ = 65536
+_LINE_READ = 65536
+# read_all() fills chunks that double from here up to _LAST_CHUNK: few
+# allocations for large outputs, little waste for small ones.
+_FIRST_CHUNK = 65536
+_LAST_CHUNK = 16 << 20
+
+DEFAULT_MAX_LINE = 16 << 20
+"""The default ``max_line`` of :meth:`PipeReader.lines` (16 MiB): far above
+any sane line, low enough that a stream without newlines cannot eat all memory."""
+
+_readv = os.readv
+# Reads that found data at once in a row before one yields to the event loop.
+_YIELD_EVERY = 8
+
+
+def _check_max_line(max_line: object) -> int:
+    if isinstance(max_line, bool) or not isinstance(max_line, int):
+        raise TypeError(f"max_line must be an int, not {type(max_line).__name__}")
+    if max_line < 1:
+        raise ValueError(f"max_line must be at least 1, got {max_line}")
+    return max_line
 
 
 class _FdBase:
-    __slots__ = ("_fd",)
+    __slots__ = ("_fd", "_tty", "_streak")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, tty: bool = False) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+        self._tty = tty
+        self._streak = 0  # operations done without yielding to the event loop
+
+    async def _after_ready(self) -> None:
+        """Yield once every _YIELD_EVERY operations that did not wait."""
+        self._streak += 1
+        if self._streak >= _YIELD_EVERY:
+            self._streak = 0
+            await cancel_shielded_checkpoint()  # the data is ours: no cancelling here
+
+    @property
+    def is_tty(self) -> bool:
+        """True when this is the master side of the child's pty."""
+        return self._tty
 
     def fileno(self) -> int:
         """The underlying descriptor (-1 once closed)."""
@@ -44,12 +94,30 @@ class _FdBase:
 
 
 class PipeReader(_FdBase, ByteReceiveStream):
-    """The reading end of a pipe from the child (its stdout, stderr, ...)."""
+    """The reading end of a pipe from the child (its stdout, stderr, ...),
+    or the master of its pty.
+
+    ``async for chunk in reader`` yields chunks until EOF; :meth:`lines`,
+    :meth:`text_lines`, :meth:`receive_into` and :meth:`read_all` are the
+    other ways to read. One task should read a given stream at a time.
+
+    ``tty=True`` marks a pty master: reading it fails with EIO once every
+    process holding the terminal has closed it, which is its EOF.
+    """
 
     __slots__ = ()
 
     async def receive(self, max_bytes: int = _DEFAULT_READ) -> bytes:
         """Up to ``max_bytes`` bytes; raises ``anyio.EndOfStream`` at EOF."""
+        data = await self._read(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def _read(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes, or b"" at EOF."""
+        await checkpoint_if_cancelled()
+        waited = False
         while True:
             fd = self._fd
             if fd < 0:
@@ -58,20 +126,221 @@ class PipeReader(_FdBase, ByteReceiveStream):
                 data = os.read(fd, max_bytes)
             except BlockingIOError:
                 await anyio.wait_readable(fd)
+                waited = True
                 continue
-            if not data:
-                raise anyio.EndOfStream
+            except OSError as exc:
+                if exc.errno != errno.EIO or not self._tty:
+                    raise
+                data = b""
+            if waited:
+                self._streak = 0
+            else:
+                await self._after_ready()
             return data
 
+    async def receive_into(self, buffer: Any) -> int:
+        """Read into ``buffer`` (any writable buffer: bytearray, memoryview,
+        array, mmap) without an intermediate copy.
+
+        Returns the number of bytes read, at least 1, or 0 at EOF. Waits
+        until some data is available, then returns what is there, up to
+        ``len(buffer)`` bytes.
+        """
+        view = memoryview(buffer)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if view.readonly:
+            raise TypeError("receive_into() needs a writable buffer, "
+                            f"not a read-only {type(buffer).__name__}")
+        if not view.nbytes:
+            raise ValueError("receive_into() needs a non-empty buffer "
+                             "(0 bytes read would look like EOF)")
+        return await self._readinto(view)
+
+    async def _readinto(self, view: memoryview) -> int:
+        await checkpoint_if_cancelled()
+        waited = False
+        while True:
+            fd = self._fd
+            if fd < 0:
+                raise anyio.ClosedResourceError
+            try:
+                n = _readv(fd, (view,))
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                waited = True
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EIO or not self._tty:
+                    raise
+                n = 0
+            if waited:
+                self._streak = 0
+            else:
+                await self._after_ready()
+            return n
+
     async def read_all(self) -> bytes:
-        """Everything until EOF."""
-        chunks = []
+        """Everything until EOF, as one bytes object.
+
+        Reads with :meth:`receive_into` straight into chunks that double in
+        size, and joins them once at the end. Chunks after the first are
+        anonymous memory maps: the kernel hands them out zeroed on first
+        touch, where a bytearray would be zero-filled before the read
+        overwrites it (measured 10-20% slower on large outputs).
+        """
+        readinto = self._readinto
+        chunks: list[memoryview] = []
+        maps: list[mmap.mmap] = []
+        size = _FIRST_CHUNK
+        view = memoryview(bytearray(size))
         try:
             while True:
-                chunks.append(await self.receive(1 << 20))
-        except anyio.EndOfStream:
-            pass
-        return b"".join(chunks)
+                filled = 0
+                while filled < size:
+                    n = await readinto(view[filled:])
+                    if not n:
+                        if not chunks:
+                            return view[:filled].tobytes()
+                        chunks.append(view[:filled])
+                        return b"".join(chunks)
+                    filled += n
+                chunks.append(view)
+                if size < _LAST_CHUNK:
+                    size *= 2
+                maps.append(mmap.mmap(-1, size))
+                view = memoryview(maps[-1])
+        finally:
+            for chunk in chunks:
+                chunk.release()
+            view.release()
+            for m in maps:
+                try:
+                    m.close()
+                except BufferError:  # a view is still alive somewhere: unmapped when freed
+                    pass
+
+    def lines(self, *, keepends: bool = False,
+              max_line: int = DEFAULT_MAX_LINE) -> AsyncIterator[bytes]:
+        """The stream split into lines, as bytes: ``async for line in
+        child.stdout.lines(): ...``.
+
+        A line ends with ``b"\\n"`` or ``b"\\r\\n"``; ``keepends=True`` keeps
+        the ending, else it is stripped. A last line without an ending is
+        delivered too. A line longer than ``max_line`` bytes (not counting
+        its ending) raises :class:`~aunshare.LineTooLong` as soon as that
+        many bytes have arrived, so memory stays bounded.
+        """
+        return self._lines(bool(keepends), _check_max_line(max_line))
+
+    async def _lines(self, keepends: bool, max_line: int) -> AsyncIterator[bytes]:
+        pending = bytearray()  # the start of a line not yet terminated
+        read = self._read
+        while True:
+            chunk = await read(_LINE_READ)
+            if not chunk:
+                break
+            find = chunk.find
+            start = 0
+            while True:
+                nl = find(b"\n", start)
+                if nl < 0:
+                    break
+                end = nl + 1
+                if pending:
+                    cr = (chunk[nl - 1] if nl > start else pending[-1]) == 13
+                    length = len(pending) + nl - start - cr
+                    if length > max_line:
+                        raise LineTooLong(max_line, length)
+                    pending += memoryview(chunk)[start:end]
+                    if not keepends:
+                        del pending[-1 - cr:]
+                    line = bytes(pending)
+                    pending.clear()
+                else:
+                    cr = nl > start and chunk[nl - 1] == 13
+                    length = nl - start - cr
+                    if length > max_line:
+                        raise LineTooLong(max_line, length)
+                    line = chunk[start:end if keepends else nl - cr]
+                yield line
+                start = end
+            if start < len(chunk):
+                pending += memoryview(chunk)[start:]
+                over = len(pending) - max_line
+                # one byte over is allowed when it is the \r of a \r\n to come
+                if over > 0 and not (over == 1 and pending[-1] == 13):
+                    raise LineTooLong(max_line, len(pending))
+        if pending:
+            if len(pending) > max_line:
+                raise LineTooLong(max_line, len(pending))
+            yield bytes(pending)
+
+    def text_lines(self, encoding: str = "utf-8", errors: str = "strict", *,
+                   keepends: bool = False,
+                   max_line: int = DEFAULT_MAX_LINE) -> AsyncIterator[str]:
+        """The stream decoded and split into lines, as str.
+
+        Decoding is incremental, so a multi-byte character split between two
+        reads is decoded whole; ``errors`` is the codec's error handler
+        ("strict" raises UnicodeDecodeError, "replace", ...). Line endings,
+        the last line and ``keepends`` work as in :meth:`lines`;
+        ``max_line`` counts characters.
+        """
+        codecs.lookup(encoding)  # unknown names fail here, not at the first read
+        codecs.lookup_error(errors)
+        return self._text_lines(encoding, errors, bool(keepends), _check_max_line(max_line))
+
+    async def _text_lines(self, encoding: str, errors: str, keepends: bool,
+                          max_line: int) -> AsyncIterator[str]:
+        decode = codecs.getincrementaldecoder(encoding)(errors).decode
+        parts: list[str] = []  # the start of a line not yet terminated
+        plen = 0
+        read = self._read
+        eof = False
+        while not eof:
+            chunk = await read(_LINE_READ)
+            if chunk:
+                text = decode(chunk)
+            else:
+                text = decode(b"", True)
+                eof = True
+            find = text.find
+            start = 0
+            while True:
+                nl = find("\n", start)
+                if nl < 0:
+                    break
+                end = nl + 1
+                if nl > start:
+                    cr = text[nl - 1] == "\r"
+                else:
+                    cr = bool(parts) and parts[-1][-1] == "\r"
+                length = plen + nl - start - cr
+                if length > max_line:
+                    raise LineTooLong(max_line, length, "characters", "text_lines")
+                if parts:
+                    parts.append(text[start:end])
+                    line = "".join(parts)
+                    parts.clear()
+                    plen = 0
+                    if not keepends:
+                        line = line[:-1 - cr]
+                else:
+                    line = text[start:end if keepends else nl - cr]
+                yield line
+                start = end
+            if start < len(text):
+                rest = text[start:]
+                parts.append(rest)
+                plen += len(rest)
+                over = plen - max_line
+                if over > 0 and not (over == 1 and rest[-1] == "\r"):
+                    raise LineTooLong(max_line, plen, "characters", "text_lines")
+        if parts:
+            if plen > max_line:
+                raise LineTooLong(max_line, plen, "characters", "text_lines")
+            yield "".join(parts)
 
     async def aclose(self) -> None:
         """Close the reading end."""
@@ -79,27 +348,49 @@ class PipeReader(_FdBase, ByteReceiveStream):
 
 
 class PipeWriter(_FdBase, ByteSendStream):
-    """The writing end of a pipe to the child (its stdin, ...)."""
+    """The writing end of a pipe to the child (its stdin, ...), or the
+    master of its pty (``tty=True``).
+
+    On a pty, closing this end is no end of input for the child (a
+    terminal has none; send its EOF character, ``b"\x04"``, at the start
+    of a line), and closing the last descriptor of the master hangs the
+    terminal up, which sends SIGHUP to the child.
+    """
 
     __slots__ = ()
 
     async def send(self, item: bytes) -> None:
-        """Write all of ``item``; raises ``anyio.BrokenResourceError`` when the
-        child closed its end."""
+        """Write all of ``item`` (any bytes-like object); raises
+        ``anyio.BrokenResourceError`` when the child closed its end."""
         view = memoryview(item)
-        while view:
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        await checkpoint_if_cancelled()
+        waited = False
+        while True:
             fd = self._fd
             if fd < 0:
                 raise anyio.ClosedResourceError
+            if not view:
+                break
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
                 await anyio.wait_writable(fd)
+                waited = True
                 continue
             except BrokenPipeError as exc:
                 raise anyio.BrokenResourceError from exc
+            except OSError as exc:
+                if exc.errno == errno.EIO and self._tty:  # the terminal hung up
+                    raise anyio.BrokenResourceError from exc
+                raise
             view = view[n:]
+        if waited:
+            self._streak = 0
+        else:
+            await self._after_ready()
 
     async def aclose(self) -> None:
-        """Close the writing end (the child sees EOF)."""
+        """Close the writing end (the child sees EOF; on a pty, see the class doc)."""
         self._close()

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from aunshare import Command, errors
+from aunshare import Command, Stdio, errors
 from aunshare._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
 from aunshare.executors.table import HEADER_SIZE, STEP_SIZE, encode
 from aunshare.plan import (
@@ -223,6 +223,30 @@ def test_make_group_leader_false():
     assert "setpgid" not in names(plan_for(cmd))
 
 
+def test_pty_gives_setsid_then_tiocsctty_after_the_fds():
+    """A pty: setsid(), then ioctl(TIOCSCTTY) on the first standard fd that
+    is the pty, after its dup3 and before chdir; no setpgid."""
+    cmd = Command("p").stdout(Stdio.pty()).stderr(Stdio.pty()).current_dir("/tmp")
+    plan = plan_for(cmd, fd_moves=[(7, 1), (7, 2)])
+    assert names(plan)[:6] == ["close_range", "dup3", "dup3", "setsid", "ioctl", "chdir"]
+    assert only(plan, "setsid").args == ()
+    ioctl = only(plan, "ioctl")
+    assert ioctl.args == (1, 0x540E, 0) and ioctl.error is errors.StdioError
+    assert ioctl.subject == "fd 1 (stdout)" and "TIOCSCTTY" in ioctl.action
+    plan = plan_for(Command("p").stdin(Stdio.pty()).stdout(Stdio.pty()), fd_moves=[(7, 0)])
+    assert only(plan, "ioctl").args[0] == 0
+    assert "setpgid" not in names(plan)
+    assert "setsid" not in names(plan_for(Command("p").stdout(Stdio.piped())))
+
+
+def test_pty_step_error_message():
+    plan = plan_for(Command("p").stdin(Stdio.pty()), fd_moves=[(7, 0)])
+    step = only(plan, "ioctl")
+    exc = step.error(1, step.subject, step.detail, action=step.action)
+    assert str(exc) == ("make the controlling terminal (TIOCSCTTY) fd 0 (stdin): "
+                        "Operation not permitted (os error 1)")
+
+
 def test_current_dir_gives_chdir():
     """current_dir: chdir(path) before the identity change, error Chdir."""
     plan = plan_for(Command("p").current_dir("/var/empty").uid(5))
@@ -387,6 +411,8 @@ def test_encode_known_x86_64_numbers():
     rows = encode(plan_for(Command("p"))).rows()
     assert [r[0] for r in rows[:3]] == [436, 157, 110]
     assert rows[-1][0] == 59
+    rows = encode(plan_for(Command("p").stdin(Stdio.pty()), fd_moves=[(7, 0)])).rows()
+    assert [r[0] for r in rows[:4]] == [436, 292, 112, 16]  # close_range dup3 setsid ioctl
 
 
 def test_encode_step_records_in_buffer():
