@@ -3,20 +3,23 @@ anyio event loop (asyncio, uvloop, trio).
 
 The pieces, from data to the event loop:
 
-* :mod:`aunshare.command` - :class:`Command`, :class:`Stdio`, :class:`Fd`: pure data.
+* :mod:`aunshare.command` - :class:`Command`, :class:`Stdio`, :class:`Fd`: pure data;
+  :mod:`aunshare.policy` - :class:`KillPolicy`, how a child is stopped.
 * :mod:`aunshare.plan` - what the child does between clone and exec, in order.
 * :mod:`aunshare.executors` - what clones the child and runs the plan.
-* :mod:`aunshare.launch` and :mod:`aunshare.child` - the parent's side, and
-  :class:`Child` with its streams.
+* :mod:`aunshare.launch` and :mod:`aunshare.cgroup` - the parent's side, synchronous.
+* :mod:`aunshare.child` - :class:`Child` with its streams; :mod:`aunshare.supervise` -
+  carrying out kill policies.
 """
 
 from .child import Child, Output
 from .command import Command, Fd, Stdio
 from .errors import (
-    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CapSet, ChangeRoot, Chdir,
-    CreatePipe, Error, Exec, Fork, NixError, ParentDeathSignal, PipeError, SetIdMap,
+    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CapSet, CgroupError, ChangeRoot,
+    Chdir, CreatePipe, Error, Exec, Fork, NixError, ParentDeathSignal, PipeError, SetIdMap,
     SetNs, SetPGid, SetUser, StdioError, UnknownError, WaitError,
 )
+from .policy import KillPolicy, KillTarget
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
 
@@ -24,9 +27,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Command", "Stdio", "Fd", "Child", "Output", "ExitStatus", "ResourceUsage",
-    "PipeReader", "PipeWriter",
+    "PipeReader", "PipeWriter", "KillPolicy", "KillTarget",
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze",
+    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError",
 ]

@@ -15,7 +15,7 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "fork_causes",
+    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError", "fork_causes",
 ]
 
 
@@ -158,6 +158,13 @@ class SetNs(_OSError):
     action = "setns"
 
 
+class CgroupError(_OSError):
+    """Creating, killing or removing a child's own cgroup failed
+    (:meth:`Command.new_cgroup`); ``filename`` is the cgroup directory."""
+
+    action = "cgroup"
+
+
 class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
@@ -214,6 +221,9 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
                "and the memory cgroup limits)"),
     ],
     _errno.EPERM: [
+        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
+               "the caller needs write access to cgroup.procs of the common ancestor of "
+               "its own cgroup and the target (a delegated subtree, or root)"),
         (frozenset({"namespace"}), "creating a namespace other than a user namespace "
                "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare USER with "
                "an id map)"),
@@ -240,6 +250,15 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
     _errno.ENOSYS: [
         (None, "the kernel or an emulator (qemu-user, a seccomp filter) does not "
                "provide clone3; set AUNSHARE_EXECUTOR=portable"),
+    ],
+    _errno.EACCES: [
+        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
+               "the caller needs write access to cgroup.procs of the common ancestor of "
+               "its own cgroup and the target (a delegated subtree, or root)"),
+    ],
+    _errno.ENODEV: [
+        (frozenset({"cgroup"}), "the target cgroup was removed while the child was "
+               "being created"),
     ],
     _errno.EBUSY: [
         (frozenset({"cgroup"}), "the target cgroup has controllers enabled in "

@@ -13,7 +13,9 @@ The order, and why:
    (``close_range``), then ``dup3`` each prepared source onto its target.
    Sources are always above every target, so no dup clobbers another's
    source (the parent guarantees it).
-2. ``setpgid(0, 0)`` when the child is to lead its own process group.
+2. ``setpgid(0, 0)`` when the child is to lead its own process group
+   (:meth:`Command.make_group_leader`, or a kill policy aimed at the group:
+   the group must exist before the program can fork into it).
 3. ``chdir``: before dropping privileges, as the crate does, so a root
    parent can enter a directory the target user could not.
 4. ``setgroups``, ``setresgid``, ``setresuid`` (raw syscalls: glibc's
@@ -28,6 +30,11 @@ The order, and why:
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
 7. ``execve``.
+
+Not a step but part of the plan: the clone flags. With
+:meth:`Command.new_cgroup` the child is created directly inside its new
+cgroup (``CLONE_INTO_CGROUP``; the parent supplies the cgroup's directory
+descriptor at spawn), so it never runs a single instruction outside it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import errors
-from ._linux import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK
+from ._linux import CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK
+from .policy import KillTarget
 
 if TYPE_CHECKING:
     from .command import Command
@@ -192,7 +200,14 @@ def build_plan(
     target)`` pairs the parent prepared (every source above every target),
     ``parent_pid`` the pid the child must see as its parent, ``euid`` the
     parent's effective uid (root clears supplementary groups on a user change).
+    Raises ValueError when the kill policy asks for a cgroup the command
+    does not create.
     """
+    policy = cmd._kill_policy
+    kill_target = policy.target if policy is not None else KillTarget.AUTO
+    if kill_target is KillTarget.CGROUP and cmd._cgroup_parent is None:
+        raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
+                         "call Command.new_cgroup(parent) too")
     steps: list[Step] = []
 
     # 1. descriptors
@@ -203,7 +218,7 @@ def build_plan(
                           _fd_name(target)))
 
     # 2. process group
-    if cmd._group_leader:
+    if cmd._group_leader or kill_target is KillTarget.GROUP:
         steps.append(_GROUP_LEADER)
 
     # 3. working directory
@@ -242,4 +257,6 @@ def build_plan(
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(program), CStrArray(tuple(argv)), env_arg),
                       errors.Exec, "exec", program))
+    if cmd._cgroup_parent is not None:
+        return Plan(tuple(steps), CLONE_INTO_CGROUP, frozenset({"cgroup"}))
     return Plan(tuple(steps))
