@@ -13,6 +13,7 @@ import fcntl
 import os
 from typing import TYPE_CHECKING
 
+from . import cgroup as _cgroup
 from . import errors
 from ._linux import WEXITED, waitid_pidfd
 from .executors import get_executor
@@ -31,10 +32,11 @@ _STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
-    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor")
+    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor", "cgroup")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
-                 table: Table, report_fd: int, executor: str) -> None:
+                 table: Table, report_fd: int, executor: str,
+                 cgroup: bytes | None = None) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.pipes = pipes          # child's fd number -> parent's end of its pipe
@@ -42,6 +44,7 @@ class Started:
         self.table = table          # must outlive the child's use of it
         self.report_fd = report_fd  # -1, or the error pipe to read until EOF
         self.executor = executor
+        self.cgroup = cgroup        # the child's own cgroup directory, if any
 
 
 def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
@@ -127,7 +130,7 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
         cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
         cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
-        cmd._death_signal, cmd._keep_sigmask,
+        cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy, cmd._cgroup_parent,
         None if cmd._env_clear else environ_pointer(), path, os.getpid(), os.geteuid(),
     )
 
@@ -145,6 +148,8 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     executor = get_executor()
     vfork = executor.name == "native"
     report_r = report_w = -1
+    cgroup_path: bytes | None = None
+    cgroup_fd = -1
     try:
         for target, spec in fds.items():
             moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
@@ -168,22 +173,28 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
                 fd = fcntl.fcntl(report_w, fcntl.F_DUPFD_CLOEXEC, hi)
                 os.close(report_w)
                 report_w = fd
-        pid = executor.start(table, plan.clone_flags, report_w, vfork)
+        if cmd._cgroup_parent is not None:
+            cgroup_path, cgroup_fd = _cgroup.create(cmd._cgroup_parent)
+        pid = executor.start(table, plan.clone_flags, report_w, vfork, max(cgroup_fd, 0))
     except BaseException:
-        for fd in (*to_close, *pipes.values(), report_r, report_w):
+        for fd in (*to_close, *pipes.values(), report_r, report_w, cgroup_fd):
             if fd >= 0:
                 os.close(fd)
+        if cgroup_path is not None:
+            _cgroup.remove(cgroup_path)
         raise
-    for fd in to_close:
-        os.close(fd)
-    if report_w >= 0:
-        os.close(report_w)
+    for fd in (*to_close, report_w, cgroup_fd):
+        if fd >= 0:
+            os.close(fd)
     if pid < 0:
         for fd in (*pipes.values(), report_r):
             if fd >= 0:
                 os.close(fd)
-        raise errors.Fork(-pid, None, errors.fork_causes(-pid, plan.features))
-    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name)
+        if cgroup_path is not None:
+            _cgroup.remove(cgroup_path)
+        raise errors.Fork(-pid, cgroup_path, errors.fork_causes(-pid, plan.features))
+    started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name,
+                      cgroup_path)
     if vfork:
         idx, err = table.record()
         if err:
@@ -266,6 +277,10 @@ def failed(started: Started, idx: int, err: int) -> errors.Error:
             os.close(fd)
     started.pipes = {}
     started.pidfd = started.report_fd = -1
+    if started.cgroup is not None:
+        # The child never reached exec, so it started nothing: its cgroup is empty.
+        _cgroup.remove(started.cgroup)
+        started.cgroup = None
     steps = started.plan.steps
     if not 0 <= idx < len(steps):
         return errors.UnknownError(f"the child reported step {idx} failing with "

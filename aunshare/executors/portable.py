@@ -42,13 +42,15 @@ class PortableExecutor:
 
     name = "portable"
 
-    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool) -> int:
+    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
+              cgroup_fd: int = 0) -> int:
         """Clone and run ``table`` in the child; return the pid or -errno.
 
         The child is a separate copy, so it always reports on ``errfd``
         (``vfork`` is ignored: the parent must watch the pipe to EOF).
         """
-        table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | clone_flags, signal.SIGCHLD)
+        table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | clone_flags, signal.SIGCHLD,
+                        cgroup=cgroup_fd)
         exit_nr = SYSCALLS["exit"]
         rows = table.rows()
         old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)
