@@ -10,16 +10,20 @@ The pieces, from data to the event loop:
 * :mod:`aunshare.launch` and :mod:`aunshare.cgroup` - the parent's side, synchronous.
 * :mod:`aunshare.child` - :class:`Child` with its streams; :mod:`aunshare.supervise` -
   carrying out kill policies.
+* :mod:`aunshare.runner` - :func:`run` (subprocess-style) and the job runner
+  :func:`run_many` / :func:`run_as_completed`.
 """
 
 from .child import Child, Output
 from .command import Command, Fd, Stdio
 from .errors import (
-    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CapSet, CgroupError, ChangeRoot,
-    Chdir, CreatePipe, Error, Exec, Fork, NixError, ParentDeathSignal, PipeError, SetIdMap,
-    SetNs, SetPGid, SetUser, StdioError, UnknownError, WaitError,
+    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CalledProcessError, CapSet,
+    CgroupError, ChangeRoot, Chdir, CreatePipe, Error, Exec, Fork, NixError,
+    ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetUser, StdioError,
+    TimeoutExpired, UnknownError, WaitError,
 )
 from .policy import KillPolicy, KillTarget
+from .runner import JobResult, run, run_as_completed, run_many
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
 
@@ -28,8 +32,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Command", "Stdio", "Fd", "Child", "Output", "ExitStatus", "ResourceUsage",
     "PipeReader", "PipeWriter", "KillPolicy", "KillTarget",
+    "run", "run_many", "run_as_completed", "JobResult",
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError",
+    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError", "CalledProcessError",
+    "TimeoutExpired",
 ]

@@ -10,12 +10,18 @@ from __future__ import annotations
 import errno as _errno
 import os
 import signal as _signal
+import subprocess as _subprocess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .status import ExitStatus
 
 __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError", "fork_causes",
+    "SetNs", "CapSet", "BeforeUnfreeze", "CgroupError", "CalledProcessError",
+    "TimeoutExpired", "fork_causes",
 ]
 
 
@@ -205,6 +211,35 @@ class AuxCommandKilled(Error):
 
 class BeforeUnfreeze(Error):
     """The before-unfreeze callback raised; the original is ``__cause__``."""
+
+
+class CalledProcessError(Error, _subprocess.CalledProcessError):
+    """:func:`aunshare.run` with ``check=True``: the child did not exit with 0.
+
+    Also a :class:`subprocess.CalledProcessError` (``returncode``, ``cmd``,
+    ``output``/``stdout``, ``stderr``), so code written for subprocess
+    catches it; ``status`` is the full :class:`~aunshare.ExitStatus`.
+    """
+
+    def __init__(self, returncode: int, cmd: Any, output: bytes | None = None,
+                 stderr: bytes | None = None, *, status: ExitStatus | None = None) -> None:
+        _subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.status = status
+
+
+class TimeoutExpired(Error, _subprocess.TimeoutExpired):
+    """:func:`aunshare.run` (or a job of :func:`aunshare.run_many`) ran out of
+    time; the child was stopped by its kill policy and reaped first.
+
+    Also a :class:`subprocess.TimeoutExpired` (``cmd``, ``timeout``,
+    ``output``/``stdout``, ``stderr``: what was captured before the
+    timeout); ``status`` is how the stopped child ended.
+    """
+
+    def __init__(self, cmd: Any, timeout: float, output: bytes | None = None,
+                 stderr: bytes | None = None, *, status: ExitStatus | None = None) -> None:
+        _subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.status = status
 
 
 # Likely causes of a clone3 failure, after clone(2)'s ERRORS section, keyed by
