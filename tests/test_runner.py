@@ -143,51 +143,64 @@ async def test_run_bad_input(no_leaks):
 
 # -- run_many: the limit, checked by the children -----------------------------------------
 
-# set -C makes '>' create with O_EXCL, so taking a slot is atomic; printf,
-# not ':', because a failed redirection of a special built-in ends the shell.
-SLOT = """
-d=$1; job=$2; hold=$3; i=0
-set -C
-while [ $i -lt 16 ]; do
-    if { printf "" > "$d/slot.$i"; } 2>/dev/null; then break; fi
-    i=$((i+1))
+# Each child appends "S job" to a shared log when it starts and "E job" just
+# before it exits: O_APPEND writes of a line are atomic, so the log orders
+# them. At any line, the jobs that wrote S and not yet E are all alive (both
+# lines are written while the child runs), so the number of such jobs never
+# exceeds how many children were alive at that moment. A job given a
+# barrier N waits (up to 5 s) until N jobs have started, so the first wave
+# is sure to overlap however slow the spawns are.
+LOGGED = """
+log=$1; job=$2; barrier=$3
+echo "S $job" >> "$log"
+t=0
+while [ "$barrier" -gt 0 ] && [ $t -lt 500 ]; do
+    c=0; while read -r what rest; do [ "$what" = S ] && c=$((c+1)); done < "$log"
+    [ $c -ge "$barrier" ] && break
+    t=$((t+1)); sleep 0.01
 done
-if [ $i -ge 16 ]; then : > "$d/over.$job"; exit 1; fi
-echo "$job $i"
-if [ "$hold" = 0 ]; then n=0; while [ $n -lt 300 ]; do n=$((n+1)); done; else sleep "$hold"; fi
-rm "$d/slot.$i"
+n=0; while [ $n -lt 300 ]; do n=$((n+1)); done
+echo "E $job" >> "$log"
+echo "$job"
 """
 
 
-def slot_jobs(d, count: int, hold_first: int, hold: str = "0.3") -> list[list[str]]:
-    return [["sh", "-c", SLOT, "slot", str(d), str(i), hold if i < hold_first else "0"]
+def logged_jobs(log, count: int, first_wave: int) -> list[list[str]]:
+    return [["sh", "-c", LOGGED, "job", str(log), str(i), str(first_wave if i < first_wave else 0)]
             for i in range(count)]
 
 
+def max_alive(log) -> int:
+    alive: set[str] = set()
+    peak = 0
+    for line in log.read_text().splitlines():
+        what, job = line.split()
+        if what == "S":
+            alive.add(job)
+            peak = max(peak, len(alive))
+        else:
+            alive.remove(job)
+    assert not alive
+    return peak
+
+
 async def test_run_many_never_exceeds_the_limit(no_leaks, tmp_path):
-    """500 jobs, limit 16. Each child takes one of 16 slot files (atomic O_EXCL
-    create) for as long as it runs and gives it back before exiting, so a
-    child that finds all 16 taken proves 17 were alive at once. The first 16
-    jobs hold their slot long enough to fill them all, so the limit is
-    really reached (slot 15 gets used)."""
-    results = await aunshare.run_many(slot_jobs(tmp_path, 500, 16), limit=16)
+    """500 jobs, limit 16, checked from the children's log (see LOGGED). The
+    first 16 jobs wait for each other, so the limit is really reached, not
+    just respected."""
+    log = tmp_path / "log"
+    results = await aunshare.run_many(logged_jobs(log, 500, 16), limit=16)
     assert [r.index for r in results] == list(range(500))
-    assert not list(tmp_path.glob("over.*")), "more than 16 children were alive at once"
-    assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
-    slots = {}
-    for r in results:
-        job, slot = r.stdout.split()
-        assert int(job) == r.index  # each result is its own job's
-        slots[r.index] = int(slot)
-    assert max(slots.values()) == 15
-    assert not list(tmp_path.iterdir())  # every slot was given back
+    assert all(r.ok and r.stdout == f"{r.index}\n".encode() for r in results)
+    assert len(log.read_text().splitlines()) == 1000
+    assert max_alive(log) == 16
 
 
-async def test_slot_check_detects_a_broken_limit(no_leaks, tmp_path):
-    """The check above can fail: 24 children at once overflow 16 slots."""
-    results = await aunshare.run_many(slot_jobs(tmp_path, 24, 24), limit=24)
-    overflowed = list(tmp_path.glob("over.*"))
-    assert overflowed and len(overflowed) == sum(r.returncode == 1 for r in results)
+async def test_limit_check_detects_too_many(no_leaks, tmp_path):
+    """The check above can fail: with limit 24 it sees 24 at once."""
+    log = tmp_path / "log"
+    await aunshare.run_many(logged_jobs(log, 24, 24), limit=24)
+    assert max_alive(log) == 24
 
 
 # -- run_many: results, errors, modes -------------------------------------------------------
@@ -293,13 +306,13 @@ async def test_run_many_bad_input(no_leaks):
 # -- run_as_completed -------------------------------------------------------------------------
 
 async def test_run_as_completed_yields_in_completion_order(no_leaks):
-    jobs = [["sh", "-c", f"sleep 0.{4 - i}; echo {i}"] for i in range(4)]
+    jobs = [["sh", "-c", f"sleep {0.25 * (2 - i)}; echo {i}"] for i in range(3)]
     order = []
-    async with aunshare.run_as_completed(jobs, limit=4) as results:
+    async with aunshare.run_as_completed(jobs, limit=3) as results:
         async for result in results:
             assert result.stdout == f"{result.index}\n".encode()
             order.append(result.index)
-    assert order == [3, 2, 1, 0]
+    assert order == [2, 1, 0]
 
 
 async def test_run_as_completed_stops_jobs_when_left_early(no_leaks):
