@@ -10,6 +10,7 @@ The pieces, from data to the event loop:
 * :mod:`aunshare.launch` and :mod:`aunshare.cgroup` - the parent's side, synchronous.
 * :mod:`aunshare.child` - :class:`Child` with its streams; :mod:`aunshare.supervise` -
   carrying out kill policies.
+* :mod:`aunshare.events` - :func:`child_events`, :func:`reap_zombies`: watch many children.
 * :mod:`aunshare.runner` - :func:`run` (subprocess-style) and the job runner
   :func:`run_many` / :func:`run_as_completed`.
 """
@@ -22,6 +23,7 @@ from .errors import (
     ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetUser, StdioError,
     TimeoutExpired, UnknownError, WaitError,
 )
+from .events import ChildEvent, ChildEventKind, ChildEvents, child_events, reap_zombies
 from .policy import KillPolicy, KillTarget
 from .runner import JobResult, run, run_as_completed, run_many
 from .status import ExitStatus, ResourceUsage
@@ -33,6 +35,7 @@ __all__ = [
     "Command", "Stdio", "Fd", "Child", "Output", "ExitStatus", "ResourceUsage",
     "PipeReader", "PipeWriter", "KillPolicy", "KillTarget",
     "run", "run_many", "run_as_completed", "JobResult",
+    "child_events", "reap_zombies", "ChildEvent", "ChildEventKind", "ChildEvents",
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",

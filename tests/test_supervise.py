@@ -81,7 +81,34 @@ async def test_cancel_while_spawning(no_leaks):
     async with anyio.create_task_group() as tg:
         for _ in range(40):
             tg.start_soon(one, tg.cancel_scope)
-    assert 10 <= len(seen) < 40
+    assert len(seen) >= 10
+
+
+async def test_cancel_between_clone_and_exec(no_leaks):
+    """The portable executor's spawn awaits the exec (error pipe to EOF): a
+    cancellation arriving then kills and reaps the half-started child and
+    raises from spawn(). The native one's spawn has no such window: the
+    child is returned and stopped by the ``async with``."""
+    returned = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_now, tg.cancel_scope)  # runs at spawn's first wait, if any
+        async with await Command("sleep").arg("100").spawn() as child:
+            returned.append(child)
+            await child.wait()
+    if child_spawn_mode() == "fork":
+        assert returned == []
+    else:
+        assert returned[0].returncode == -signal.SIGTERM
+
+
+async def _cancel_now(scope: anyio.CancelScope) -> None:
+    scope.cancel()
+
+
+def child_spawn_mode() -> str:
+    from aunshare.executors import get_executor
+
+    return "vfork" if get_executor().name == "native" else "fork"
     assert all(c.returncode == -signal.SIGKILL and process_gone(c.pid) for c in seen)
 
 
@@ -430,3 +457,83 @@ async def test_rusage_of_a_busy_child(no_leaks):
     assert cpu <= wall + 0.05, (ru, wall)
     assert ru.user_time > ru.system_time  # a busy loop is user time
     assert ru.max_rss_kib >= 100 * 1024, ru
+
+
+# -- child_events / reap_zombies ----------------------------------------------------------
+
+async def test_reap_zombies_in_exit_order(no_leaks):
+    children = [await Command("sh").args(["-c", f"sleep 0.{3 - i}; exit {i}"]).spawn()
+                for i in range(3)]
+    got = []
+    async with aunshare.reap_zombies(children) as exits:
+        async for child, status in exits:
+            got.append((children.index(child), status.code))
+            assert child.returncode == status.code and process_gone(child.pid)
+    assert got == [(2, 2), (1, 1), (0, 0)]
+
+
+async def test_child_events_leave_other_children_alone(no_leaks):
+    """A child that is not watched is not reaped: its owner still can."""
+    other = await Command("true").spawn()
+    watched = await Command("true").spawn()
+    async with aunshare.child_events([watched]) as events:
+        kinds = [(e.child, e.kind) async for e in events]
+    assert kinds == [(watched, aunshare.ChildEventKind.EXITED)]
+    await eventually(lambda: other.pid in zombie_children())  # exited, still unreaped
+    assert other.returncode is None
+    assert (await other.wait()).success()
+
+
+@pytest.mark.parametrize("sigchld", [False, True], ids=["poll", "sigchld"])
+async def test_child_events_stop_and_continue(no_leaks, sigchld, anyio_backend):
+    if sigchld and anyio_backend[1].get("use_uvloop"):
+        with pytest.raises(RuntimeError, match=r"cannot handle SIGCHLD on this event loop"):
+            async with aunshare.child_events([], stops=True, sigchld=True):
+                pass
+        return
+    a = await Command("sleep").arg("100").spawn()
+    b = await Command("sleep").arg("100").spawn()
+    seen = []
+    async with aunshare.child_events([a], stops=True, sigchld=sigchld,
+                                     poll_interval=0.01) as events:
+        events.add(b)
+        a.signal(signal.SIGSTOP)
+        async for event in events:
+            seen.append((event.child, event.kind, event.signal))
+            if event.kind is aunshare.ChildEventKind.STOPPED:
+                a.signal(signal.SIGCONT)
+            elif event.kind is aunshare.ChildEventKind.CONTINUED:
+                a.kill()
+                b.signal(signal.SIGTERM)
+    K = aunshare.ChildEventKind
+    assert seen[:2] == [(a, K.STOPPED, signal.SIGSTOP), (a, K.CONTINUED, signal.SIGCONT)]
+    assert sorted(seen[2:], key=lambda e: e[2]) == [(a, K.EXITED, signal.SIGKILL),
+                                                    (b, K.EXITED, signal.SIGTERM)]
+
+
+async def test_child_events_sigchld_needs_the_main_thread():
+    def in_thread() -> str:
+        async def body() -> None:
+            async with aunshare.child_events([], stops=True, sigchld=True):
+                pass
+
+        try:
+            anyio.run(body)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    message = await anyio.to_thread.run_sync(in_thread)
+    assert message.startswith("child_events(sigchld=True) needs the main thread")
+
+
+async def test_child_events_bad_input():
+    with pytest.raises(ValueError, match="pass stops=True"):
+        async with aunshare.child_events([], sigchld=True):
+            pass
+    with pytest.raises(ValueError, match="poll_interval must be a positive number"):
+        async with aunshare.child_events([], stops=True, poll_interval=0):
+            pass
+    with pytest.raises(TypeError, match="watches aunshare Child objects, not int"):
+        async with aunshare.child_events([1234]):
+            pass
