@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import anyio
 from . import cgroup as _cgroup
 from . import errors, supervise
 from ._linux import CLD_DUMPED, CLD_EXITED, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
-from .launch import Started, failed, start
+from .launch import Started, failed, release, start
 from .policy import DEFAULT_KILL_POLICY, KillPolicy
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
@@ -43,16 +44,29 @@ class Output:
     """Everything the child wrote to stderr (empty when not piped)."""
 
 
+# Children not yet reaped, and spawns under way: while there are any, the
+# event loop has other children to serve, so a spawn must not put its
+# thread to sleep until the exec (the vfork path) but watch the error pipe.
+_unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
+_starting: set[object] = set()
+
+
 async def spawn(cmd: Command, default_stdio: str = "inherit") -> Child:
     """Start ``cmd``; return once the child has exec'd. Errors are typed.
 
     In an already cancelled scope nothing is started.
     """
     await anyio.lowlevel.checkpoint_if_cancelled()
-    started = start(cmd, default_stdio)
-    if started.report_fd >= 0:
-        await _await_exec(started)
-    return Child(started, cmd._kill_policy)
+    token = object()
+    _starting.add(token)
+    try:
+        started = start(cmd, default_stdio, allow_vfork=len(_starting) == 1 and not _unreaped)
+        if started.report_fd >= 0:
+            await _await_exec(started)
+            release(started)
+        return Child(started, cmd._kill_policy)
+    finally:
+        _starting.discard(token)
 
 
 async def _await_exec(started: Started) -> None:
@@ -94,7 +108,7 @@ async def _abandon(started: Started) -> None:
     already have started; close its fds and remove its cgroup."""
     # It may have exec'd and forked before we saw the pipe's EOF. A group
     # with its pid as id can only be its own, and it is not reaped yet.
-    if any(step.syscall == "setpgid" for step in started.plan.steps):
+    if "group" in started.plan.features:
         try:
             os.killpg(started.pid, _signal.SIGKILL)
         except OSError:
@@ -147,9 +161,11 @@ class Child:
         self._pidfd = started.pidfd
         self.executor: str = started.executor
         """Which executor started the child ("native" or "portable")."""
-        self.spawn_mode: str = "vfork" if started.executor == "native" else "fork"
-        """How the parent waited for exec: "vfork" (suspended until exec) or
-        "fork" (watched the error pipe until EOF)."""
+        self.spawn_mode: str = "vfork" if started.vfork else "fork"
+        """How the parent waited for exec: "vfork" (the spawning thread slept
+        until the exec) or "fork" (the event loop watched the error pipe until
+        EOF: the portable executor, or the native one while other children
+        are running, so that the loop keeps serving them)."""
         pipes = started.pipes
         self.stdin: PipeWriter | None = PipeWriter(pipes.pop(0)) if 0 in pipes else None
         """Async stream to the child's stdin when piped, else None."""
@@ -163,9 +179,10 @@ class Child:
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
-        self._group_leader = any(step.syscall == "setpgid" for step in started.plan.steps)
+        self._group_leader = "group" in started.plan.features
         self._cgroup = started.cgroup
         self._kill_policy = self._resolve(kill_policy or DEFAULT_KILL_POLICY)
+        _unreaped.add(self)
 
     @property
     def pidfd(self) -> int:
@@ -216,6 +233,7 @@ class Child:
             return None
         self._status = st = _status(info, ru)
         self._close_pidfd()
+        _unreaped.discard(self)
         return st
 
     def _close_pidfd(self) -> None:

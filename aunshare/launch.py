@@ -17,13 +17,13 @@ from . import cgroup as _cgroup
 from . import errors
 from ._linux import WEXITED, waitid_pidfd
 from .executors import get_executor
-from .executors.table import Table, encode, environ_pointer
+from .executors.table import Table, encode, environ_copy, environ_pointer
 from .plan import Plan, build_plan
 
 if TYPE_CHECKING:
     from .command import Command, Fd
 
-__all__ = ["Started", "start", "resolve_program"]
+__all__ = ["Started", "start", "release", "resolve_program"]
 
 _O_CLOEXEC = os.O_CLOEXEC
 _STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
@@ -32,7 +32,8 @@ _STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
-    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor", "cgroup")
+    __slots__ = ("pid", "pidfd", "pipes", "plan", "table", "report_fd", "executor", "cgroup",
+                 "vfork", "reusable")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
                  table: Table, report_fd: int, executor: str,
@@ -45,6 +46,8 @@ class Started:
         self.report_fd = report_fd  # -1, or the error pipe to read until EOF
         self.executor = executor
         self.cgroup = cgroup        # the child's own cgroup directory, if any
+        self.vfork = report_fd < 0  # the parent slept until the exec
+        self.reusable: tuple | None = None  # cache key to return the table under (release())
 
 
 def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
@@ -113,16 +116,24 @@ _prepared: dict[tuple, _Prepared] = {}
 _PREPARED_MAX = 64
 
 
-def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
+def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple | None:
     """Everything the plan of ``cmd`` depends on, or None when it must be built.
 
     The Command's contents, the descriptor moves, the parent's pid and euid,
-    the live ``environ`` pointer when the child inherits it, and PATH when
-    the program is looked up there. An environment edited on top of the
-    parent's is copied on every spawn, so it is never cached.
+    PATH when the program is looked up there, and the inherited environment:
+    the vfork child reads the live ``environ`` (so its pointer is the key),
+    a child running alongside the parent gets a copy (so its contents are).
+    An environment edited on top of the parent's is copied on every spawn,
+    so it is never cached.
     """
     if cmd._env and not cmd._env_clear:
         return None
+    if cmd._env_clear:
+        env: object = None
+    elif vfork:
+        env = environ_pointer()
+    else:
+        env = tuple(environ_copy())
     path = None
     if b"/" not in cmd._program:
         path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
@@ -131,13 +142,19 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
         cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
         cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy, cmd._cgroup_parent,
-        None if cmd._env_clear else environ_pointer(), path, os.getpid(), os.geteuid(),
+        env, vfork, path, os.getpid(), os.geteuid(),
     )
 
 
-def start(cmd: Command, default_stdio: str = "inherit") -> Started:
+def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True) -> Started:
     """Start ``cmd``'s child. Returns once clone3 did; with the vfork path
-    also once exec did. Raises a typed :class:`~aunshare.errors.Error`."""
+    also once exec did. Raises a typed :class:`~aunshare.errors.Error`.
+
+    The native executor takes the vfork path (the calling thread sleeps
+    until the child has exec'd; no error pipe) when ``allow_vfork``; else it
+    clones with CLONE_VM alone, returns at once, and the caller must watch
+    the error pipe until EOF (``Started.report_fd``) while the table lives.
+    """
     fds = _default_fds(cmd, default_stdio)
     hi = max(fds, default=2) + 1
     if hi < 3:
@@ -146,7 +163,7 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     pipes: dict[int, int] = {}  # parent ends
     moves: list[tuple[int, int]] = []
     executor = get_executor()
-    vfork = executor.name == "native"
+    vfork = allow_vfork and executor.name == "native"
     report_r = report_w = -1
     cgroup_path: bytes | None = None
     cgroup_fd = -1
@@ -154,15 +171,18 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         for target, spec in fds.items():
             moves.append(_prepare_fd(target, spec, hi, to_close, pipes))
 
-        # The vfork path is done with the table when start() returns, so an
-        # identical later spawn can reuse it.
-        key = _cache_key(cmd, moves) if vfork else None
+        # The vfork path is done with the table when start() returns, the
+        # other native path once the exec is confirmed (release()): then an
+        # identical later spawn can reuse it. (The portable executor's child
+        # has its own copy; encoding is the cheap part of its spawn.)
+        native = executor.name == "native"
+        key = _cache_key(cmd, moves, vfork) if native else None
         prepared = _prepared.pop(key, None) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
             table.clear_record()
         else:
-            plan = _build(cmd, moves)
+            plan = _build(cmd, moves, shared_memory=native and not vfork)
             table = encode(plan)
         if not vfork:
             try:
@@ -200,10 +220,24 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         if err:
             raise failed(started, idx, err)
         if key is not None:
-            _prepared[key] = prepared or _Prepared(plan, table)
-            if len(_prepared) > _PREPARED_MAX:
-                _prepared.pop(next(iter(_prepared)), None)
+            _keep(key, prepared or _Prepared(plan, table))
+    elif key is not None:
+        started.reusable = key
     return started
+
+
+def _keep(key: tuple, prepared: _Prepared) -> None:
+    _prepared[key] = prepared
+    if len(_prepared) > _PREPARED_MAX:
+        _prepared.pop(next(iter(_prepared)), None)
+
+
+def release(started: Started) -> None:
+    """The child has exec'd (its error pipe reached EOF): it no longer reads
+    its table, which an identical spawn may now reuse."""
+    key, started.reusable = started.reusable, None
+    if key is not None:
+        _keep(key, _Prepared(started.plan, started.table))
 
 
 def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
@@ -254,13 +288,18 @@ def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
     return (source, target)
 
 
-def _build(cmd: Command, moves: list[tuple[int, int]]) -> Plan:
+def _build(cmd: Command, moves: list[tuple[int, int]], shared_memory: bool = False) -> Plan:
     if b"PATH" in cmd._env:
         path_env = cmd._env[b"PATH"]  # None when removed: the default path
     else:
         path_env = None if cmd._env_clear else os.environb.get(b"PATH")
     program = resolve_program(cmd._program, path_env)
-    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=_child_env(cmd),
+    envp = _child_env(cmd)
+    if envp is None and shared_memory:
+        # A CLONE_VM child running alongside the parent must not read the
+        # live environ, which the parent may reallocate meanwhile.
+        envp = environ_copy()
+    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=envp,
                       fd_moves=[m for m in moves if m[0] >= 0],
                       parent_pid=os.getpid(), euid=os.geteuid())
 

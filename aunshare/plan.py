@@ -135,7 +135,9 @@ class Plan(NamedTuple):
     clone_flags: int = 0
     """Extra clone3 flags (namespaces), beyond the executor's own."""
     features: frozenset[str] = frozenset()
-    """What was asked for, to explain a clone3 failure (see errors.fork_causes)."""
+    """What was asked for: explains a clone3 failure (see errors.fork_causes),
+    and tells the parent what the child will be ("group": it leads a new
+    process group; "cgroup": it starts in its own cgroup)."""
 
     def describe(self) -> str:
         """The plan as numbered lines, one syscall each."""
@@ -165,6 +167,11 @@ _EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
 _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
                    errors.NixError, "restore signal mask", None)
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+# (leads a group, has its own cgroup) -> Plan.features
+_FEATURES = {
+    (False, False): frozenset(), (True, False): frozenset({"group"}),
+    (False, True): frozenset({"cgroup"}), (True, True): frozenset({"group", "cgroup"}),
+}
 
 
 @functools.lru_cache(maxsize=64)
@@ -218,7 +225,8 @@ def build_plan(
                           _fd_name(target)))
 
     # 2. process group
-    if cmd._group_leader or kill_target is KillTarget.GROUP:
+    group = cmd._group_leader or kill_target is KillTarget.GROUP
+    if group:
         steps.append(_GROUP_LEADER)
 
     # 3. working directory
@@ -257,6 +265,5 @@ def build_plan(
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(program), CStrArray(tuple(argv)), env_arg),
                       errors.Exec, "exec", program))
-    if cmd._cgroup_parent is not None:
-        return Plan(tuple(steps), CLONE_INTO_CGROUP, frozenset({"cgroup"}))
-    return Plan(tuple(steps))
+    features = _FEATURES[(group, cmd._cgroup_parent is not None)]
+    return Plan(tuple(steps), CLONE_INTO_CGROUP if "cgroup" in features else 0, features)

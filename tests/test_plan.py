@@ -529,7 +529,7 @@ def test_group_kill_target_makes_a_group_leader():
     by_policy = plan_for(Command("p").kill_policy(KillPolicy(target="group")))
     by_builder = plan_for(Command("p").make_group_leader())
     assert names(by_policy) == names(by_builder)
-    assert "setpgid" in names(by_policy)
+    assert "setpgid" in names(by_policy) and by_policy.features == frozenset({"group"})
     assert "setpgid" not in names(plan_for(Command("p").kill_policy(KillPolicy(target="child"))))
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import aunshare
 from aunshare import Command, KillPolicy, KillTarget, Stdio
+from aunshare.executors import get_executor
 from conftest import descendants, live_children, open_fds, process_gone, zombie_children
 
 pytestmark = pytest.mark.anyio
@@ -82,6 +83,7 @@ async def test_cancel_while_spawning(no_leaks):
         for _ in range(40):
             tg.start_soon(one, tg.cancel_scope)
     assert len(seen) >= 10
+    assert all(c.returncode == -signal.SIGKILL and process_gone(c.pid) for c in seen)
 
 
 async def test_cancel_between_clone_and_exec(no_leaks):
@@ -95,21 +97,29 @@ async def test_cancel_between_clone_and_exec(no_leaks):
         async with await Command("sleep").arg("100").spawn() as child:
             returned.append(child)
             await child.wait()
-    if child_spawn_mode() == "fork":
+    if get_executor().name == "portable":
         assert returned == []
-    else:
+    else:  # a lone spawn takes the vfork path
+        assert returned[0].spawn_mode == "vfork"
         assert returned[0].returncode == -signal.SIGTERM
+
+
+async def test_cancel_between_clone_and_exec_native_alongside(no_leaks):
+    """With another child running, the native executor does not block the
+    loop for the exec either: it watches the error pipe, and a cancellation
+    there is handled like the portable one's."""
+    async with await Command("sleep").arg("100").kill_policy(KillPolicy(grace=0)).spawn() as other:
+        returned = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_now, tg.cancel_scope)
+            async with await Command("sleep").arg("100").spawn() as child:
+                returned.append(child)
+        assert returned == []
+        other.kill()
 
 
 async def _cancel_now(scope: anyio.CancelScope) -> None:
     scope.cancel()
-
-
-def child_spawn_mode() -> str:
-    from aunshare.executors import get_executor
-
-    return "vfork" if get_executor().name == "native" else "fork"
-    assert all(c.returncode == -signal.SIGKILL and process_gone(c.pid) for c in seen)
 
 
 async def test_cancel_during_wait(no_leaks):
@@ -537,3 +547,55 @@ async def test_child_events_bad_input():
     with pytest.raises(TypeError, match="watches aunshare Child objects, not int"):
         async with aunshare.child_events([1234]):
             pass
+
+
+# -- spawning alongside running children ---------------------------------------------------
+
+async def test_spawn_alongside_other_children_watches_the_pipe(no_leaks):
+    """A lone native spawn sleeps in vfork until the exec; with other children
+    running it clones without CLONE_VFORK and the loop watches the error pipe,
+    so it keeps serving them. Both report errors the same way."""
+    native = get_executor().name == "native"
+    lone = await Command("true").spawn()
+    assert lone.spawn_mode == ("vfork" if native else "fork")
+    await lone.wait()
+    async with await Command("sleep").arg("100").kill_policy(KillPolicy(grace=0)).spawn() as other:
+        os.environ["AUNSHARE_ALONGSIDE"] = "seen"
+        try:
+            child = await Command("printenv").arg("AUNSHARE_ALONGSIDE").stdout(Stdio.piped()).spawn()
+            assert child.spawn_mode == "fork"
+            assert (await child.wait_with_output()).stdout == b"seen\n"
+        finally:
+            del os.environ["AUNSHARE_ALONGSIDE"]
+        with pytest.raises(aunshare.Exec):
+            await Command("/no/such/program").spawn()
+        with pytest.raises(aunshare.Chdir):
+            await Command("true").current_dir("/no/such/dir").spawn()
+        other.kill()
+
+
+async def test_concurrent_spawns_while_the_environment_changes(no_leaks):
+    """Children cloned alongside the parent get a copy of the environment, so
+    the parent growing (and reallocating) its environ meanwhile is harmless."""
+    stop = anyio.Event()
+
+    async def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            os.environ[f"AUNSHARE_CHURN_{i % 200}"] = "x" * (i % 50)
+            if i % 3 == 0:
+                os.environ.pop(f"AUNSHARE_CHURN_{(i * 7) % 200}", None)
+            i += 1
+            await anyio.sleep(0)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(churn)
+            results = await aunshare.run_many(
+                [Command("sh").args(["-c", f"echo {i} $HOME"]) for i in range(150)], limit=16)
+            stop.set()
+    finally:
+        for key in [k for k in os.environ if k.startswith("AUNSHARE_CHURN_")]:
+            del os.environ[key]
+    home = os.environ.get("HOME", "")
+    assert [r.stdout for r in results] == [f"{i} {home}\n".encode() for i in range(150)]

@@ -93,8 +93,9 @@ class NativeExecutor:
             flags |= CLONE_VFORK
             table.set_clone(flags, signal.SIGCHLD, cgroup=cgroup_fd)
         else:  # the parent runs on while the child does: give it a stack
-            stack = ctypes.create_string_buffer(16384)
-            table.stack = stack  # type: ignore[attr-defined]
-            table.set_clone(flags, signal.SIGCHLD, ctypes.addressof(stack), 16384, cgroup_fd)
+            if table.stack is None:  # a reused table keeps its own
+                table.stack = ctypes.create_string_buffer(16384)
+            table.set_clone(flags, signal.SIGCHLD, ctypes.addressof(table.stack), 16384,
+                            cgroup_fd)
         return self._fn(table.clone_args, CLONE_ARGS_SIZE, table.steps, table.nsteps,
                         errfd, table.base)
