@@ -47,7 +47,7 @@ class Started:
         self.executor = executor
         self.cgroup = cgroup        # the child's own cgroup directory, if any
         self.vfork = report_fd < 0  # the parent slept until the exec
-        self.reusable: tuple | None = None  # cache key to return the table under (release())
+        self.reusable: tuple[tuple, _Prepared] | None = None  # what release() gives back
 
 
 def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
@@ -100,20 +100,44 @@ def _default_fds(cmd: Command, default_stdio: str) -> dict[int, Fd]:
 
 
 class _Prepared:
-    """A plan and its encoded table, reusable for an identical spawn."""
+    """A plan and its encoded table, reusable for an identical spawn.
 
-    __slots__ = ("plan", "table")
+    Identical up to the parent's descriptor numbers: those differ between
+    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    """
+
+    __slots__ = ("plan", "table", "dups")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
+        self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+
+    def reuse(self, moves: list[tuple[int, int]]) -> None:
+        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+        sources = [source for source, _ in moves if source >= 0]
+        for index, source in zip(self.dups, sources):
+            self.table.set_first_arg(index, source)
+        self.table.clear_record()
 
 
-# Encoded plans of recent spawns, keyed by everything a plan depends on. A
-# spawn takes its entry out while the table is in use, so concurrent spawns
-# of the same command never share one.
-_prepared: dict[tuple, _Prepared] = {}
-_PREPARED_MAX = 64
+# Encoded plans of recent spawns, keyed by everything a plan depends on, each
+# with the tables not in use right now: a spawn takes one out while its
+# child may read it, so concurrent spawns of the same command never share
+# one. Bounded in keys and in tables.
+_prepared: dict[tuple, list[_Prepared]] = {}
+_PREPARED_MAX = 64        # keys
+_IDLE_MAX = 256           # tables kept in all (about 24 KiB each with a stack)
+_idle = 0
+
+
+def _take(key: tuple) -> _Prepared | None:
+    global _idle
+    free = _prepared.get(key)
+    if not free:
+        return None
+    _idle -= 1
+    return free.pop()
 
 
 def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple | None:
@@ -139,7 +163,7 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple
         path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
     return (
         cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
-        cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
+        cmd._cwd, tuple((source >= 0, target) for source, target in moves), tuple(cmd._close), cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
         cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy, cmd._cgroup_parent,
         env, vfork, path, os.getpid(), os.geteuid(),
@@ -177,10 +201,10 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
         # has its own copy; encoding is the cheap part of its spawn.)
         native = executor.name == "native"
         key = _cache_key(cmd, moves, vfork) if native else None
-        prepared = _prepared.pop(key, None) if key is not None else None
+        prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            table.clear_record()
+            prepared.reuse(moves)
         else:
             plan = _build(cmd, moves, shared_memory=native and not vfork)
             table = encode(plan)
@@ -222,22 +246,28 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
         if key is not None:
             _keep(key, prepared or _Prepared(plan, table))
     elif key is not None:
-        started.reusable = key
+        started.reusable = (key, prepared or _Prepared(plan, table))
     return started
 
 
 def _keep(key: tuple, prepared: _Prepared) -> None:
-    _prepared[key] = prepared
-    if len(_prepared) > _PREPARED_MAX:
-        _prepared.pop(next(iter(_prepared)), None)
+    global _idle
+    free = _prepared.get(key)
+    if free is None:
+        free = _prepared[key] = []
+        if len(_prepared) > _PREPARED_MAX:
+            _idle -= len(_prepared.pop(next(iter(_prepared))))
+    if _idle < _IDLE_MAX:
+        free.append(prepared)
+        _idle += 1
 
 
 def release(started: Started) -> None:
     """The child has exec'd (its error pipe reached EOF): it no longer reads
     its table, which an identical spawn may now reuse."""
-    key, started.reusable = started.reusable, None
-    if key is not None:
-        _keep(key, _Prepared(started.plan, started.table))
+    reusable, started.reusable = started.reusable, None
+    if reusable is not None:
+        _keep(*reusable)
 
 
 def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],

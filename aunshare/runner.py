@@ -112,15 +112,18 @@ async def _supervise(child: Child, args: Any, input: bytes | None,
     err: list[bytes] = []
     try:
         with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
-            async with anyio.create_task_group() as tg:
-                if child.stdin is not None:
-                    tg.start_soon(_feed, child.stdin, input or b"")
-                if child.stdout is not None:
-                    tg.start_soon(_drain, child.stdout, out)
-                if child.stderr is not None:
-                    tg.start_soon(_drain, child.stderr, err)
-                # Not reaped yet: its process group stays ours to kill.
+            if child.stdin is None and child.stdout is None and child.stderr is None:
                 await child._until_exited()
+            else:
+                async with anyio.create_task_group() as tg:
+                    if child.stdin is not None:
+                        tg.start_soon(_feed, child.stdin, input or b"")
+                    if child.stdout is not None:
+                        tg.start_soon(_drain, child.stdout, out)
+                    if child.stderr is not None:
+                        tg.start_soon(_drain, child.stderr, err)
+                    # Not reaped yet: its process group stays ours to kill.
+                    await child._until_exited()
         if scope.cancelled_caught:
             status = await child.shutdown()
             _read_ready(child.stdout, out)

@@ -599,3 +599,13 @@ async def test_concurrent_spawns_while_the_environment_changes(no_leaks):
             del os.environ[key]
     home = os.environ.get("HOME", "")
     assert [r.stdout for r in results] == [f"{i} {home}\n".encode() for i in range(150)]
+
+
+async def test_concurrent_spawns_of_one_command_get_their_own_pipes(no_leaks):
+    """Concurrent spawns of one command reuse encoded tables with each spawn's
+    own descriptor numbers patched in: every job reads its own child."""
+    cmd = Command("sh").args(["-c", "echo $$"])
+    results = await aunshare.run_many([cmd] * 200, limit=32)
+    lines = [r.stdout for r in results]
+    assert all(r.ok and line.count(b"\n") == 1 for r, line in zip(results, lines))
+    assert len(set(lines)) == 200

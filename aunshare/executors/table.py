@@ -86,6 +86,11 @@ class Table:
         _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, 0, exit_signal,
                          stack, stack_size, 0, 0, 0, cgroup)
 
+    def set_first_arg(self, index: int, value: int) -> None:
+        """Change the first argument of step ``index`` (a reused table's dup3
+        source, which differs from spawn to spawn)."""
+        _Q.pack_into(self.buf, HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * index + 8, value)
+
     def clear_record(self) -> None:
         """Forget a previous run's failure record before the table is reused."""
         _Q.pack_into(self.buf, 16, 0)
