@@ -133,11 +133,12 @@ _idle = 0
 
 def _take(key: tuple) -> _Prepared | None:
     global _idle
-    free = _prepared.get(key)
-    if not free:
+    try:
+        prepared = _prepared[key].pop()  # one call: safe against other threads' spawns
+    except (KeyError, IndexError):
         return None
     _idle -= 1
-    return free.pop()
+    return prepared
 
 
 def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple | None:
@@ -256,7 +257,10 @@ def _keep(key: tuple, prepared: _Prepared) -> None:
     if free is None:
         free = _prepared[key] = []
         if len(_prepared) > _PREPARED_MAX:
-            _idle -= len(_prepared.pop(next(iter(_prepared))))
+            try:  # the oldest key goes (tolerating another thread's spawn meanwhile)
+                _idle -= len(_prepared.pop(next(iter(_prepared))))
+            except (RuntimeError, KeyError, StopIteration):
+                pass
     if _idle < _IDLE_MAX:
         free.append(prepared)
         _idle += 1
