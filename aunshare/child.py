@@ -2,7 +2,9 @@
 
 A child's exit is awaited on its pidfd (readable once it has exited) and
 reaped with ``waitid(P_PIDFD)``, so aunshare never reaps a process it did
-not start and never races pid reuse.
+not start and never races pid reuse. How a child is stopped when its
+supervision ends early (its :class:`~aunshare.policy.KillPolicy`) is carried
+out by :mod:`aunshare.supervise`.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import os
 import signal as _signal
 import struct
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 import anyio
 
-from . import errors
+from . import cgroup as _cgroup
+from . import errors, supervise
 from ._linux import (
     CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd,
 )
-from .launch import Started, failed, start
+from .launch import Started, failed, release, start
+from .policy import DEFAULT_KILL_POLICY, KillPolicy
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
 
@@ -46,12 +51,29 @@ class Output:
     """Everything the child wrote to stderr (empty when not piped)."""
 
 
+# Children not yet reaped, and spawns under way: while there are any, the
+# event loop has other children to serve, so a spawn must not put its
+# thread to sleep until the exec (the vfork path) but watch the error pipe.
+_unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
+_starting: set[object] = set()
+
+
 async def spawn(cmd: Command, default_stdio: str = "inherit") -> Child:
-    """Start ``cmd``; return once the child has exec'd. Errors are typed."""
-    started = start(cmd, default_stdio)
-    if started.report_fd >= 0:
-        await _await_exec(started)
-    return Child(started)
+    """Start ``cmd``; return once the child has exec'd. Errors are typed.
+
+    In an already cancelled scope nothing is started.
+    """
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    token = object()
+    _starting.add(token)
+    try:
+        started = start(cmd, default_stdio, allow_vfork=len(_starting) == 1 and not _unreaped)
+        if started.report_fd >= 0:
+            await _await_exec(started)
+            release(started)
+        return Child(started, cmd._kill_policy)
+    finally:
+        _starting.discard(token)
 
 
 async def _await_exec(started: Started) -> None:
@@ -74,11 +96,12 @@ async def _await_exec(started: Started) -> None:
                 break
     except BaseException:
         # Cancelled (or worse) before exec was confirmed: leave nothing behind.
-        _abandon(started)
+        with anyio.CancelScope(shield=True):
+            await _abandon(started)
         raise
     if data:
         if len(data) < 8:
-            _abandon(started)
+            await _abandon(started)
             raise errors.UnknownError(f"the child sent a truncated error record {data!r}")
         idx = int.from_bytes(data[:4], "little")
         err = int.from_bytes(data[4:], "little")
@@ -87,8 +110,18 @@ async def _await_exec(started: Started) -> None:
     os.close(fd)
 
 
-def _abandon(started: Started) -> None:
-    """Kill and reap a child the caller will never see; close its fds."""
+async def _abandon(started: Started) -> None:
+    """Kill and reap a child the caller will never see, and anything it may
+    already have started; close its fds and remove its cgroup."""
+    # It may have exec'd and forked before we saw the pipe's EOF. A group
+    # with its pid as id can only be its own, and it is not reaped yet.
+    if "group" in started.plan.features:
+        try:
+            os.killpg(started.pid, _signal.SIGKILL)
+        except OSError:
+            pass
+    if started.cgroup is not None:
+        _cgroup.kill(started.cgroup)
     try:
         pidfd_send_signal(started.pidfd, _signal.SIGKILL)
     except OSError:
@@ -102,6 +135,10 @@ def _abandon(started: Started) -> None:
             os.close(fd)
     started.pidfd = started.report_fd = -1
     started.pipes = {}
+    if started.cgroup is not None:
+        await supervise.wait_cgroup_empty(started.cgroup)
+        _cgroup.remove(started.cgroup)
+        started.cgroup = None
 
 
 def _status(info, ru) -> ExitStatus:  # type: ignore[no-untyped-def]
@@ -118,21 +155,25 @@ def _status(info, ru) -> ExitStatus:  # type: ignore[no-untyped-def]
 class Child:
     """A running (or finished) child process started by aunshare.
 
-    ``async with child:`` closes stdin and waits on normal exit; on an
-    error or cancellation in the block it kills the child and reaps it
-    before the exception propagates. (A pty stdin is not closed before the
-    child exits: that would hang up its terminal.)
+    ``async with child:`` closes stdin and waits on normal exit (then kills
+    whatever is left in the child's own cgroup, if it has one, and removes
+    the cgroup); on an error or cancellation in the block it stops the child
+    by its :attr:`kill_policy` (:meth:`shutdown`) and reaps it before the
+    exception propagates. (A pty stdin is not closed before the child exits:
+    that would hang up its terminal.)
     """
 
-    def __init__(self, started: Started) -> None:
+    def __init__(self, started: Started, kill_policy: KillPolicy | None = None) -> None:
         self.pid: int = started.pid
         """The child's process id."""
         self._pidfd = started.pidfd
         self.executor: str = started.executor
         """Which executor started the child ("native" or "portable")."""
-        self.spawn_mode: str = "vfork" if started.executor == "native" else "fork"
-        """How the parent waited for exec: "vfork" (suspended until exec) or
-        "fork" (watched the error pipe until EOF)."""
+        self.spawn_mode: str = "vfork" if started.vfork else "fork"
+        """How the parent waited for exec: "vfork" (the spawning thread slept
+        until the exec) or "fork" (the event loop watched the error pipe until
+        EOF: the portable executor, or the native one while other children
+        are running, so that the loop keeps serving them)."""
         # Wrap every parent end at once: a stream closes its descriptor even
         # when the Child is dropped without aclose_streams().
         streams: dict[int, _Stream] = {}
@@ -153,13 +194,43 @@ class Child:
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (self.stdin, self.stdout, self.stderr) if s is not None and s.is_tty)
         self._status: ExitStatus | None = None
+        self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
+        self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
+        self._group_leader = "group" in started.plan.features
+        self._cgroup = started.cgroup
+        self._kill_policy = self._resolve(kill_policy or DEFAULT_KILL_POLICY)
+        _unreaped.add(self)
 
     @property
     def pidfd(self) -> int:
         """The child's pidfd; -1 once the child has been reaped."""
         return self._pidfd
+
+    @property
+    def cgroup(self) -> str | None:
+        """The child's own cgroup directory (:meth:`Command.new_cgroup`), or
+        None when it has none or it was removed."""
+        return None if self._cgroup is None else os.fsdecode(self._cgroup)
+
+    @property
+    def kill_policy(self) -> KillPolicy:
+        """How :meth:`shutdown` (and ``async with`` on an error) stops this
+        child; its target is never AUTO here but what AUTO chose for it.
+        Assigning checks the target: GROUP needs a group leader, CGROUP a
+        child with its own cgroup (ValueError otherwise)."""
+        return self._kill_policy
+
+    @kill_policy.setter
+    def kill_policy(self, policy: KillPolicy) -> None:
+        self._kill_policy = self._resolve(policy)
+
+    def _resolve(self, policy: KillPolicy) -> KillPolicy:
+        if not isinstance(policy, KillPolicy):
+            raise TypeError(f"kill policy must be a KillPolicy, not {type(policy).__name__}")
+        return supervise.resolve_policy(policy, group_leader=self._group_leader,
+                                        cgroup=self._cgroup is not None)
 
     @property
     def returncode(self) -> int | None:
@@ -181,13 +252,17 @@ class Child:
             return None
         self._status = st = _status(info, ru)
         self._close_pidfd()
+        _unreaped.discard(self)
         return st
 
     def _close_pidfd(self) -> None:
-        # Only wait() waits on the pidfd, and never while it is being closed,
-        # so there is no waiter to notify.
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
+            if self._waiting:  # try_wait() reaped while a task waits on the fd
+                try:
+                    anyio.notify_closing(fd)
+                except RuntimeError:  # no event loop in this thread
+                    pass
             os.close(fd)
 
     def try_wait(self) -> ExitStatus | None:
@@ -196,27 +271,43 @@ class Child:
             return self._status
         return self._reap(WEXITED | WNOHANG)
 
-    async def wait(self) -> ExitStatus:
-        """Wait for the child to exit and reap it; the result is cached."""
-        if self._status is not None:
-            return self._status
-        if self._waiting:  # another task owns the pidfd wait: wait for it
-            if self._waiter is None:
-                self._waiter = anyio.Event()
-            await self._waiter.wait()
-            return await self.wait()
-        self._waiting = True
-        try:
-            while True:
-                st = self._reap(WEXITED | WNOHANG)
-                if st is not None:
-                    return st
+    async def _until_exited(self) -> None:
+        """Return once the child has exited, without reaping it."""
+        while self._status is None and not self._exited:
+            if self._waiting:  # another task owns the pidfd wait: wait for it
+                if self._waiter is None:
+                    self._waiter = anyio.Event()
+                await self._waiter.wait()
+                continue
+            self._waiting = True
+            try:
                 await anyio.wait_readable(self._pidfd)
-        finally:
-            self._waiting = False
-            if self._waiter is not None:
-                self._waiter.set()
-                self._waiter = None
+                self._exited = True
+            except anyio.ClosedResourceError:
+                pass  # reaped by try_wait() meanwhile: the status is set
+            finally:
+                self._waiting = False
+                if self._waiter is not None:
+                    self._waiter.set()
+                    self._waiter = None
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the child to exit and reap it; the result is cached.
+
+        Once reaped, the child's own cgroup (if any) is removed when the
+        child left nothing running in it; otherwise that waits for
+        :meth:`shutdown` or the end of ``async with``.
+        """
+        while self._status is None:
+            if self._stopping is not None:  # shutdown() reaps; wait for it
+                await self._stopping.wait()
+                continue
+            if self._reap(WEXITED | WNOHANG) is None:
+                await self._until_exited()
+        if self._cgroup is not None and not _cgroup.populated(self._cgroup):
+            if _cgroup.remove(self._cgroup):
+                self._cgroup = None
+        return self._status
 
     async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
         """Send ``input`` to stdin and close it, read stdout and stderr to
@@ -282,7 +373,7 @@ class Child:
             for stream in self._ptys:
                 await stream.aclose()
         except BaseException:
-            await self._kill_and_reap()
+            await self.aclose()
             raise
         return out, err
 
@@ -375,15 +466,32 @@ class Child:
         """Send SIGTERM."""
         self.signal(_signal.SIGTERM)
 
-    async def _kill_and_reap(self) -> None:
-        with anyio.CancelScope(shield=True):
-            if self._status is None:
-                try:
-                    self.kill()
-                except ProcessLookupError:
-                    pass
-                await self.wait()
+    # -- supervision -------------------------------------------------------------------
+    async def shutdown(self, policy: KillPolicy | None = None) -> ExitStatus:
+        """Stop the child by ``policy`` (default: :attr:`kill_policy`) and reap it.
+
+        Sends the policy's signal (and SIGCONT) to its target, waits up to
+        the grace period, then SIGKILLs the target (before reaping the child,
+        so no reused pid or process group can be hit), reaps the child and
+        removes its cgroup. Shielded from cancellation: it always finishes,
+        at most the grace period plus the time SIGKILL takes. A child that
+        has already been reaped is not signalled, but whatever is left in
+        its cgroup is killed. Concurrent calls share one shutdown.
+        Returns the exit status.
+        """
+        return await supervise.shutdown(self, policy)
+
+    async def aclose(self) -> None:
+        """Release the child: :meth:`shutdown` (a no-op for the child itself
+        when it has already been reaped) and close every pipe to it."""
+        if self._status is not None and self._cgroup is None:
             await self.aclose_streams()
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.shutdown()
+            finally:
+                await self.aclose_streams()
 
     async def aclose_streams(self) -> None:
         """Close every pipe (and pty) the parent holds to the child,
@@ -406,11 +514,9 @@ class Child:
             try:
                 await self.wait()
             except BaseException:
-                await self._kill_and_reap()
+                await self.aclose()
                 raise
-            await self.aclose_streams()
-        else:
-            await self._kill_and_reap()
+        await self.aclose()
 
     def __del__(self) -> None:
         if getattr(self, "_pidfd", -1) >= 0 and getattr(self, "_status", None) is None:
@@ -421,6 +527,16 @@ class Child:
             except Exception:
                 pass
             self._close_pidfd()
+        path = getattr(self, "_cgroup", None)
+        if path is not None:
+            try:
+                removed = not _cgroup.populated(path) and _cgroup.remove(path)
+            except Exception:
+                removed = False
+            if not removed:
+                warnings.warn(f"the cgroup {os.fsdecode(path)} of child {self.pid} still has "
+                              "processes and is left behind: call shutdown() or use "
+                              "'async with'", ResourceWarning, stacklevel=2)
 
     def __repr__(self) -> str:
         state = "running" if self._status is None else str(self._status)

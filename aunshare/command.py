@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
+from .policy import KillPolicy
+
 if TYPE_CHECKING:
     from .child import Child, Output
     from .status import ExitStatus
@@ -354,6 +356,8 @@ class Command:
         self._group_leader = False
         self._death_signal: int | None = int(_signal.SIGKILL)
         self._keep_sigmask = False
+        self._kill_policy: KillPolicy | None = None
+        self._cgroup_parent: bytes | None = None
 
     # -- program and arguments -------------------------------------------
     def arg(self, arg: StrOrBytesPath) -> Command:
@@ -527,8 +531,10 @@ class Command:
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
 
-        Refused (ValueError) together with :meth:`Stdio.pty`, which makes
-        the child a session leader: that leads its own group already.
+        A kill policy aimed at :attr:`KillTarget.AUTO` then signals the
+        whole group. Refused (ValueError) together with :meth:`Stdio.pty`,
+        which makes the child a session leader: that leads its own group
+        already.
         """
         if make:
             pty = self._pty_target()
@@ -538,6 +544,44 @@ class Command:
                                  "(setsid), which already leads its own process group "
                                  "and cannot be moved to another")
         self._group_leader = bool(make)
+        return self
+
+    # -- supervision ------------------------------------------------------------------
+    def kill_policy(self, policy: KillPolicy) -> Command:
+        """How the child is stopped when its supervision ends early (an error
+        or a cancellation in ``async with child``, a timeout in
+        :func:`aunshare.run`, :meth:`Child.shutdown`). Default:
+        ``KillPolicy()`` (SIGTERM, 5 s grace, SIGKILL, target AUTO).
+
+        A :attr:`KillTarget.GROUP` target makes the child a group leader; a
+        :attr:`KillTarget.CGROUP` target needs :meth:`new_cgroup`.
+        """
+        if not isinstance(policy, KillPolicy):
+            raise TypeError(f"kill_policy() takes a KillPolicy, not {type(policy).__name__}")
+        self._kill_policy = policy
+        return self
+
+    def new_cgroup(self, parent: StrOrBytesPath | None) -> Command:
+        """Start the child in a cgroup v2 of its own, created for it under the
+        existing cgroup directory ``parent`` (an absolute path), with
+        ``CLONE_INTO_CGROUP``; None turns this off.
+
+        Every process the child starts stays in that cgroup, so the kill
+        policy (target AUTO or CGROUP) can stop the whole tree with
+        ``cgroup.kill``. When the child is done with (``async with`` exits,
+        :meth:`Child.shutdown`, :func:`aunshare.run` returns), whatever is
+        left in its cgroup is killed and the cgroup removed; a plain
+        :meth:`Child.wait` removes it when the child left nothing behind.
+        The parent must be allowed to create directories in ``parent`` and
+        to move processes into them (root, or a delegated subtree).
+        """
+        if parent is None:
+            self._cgroup_parent = None
+            return self
+        path = _to_bytes(parent, "new_cgroup parent")
+        if not path.startswith(b"/"):
+            raise ValueError(f"new_cgroup parent must be an absolute path, got {parent!r}")
+        self._cgroup_parent = path.rstrip(b"/") or b"/"
         return self
 
     # -- signals ----------------------------------------------------------------------
@@ -585,6 +629,16 @@ class Command:
 
         child = await spawn(self, default_stdio="output")
         return await child.wait_with_output()
+
+    def _copy(self) -> Command:
+        """An independent copy (containers copied, owned fds shared), so a
+        helper can adjust a caller's Command without changing it."""
+        new = Command.__new__(Command)
+        for key, value in vars(self).items():
+            if isinstance(value, (list, dict)):
+                value = value.copy()
+            setattr(new, key, value)
+        return new
 
     # -- debugging ------------------------------------------------------------------
     def get_argv(self) -> list[bytes]:

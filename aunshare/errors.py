@@ -10,12 +10,18 @@ from __future__ import annotations
 import errno as _errno
 import os
 import signal as _signal
+import subprocess as _subprocess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .status import ExitStatus
 
 __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong", "fork_causes",
+    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
+    "TimeoutExpired", "fork_causes",
 ]
 
 
@@ -158,6 +164,13 @@ class SetNs(_OSError):
     action = "setns"
 
 
+class CgroupError(_OSError):
+    """Creating, killing or removing a child's own cgroup failed
+    (:meth:`Command.new_cgroup`); ``filename`` is the cgroup directory."""
+
+    action = "cgroup"
+
+
 class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
@@ -223,6 +236,35 @@ class LineTooLong(Error, ValueError):
         return (type(self), (self.limit, self.length, self.unit, self.method))
 
 
+class CalledProcessError(Error, _subprocess.CalledProcessError):
+    """:func:`aunshare.run` with ``check=True``: the child did not exit with 0.
+
+    Also a :class:`subprocess.CalledProcessError` (``returncode``, ``cmd``,
+    ``output``/``stdout``, ``stderr``), so code written for subprocess
+    catches it; ``status`` is the full :class:`~aunshare.ExitStatus`.
+    """
+
+    def __init__(self, returncode: int, cmd: Any, output: bytes | None = None,
+                 stderr: bytes | None = None, *, status: ExitStatus | None = None) -> None:
+        _subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.status = status
+
+
+class TimeoutExpired(Error, _subprocess.TimeoutExpired):
+    """:func:`aunshare.run` (or a job of :func:`aunshare.run_many`) ran out of
+    time; the child was stopped by its kill policy and reaped first.
+
+    Also a :class:`subprocess.TimeoutExpired` (``cmd``, ``timeout``,
+    ``output``/``stdout``, ``stderr``: what was captured before the
+    timeout); ``status`` is how the stopped child ended.
+    """
+
+    def __init__(self, cmd: Any, timeout: float, output: bytes | None = None,
+                 stderr: bytes | None = None, *, status: ExitStatus | None = None) -> None:
+        _subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.status = status
+
+
 # Likely causes of a clone3 failure, after clone(2)'s ERRORS section, keyed by
 # errno. Each entry: (condition on the requested flags, text). The condition
 # is a set of feature names that must all be requested, or None for always.
@@ -237,6 +279,9 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
                "and the memory cgroup limits)"),
     ],
     _errno.EPERM: [
+        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
+               "the caller needs write access to cgroup.procs of the common ancestor of "
+               "its own cgroup and the target (a delegated subtree, or root)"),
         (frozenset({"namespace"}), "creating a namespace other than a user namespace "
                "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare USER with "
                "an id map)"),
@@ -263,6 +308,15 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
     _errno.ENOSYS: [
         (None, "the kernel or an emulator (qemu-user, a seccomp filter) does not "
                "provide clone3; set AUNSHARE_EXECUTOR=portable"),
+    ],
+    _errno.EACCES: [
+        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
+               "the caller needs write access to cgroup.procs of the common ancestor of "
+               "its own cgroup and the target (a delegated subtree, or root)"),
+    ],
+    _errno.ENODEV: [
+        (frozenset({"cgroup"}), "the target cgroup was removed while the child was "
+               "being created"),
     ],
     _errno.EBUSY: [
         (frozenset({"cgroup"}), "the target cgroup has controllers enabled in "

@@ -14,16 +14,17 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from . import cgroup as _cgroup
 from . import errors
 from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ, WEXITED, waitid_pidfd
 from .executors import get_executor
-from .executors.table import Table, encode, environ_pointer
+from .executors.table import Table, encode, environ_copy, environ_pointer
 from .plan import Plan, build_plan
 
 if TYPE_CHECKING:
     from .command import Command, Fd
 
-__all__ = ["Started", "start", "resolve_program"]
+__all__ = ["Started", "start", "release", "resolve_program"]
 
 _O_CLOEXEC = os.O_CLOEXEC
 _STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
@@ -43,12 +44,12 @@ class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
     __slots__ = ("pid", "pidfd", "pipes", "writers", "ttys", "plan", "table", "report_fd",
-                 "executor")
+                 "executor", "cgroup", "vfork", "reusable")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
                  table: Table, report_fd: int, executor: str,
-                 writers: frozenset[int] = frozenset(), ttys: frozenset[int] = frozenset()
-                 ) -> None:
+                 writers: frozenset[int] = frozenset(), ttys: frozenset[int] = frozenset(),
+                 cgroup: bytes | None = None) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.pipes = pipes          # child's fd number -> parent's end of its pipe
@@ -58,6 +59,9 @@ class Started:
         self.table = table          # must outlive the child's use of it
         self.report_fd = report_fd  # -1, or the error pipe to read until EOF
         self.executor = executor
+        self.cgroup = cgroup        # the child's own cgroup directory, if any
+        self.vfork = report_fd < 0  # the parent slept until the exec
+        self.reusable: tuple[tuple, _Prepared] | None = None  # what release() gives back
 
 
 def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
@@ -110,47 +114,87 @@ def _default_fds(cmd: Command, default_stdio: str) -> dict[int, Fd]:
 
 
 class _Prepared:
-    """A plan and its encoded table, reusable for an identical spawn."""
+    """A plan and its encoded table, reusable for an identical spawn.
 
-    __slots__ = ("plan", "table")
+    Identical up to the parent's descriptor numbers: those differ between
+    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    """
+
+    __slots__ = ("plan", "table", "dups")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
+        self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+
+    def reuse(self, moves: list[tuple[int, int]]) -> None:
+        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+        sources = [source for source, _ in moves if source >= 0]
+        for index, source in zip(self.dups, sources):
+            self.table.set_first_arg(index, source)
+        self.table.clear_record()
 
 
-# Encoded plans of recent spawns, keyed by everything a plan depends on. A
-# spawn takes its entry out while the table is in use, so concurrent spawns
-# of the same command never share one.
-_prepared: dict[tuple, _Prepared] = {}
-_PREPARED_MAX = 64
+# Encoded plans of recent spawns, keyed by everything a plan depends on, each
+# with the tables not in use right now: a spawn takes one out while its
+# child may read it, so concurrent spawns of the same command never share
+# one. Bounded in keys and in tables.
+_prepared: dict[tuple, list[_Prepared]] = {}
+_PREPARED_MAX = 64        # keys
+_IDLE_MAX = 256           # tables kept in all (about 24 KiB each with a stack)
+_idle = 0
 
 
-def _cache_key(cmd: Command, moves: list[tuple[int, int]]) -> tuple | None:
+def _take(key: tuple) -> _Prepared | None:
+    global _idle
+    try:
+        prepared = _prepared[key].pop()  # one call: safe against other threads' spawns
+    except (KeyError, IndexError):
+        return None
+    _idle -= 1
+    return prepared
+
+
+def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple | None:
     """Everything the plan of ``cmd`` depends on, or None when it must be built.
 
     The Command's contents, the descriptor moves, the parent's pid and euid,
-    the live ``environ`` pointer when the child inherits it, and PATH when
-    the program is looked up there. An environment edited on top of the
-    parent's is copied on every spawn, so it is never cached.
+    PATH when the program is looked up there, and the inherited environment:
+    the vfork child reads the live ``environ`` (so its pointer is the key),
+    a child running alongside the parent gets a copy (so its contents are).
+    An environment edited on top of the parent's is copied on every spawn,
+    so it is never cached.
     """
     if cmd._env and not cmd._env_clear:
         return None
+    if cmd._env_clear:
+        env: object = None
+    elif vfork:
+        env = environ_pointer()
+    else:
+        env = tuple(environ_copy())
     path = None
     if b"/" not in cmd._program:
         path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
     return (
         cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
-        cmd._cwd, tuple(moves), tuple(cmd._close), cmd._uid, cmd._gid,
+        cmd._cwd, tuple((source >= 0, target) for source, target in moves), tuple(cmd._close),
+        cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
-        cmd._pty_target(), cmd._death_signal, cmd._keep_sigmask,
-        None if cmd._env_clear else environ_pointer(), path, os.getpid(), os.geteuid(),
+        cmd._pty_target(), cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy,
+        cmd._cgroup_parent, env, vfork, path, os.getpid(), os.geteuid(),
     )
 
 
-def start(cmd: Command, default_stdio: str = "inherit") -> Started:
+def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True) -> Started:
     """Start ``cmd``'s child. Returns once clone3 did; with the vfork path
-    also once exec did. Raises a typed :class:`~aunshare.errors.Error`."""
+    also once exec did. Raises a typed :class:`~aunshare.errors.Error`.
+
+    The native executor takes the vfork path (the calling thread sleeps
+    until the child has exec'd; no error pipe) when ``allow_vfork``; else it
+    clones with CLONE_VM alone, returns at once, and the caller must watch
+    the error pipe until EOF (``Started.report_fd``) while the table lives.
+    """
     fds = _default_fds(cmd, default_stdio)
     hi = max(fds, default=2) + 1
     if hi < 3:
@@ -161,8 +205,10 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
     ttys: frozenset[int] = frozenset()
     moves: list[tuple[int, int]] = []
     executor = get_executor()
-    vfork = executor.name == "native"
+    vfork = allow_vfork and executor.name == "native"
     report_r = report_w = -1
+    cgroup_path: bytes | None = None
+    cgroup_fd = -1
     try:
         pty_targets = [t for t in (0, 1, 2) if t in fds and fds[t].kind == "pty"]
         slave = -1
@@ -178,15 +224,18 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
         if 2 in fds and fds[2].kind == "merge":
             moves.append(_merge_into_stdout(moves, hi, to_close))
 
-        # The vfork path is done with the table when start() returns, so an
-        # identical later spawn can reuse it.
-        key = _cache_key(cmd, moves) if vfork else None
-        prepared = _prepared.pop(key, None) if key is not None else None
+        # The vfork path is done with the table when start() returns, the
+        # other native path once the exec is confirmed (release()): then an
+        # identical later spawn can reuse it. (The portable executor's child
+        # has its own copy; encoding is the cheap part of its spawn.)
+        native = executor.name == "native"
+        key = _cache_key(cmd, moves, vfork) if native else None
+        prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            table.clear_record()
+            prepared.reuse(moves)
         else:
-            plan = _build(cmd, moves)
+            plan = _build(cmd, moves, shared_memory=native and not vfork)
             table = encode(plan)
         if not vfork:
             try:
@@ -197,31 +246,36 @@ def start(cmd: Command, default_stdio: str = "inherit") -> Started:
                     report_w = fd
             except OSError as exc:
                 raise errors.CreatePipe(exc.errno, "the error pipe") from None
-        pid = executor.start(table, plan.clone_flags, report_w, vfork)
+        if cmd._cgroup_parent is not None:
+            cgroup_path, cgroup_fd = _cgroup.create(cmd._cgroup_parent)
+        pid = executor.start(table, plan.clone_flags, report_w, vfork, max(cgroup_fd, 0))
     except BaseException:
-        for fd in (*to_close, *pipes.values(), report_r, report_w):
+        for fd in (*to_close, *pipes.values(), report_r, report_w, cgroup_fd):
             if fd >= 0:
                 os.close(fd)
+        if cgroup_path is not None:
+            _cgroup.remove(cgroup_path)
         raise
-    for fd in to_close:
-        os.close(fd)
-    if report_w >= 0:
-        os.close(report_w)
+    for fd in (*to_close, report_w, cgroup_fd):
+        if fd >= 0:
+            os.close(fd)
     if pid < 0:
         for fd in (*pipes.values(), report_r):
             if fd >= 0:
                 os.close(fd)
-        raise errors.Fork(-pid, None, errors.fork_causes(-pid, plan.features))
+        if cgroup_path is not None:
+            _cgroup.remove(cgroup_path)
+        raise errors.Fork(-pid, cgroup_path, errors.fork_causes(-pid, plan.features))
     started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name,
-                      writers, ttys)
+                      writers, ttys, cgroup_path)
     if vfork:
         idx, err = table.record()
         if err:
             raise failed(started, idx, err)
         if key is not None:
-            _prepared[key] = prepared or _Prepared(plan, table)
-            if len(_prepared) > _PREPARED_MAX:
-                _prepared.pop(next(iter(_prepared)), None)
+            _keep(key, prepared or _Prepared(plan, table))
+    elif key is not None:
+        started.reusable = (key, prepared or _Prepared(plan, table))
     return started
 
 
@@ -278,6 +332,29 @@ def _merge_into_stdout(moves: list[tuple[int, int]], hi: int,
                                     "to be inherited as stdout") from None
         to_close.append(source)
     return (source, 2)
+
+
+def _keep(key: tuple, prepared: _Prepared) -> None:
+    global _idle
+    free = _prepared.get(key)
+    if free is None:
+        free = _prepared[key] = []
+        if len(_prepared) > _PREPARED_MAX:
+            try:  # the oldest key goes (tolerating another thread's spawn meanwhile)
+                _idle -= len(_prepared.pop(next(iter(_prepared))))
+            except (RuntimeError, KeyError, StopIteration):
+                pass
+    if _idle < _IDLE_MAX:
+        free.append(prepared)
+        _idle += 1
+
+
+def release(started: Started) -> None:
+    """The child has exec'd (its error pipe reached EOF): it no longer reads
+    its table, which an identical spawn may now reuse."""
+    reusable, started.reusable = started.reusable, None
+    if reusable is not None:
+        _keep(*reusable)
 
 
 def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
@@ -344,13 +421,18 @@ def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
     return (source, target)
 
 
-def _build(cmd: Command, moves: list[tuple[int, int]]) -> Plan:
+def _build(cmd: Command, moves: list[tuple[int, int]], shared_memory: bool = False) -> Plan:
     if b"PATH" in cmd._env:
         path_env = cmd._env[b"PATH"]  # None when removed: the default path
     else:
         path_env = None if cmd._env_clear else os.environb.get(b"PATH")
     program = resolve_program(cmd._program, path_env)
-    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=_child_env(cmd),
+    envp = _child_env(cmd)
+    if envp is None and shared_memory:
+        # A CLONE_VM child running alongside the parent must not read the
+        # live environ, which the parent may reallocate meanwhile.
+        envp = environ_copy()
+    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=envp,
                       fd_moves=[m for m in moves if m[0] >= 0],
                       parent_pid=os.getpid(), euid=os.geteuid())
 
@@ -367,6 +449,10 @@ def failed(started: Started, idx: int, err: int) -> errors.Error:
             os.close(fd)
     started.pipes = {}
     started.pidfd = started.report_fd = -1
+    if started.cgroup is not None:
+        # The child never reached exec, so it started nothing: its cgroup is empty.
+        _cgroup.remove(started.cgroup)
+        started.cgroup = None
     steps = started.plan.steps
     if not 0 <= idx < len(steps):
         return errors.UnknownError(f"the child reported step {idx} failing with "

@@ -18,9 +18,12 @@ The order, and why:
    ``ioctl(fd, TIOCSCTTY, 0)`` on the first standard fd that is the pty,
    which makes it the controlling terminal with the child in the
    foreground; both need the descriptors in place, so they follow step 1.
-   Otherwise ``setpgid(0, 0)`` when the child is to lead its own process
-   group (the Command refuses both at once: a session leader cannot
-   change its group).
+   A session leader also leads a new process group. Otherwise
+   ``setpgid(0, 0)`` when the child is to lead its own process group
+   (:meth:`Command.make_group_leader`, or a kill policy aimed at the group:
+   the group must exist before the program can fork into it). The Command
+   refuses a pty with make_group_leader (a session leader cannot change
+   its group).
 3. ``chdir``: before dropping privileges, as the crate does, so a root
    parent can enter a directory the target user could not.
 4. ``setgroups``, ``setresgid``, ``setresuid`` (raw syscalls: glibc's
@@ -35,6 +38,11 @@ The order, and why:
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
 7. ``execve``.
+
+Not a step but part of the plan: the clone flags. With
+:meth:`Command.new_cgroup` the child is created directly inside its new
+cgroup (``CLONE_INTO_CGROUP``; the parent supplies the cgroup's directory
+descriptor at spawn), so it never runs a single instruction outside it.
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import errors
-from ._linux import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY
+from ._linux import (
+    CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
+)
+from .policy import KillTarget
 
 if TYPE_CHECKING:
     from .command import Command
@@ -134,7 +145,9 @@ class Plan(NamedTuple):
     clone_flags: int = 0
     """Extra clone3 flags (namespaces), beyond the executor's own."""
     features: frozenset[str] = frozenset()
-    """What was asked for, to explain a clone3 failure (see errors.fork_causes)."""
+    """What was asked for: explains a clone3 failure (see errors.fork_causes),
+    and tells the parent what the child will be ("group": it leads a new
+    process group; "cgroup": it starts in its own cgroup)."""
 
     def describe(self) -> str:
         """The plan as numbered lines, one syscall each."""
@@ -174,6 +187,13 @@ def _ctty_step(fd: int) -> Step:
                 "make the controlling terminal (TIOCSCTTY)", _fd_name(fd))
 
 
+# (leads a group, has its own cgroup) -> Plan.features
+_FEATURES = {
+    (False, False): frozenset(), (True, False): frozenset({"group"}),
+    (False, True): frozenset({"cgroup"}), (True, True): frozenset({"group", "cgroup"}),
+}
+
+
 @functools.lru_cache(maxsize=64)
 def _close_step(lo: int, hi: int) -> Step:
     return Step("close_range", (lo, hi, CLOSE_RANGE_CLOEXEC), errors.StdioError,
@@ -207,7 +227,14 @@ def build_plan(
     target)`` pairs the parent prepared (every source above every target),
     ``parent_pid`` the pid the child must see as its parent, ``euid`` the
     parent's effective uid (root clears supplementary groups on a user change).
+    Raises ValueError when the kill policy asks for a cgroup the command
+    does not create.
     """
+    policy = cmd._kill_policy
+    kill_target = policy.target if policy is not None else KillTarget.AUTO
+    if kill_target is KillTarget.CGROUP and cmd._cgroup_parent is None:
+        raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
+                         "call Command.new_cgroup(parent) too")
     steps: list[Step] = []
 
     # 1. descriptors
@@ -219,10 +246,11 @@ def build_plan(
 
     # 2. session and process group
     ctty = cmd._pty_target()
-    if ctty is not None:  # the builder refuses make_group_leader() with a pty
+    group = cmd._group_leader or kill_target is KillTarget.GROUP
+    if ctty is not None:  # setsid also starts a new process group led by the child
         steps.append(_NEW_SESSION)
         steps.append(_ctty_step(ctty))
-    elif cmd._group_leader:
+    elif group:
         steps.append(_GROUP_LEADER)
 
     # 3. working directory
@@ -261,4 +289,5 @@ def build_plan(
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(program), CStrArray(tuple(argv)), env_arg),
                       errors.Exec, "exec", program))
-    return Plan(tuple(steps))
+    features = _FEATURES[(group or ctty is not None, cmd._cgroup_parent is not None)]
+    return Plan(tuple(steps), CLONE_INTO_CGROUP if "cgroup" in features else 0, features)

@@ -38,7 +38,53 @@ def pytest_asyncio_loop_factories(config, item):
 
 
 def pytest_report_header(config):
-    return f"aunshare executor: {get_executor().name}"
+    path, reason = _cgroup_v2_parent()
+    where = f"writable cgroup v2 at {path}" if path else f"cgroup tests skip: {reason}"
+    return f"aunshare executor: {get_executor().name}; {where}"
+
+
+def _cgroup_v2_parent() -> tuple[str | None, str]:
+    """A cgroup v2 directory this process may create cgroups in, or why not."""
+    from aunshare import cgroup
+
+    mount = cgroup.v2_mount()
+    if mount is None:
+        return None, "no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)"
+    base = cgroup.current() or mount
+    if not os.access(base, os.W_OK):
+        return None, f"cgroup v2 is mounted at {mount} but {base} is not writable"
+    return base, ""
+
+
+@pytest.fixture(scope="session")
+def cgroup_session_parent():
+    """A cgroup created for this test session, removed at its end."""
+    base, reason = _cgroup_v2_parent()
+    if base is None:
+        print(f"\nskipping cgroup tests: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    path = os.path.join(base, f"aunshare-tests-{os.getpid()}")
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        reason = f"cannot create a cgroup under {base}: {exc}"
+        print(f"\nskipping cgroup tests: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    yield path
+    os.rmdir(path)
+
+
+@pytest.fixture
+def cgroup_parent(cgroup_session_parent):
+    """The session cgroup; the test fails if it leaves a cgroup behind in it."""
+    yield cgroup_session_parent
+    left = [d for d in os.listdir(cgroup_session_parent)
+            if os.path.isdir(os.path.join(cgroup_session_parent, d))]
+    for d in left:  # clean up so later tests start clean, then fail
+        from aunshare import cgroup
+
+        cgroup.kill(os.path.join(cgroup_session_parent, d).encode())
+    assert left == [], f"cgroups left behind: {left}"
 
 
 def open_fds() -> set[int]:
@@ -61,6 +107,42 @@ def zombie_children() -> list[int]:
         if fields[0] == "Z" and int(fields[1]) == me:
             out.append(int(name))
     return out
+
+
+def live_children() -> list[int]:
+    """Pids of this process's children that are still running (not zombies)."""
+    me = str(os.getpid())
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me and fields[0] not in ("Z", "X"):
+            out.append(int(name))
+    return out
+
+
+def descendants(pid: int) -> set[int]:
+    """Live processes below ``pid``, following /proc parent links."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] not in ("Z", "X"):
+                parents[int(name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
 
 
 def process_gone(pid: int) -> bool:

@@ -7,7 +7,7 @@ import signal
 import anyio
 import pytest
 
-from aunshare import Command, Stdio
+from aunshare import Command, KillPolicy, Stdio
 from conftest import process_gone
 
 pytestmark = pytest.mark.anyio
@@ -57,24 +57,28 @@ async def test_context_manager_waits_on_success():
 
 
 async def test_context_manager_kills_on_error():
+    """The default kill policy's first signal, SIGTERM, is enough for sleep."""
     with pytest.raises(RuntimeError):
         async with await Command("sleep").arg("30").spawn() as child:
             raise RuntimeError("boom")
-    assert child.returncode == -signal.SIGKILL
+    assert child.returncode == -signal.SIGTERM
     assert process_gone(child.pid)
 
 
 async def test_cancellation_kills_and_reaps():
+    cmd = Command("sleep").arg("30").kill_policy(KillPolicy(grace=0))
     with anyio.move_on_after(0.2) as scope:
-        async with await Command("sleep").arg("30").spawn() as child:
+        async with await cmd.spawn() as child:
             await child.wait()
     assert scope.cancelled_caught
     assert child.returncode == -signal.SIGKILL
 
 
 async def test_cancel_while_reading_output():
+    cmd = (Command("sh").args(["-c", "echo start; sleep 30"]).stdout(Stdio.piped())
+           .make_group_leader().kill_policy(KillPolicy(grace=0)))
     with anyio.move_on_after(0.2):
-        child = await Command("sh").args(["-c", "echo start; sleep 30"]).stdout(Stdio.piped()).spawn()
+        child = await cmd.spawn()
         await child.wait_with_output()
     assert child.returncode == -signal.SIGKILL
     assert child.stdout.fileno() == -1

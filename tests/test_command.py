@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aunshare import Command, Fd, Stdio
+from aunshare import Command, Fd, KillPolicy, KillTarget, Stdio
 from aunshare.launch import _child_env
 from aunshare.plan import CStr, build_plan
 
@@ -62,6 +62,8 @@ BUILDER_CALLS = {
     "file_descriptor": lambda c: c.file_descriptor(3, Fd.piped_write()),
     "close_fds": lambda c: c.close_fds(range(10, 20)),
     "reset_fds": lambda c: c.reset_fds(),
+    "kill_policy": lambda c: c.kill_policy(KillPolicy(grace=1)),
+    "new_cgroup": lambda c: c.new_cgroup("/sys/fs/cgroup"),
 }
 
 
@@ -223,6 +225,22 @@ def test_ids_at_limits_accepted():
         (lambda: Stdio.from_fd(-3), ValueError, r"fd must be between 0"),
         (lambda: Fd.dup_file(object()), TypeError, r"dup_file needs an object with fileno"),
         (lambda: Stdio.dup_file("name"), TypeError, r"Stdio.dup_file needs an object with fileno"),
+        (lambda: Command("p").kill_policy(None), TypeError, r"kill_policy\(\) takes a KillPolicy"),
+        (lambda: Command("p").kill_policy("group"), TypeError, r"takes a KillPolicy, not str"),
+        (lambda: Command("p").new_cgroup("relative/cg"), ValueError,
+         r"new_cgroup parent must be an absolute path"),
+        (lambda: Command("p").new_cgroup("/a\0b"), ValueError, r"new_cgroup parent contains a NUL"),
+        (lambda: Command("p").new_cgroup(5), TypeError, r"new_cgroup parent must be str"),
+        (lambda: KillPolicy(signal=0), ValueError, r"signal must be a signal number from 1 to 64"),
+        (lambda: KillPolicy(signal=65), ValueError, r"from 1 to 64, got 65"),
+        (lambda: KillPolicy(signal="TERM"), TypeError, r"signal must be a signal number, not str"),
+        (lambda: KillPolicy(signal=True), TypeError, r"not bool"),
+        (lambda: KillPolicy(grace=-1), ValueError, r"grace must be a finite number of seconds >= 0"),
+        (lambda: KillPolicy(grace=float("inf")), ValueError, r"grace must be a finite number"),
+        (lambda: KillPolicy(grace=float("nan")), ValueError, r"grace must be a finite number"),
+        (lambda: KillPolicy(grace="5"), TypeError, r"grace must be a number of seconds, not str"),
+        (lambda: KillPolicy(target="tree"), ValueError,
+         r"target must be a KillTarget or one of 'auto', 'child', 'group', 'cgroup', got 'tree'"),
     ],
 )
 def test_validation(call, exc, match):
@@ -293,6 +311,8 @@ def test_close_fds_empty_range_is_noop():
         lambda c: c.file_descriptor(3, Fd.inherit()),  # already mapped below
         lambda c: c.close_fds(range(0, 5)),
         lambda c: c.stdout("piped"),
+        lambda c: c.kill_policy("child"),
+        lambda c: c.new_cgroup("not/absolute"),
     ],
 )
 def test_rejected_call_leaves_command_unchanged(bad):
@@ -412,3 +432,27 @@ def test_dup_file_copy_lives_as_long_as_the_command():
     del cmd
     gc.collect()
     assert not any(is_open(fd) for fd in owned)
+
+
+def test_kill_policy_defaults_and_normalisation():
+    """KillPolicy() is TERM, 5 s, AUTO; targets may be named by string and
+    equal policies compare and hash equal."""
+    policy = KillPolicy()
+    assert (policy.signal, policy.grace, policy.target) == (signal.SIGTERM, 5.0, KillTarget.AUTO)
+    assert not policy.immediate
+    assert KillPolicy(grace=0).immediate and KillPolicy(signal=signal.SIGKILL).immediate
+    same = KillPolicy(signal=15, grace=5, target="auto")
+    assert same == policy and hash(same) == hash(policy)
+    assert KillPolicy(target="group").target is KillTarget.GROUP
+    assert repr(KillPolicy(grace=0.3, target="cgroup")) == \
+        "KillPolicy(signal=SIGTERM, grace=0.3, target='cgroup')"
+    with pytest.raises(AttributeError):
+        policy.grace = 1  # frozen
+
+
+def test_copy_is_independent():
+    """Command._copy (used by aunshare.run) shares nothing mutable."""
+    cmd = Command("p").arg("a").env("K", "v").stdout(Stdio.piped())
+    dup = cmd._copy().arg("b").env("K2", "v2").stdin(Stdio.null()).make_group_leader()
+    assert cmd.get_argv() == [b"p", b"a"] and dup.get_argv() == [b"p", b"a", b"b"]
+    assert b"K2" not in cmd._env and 0 not in cmd._fds and not cmd._group_leader

@@ -543,3 +543,46 @@ def test_set_clone_fills_clone_args():
     assert fields[0] == 0x1000
     assert fields[1] == table.base + 24
     assert fields[4] == 17
+
+
+# -- supervision: process group and cgroup -----------------------------------------
+
+def test_group_kill_target_makes_a_group_leader():
+    """A kill policy aimed at the group needs the group: setpgid(0, 0) is
+    planned, at the same place make_group_leader puts it."""
+    from aunshare import KillPolicy
+
+    by_policy = plan_for(Command("p").kill_policy(KillPolicy(target="group")))
+    by_builder = plan_for(Command("p").make_group_leader())
+    assert names(by_policy) == names(by_builder)
+    assert "setpgid" in names(by_policy) and by_policy.features == frozenset({"group"})
+    assert "setpgid" not in names(plan_for(Command("p").kill_policy(KillPolicy(target="child"))))
+
+
+def test_new_cgroup_sets_clone_flag_and_feature():
+    """new_cgroup adds CLONE_INTO_CGROUP to the clone flags (no step) and the
+    'cgroup' feature, so a clone3 failure names the cgroup causes."""
+    from aunshare._linux import CLONE_INTO_CGROUP
+
+    plan = plan_for(Command("p").new_cgroup("/sys/fs/cgroup/x"))
+    assert plan.clone_flags == CLONE_INTO_CGROUP and plan.features == frozenset({"cgroup"})
+    assert names(plan) == names(plan_for(Command("p")))
+    causes = errors.fork_causes(16, plan.features)  # EBUSY
+    assert "cgroup.subtree_control" in causes
+    assert "common ancestor" in errors.fork_causes(13, plan.features)  # EACCES
+    assert errors.fork_causes(16) == ""
+
+
+def test_cgroup_kill_target_without_cgroup_is_refused():
+    from aunshare import KillPolicy
+
+    with pytest.raises(ValueError, match=r"needs a cgroup for the child: call Command.new_cgroup"):
+        plan_for(Command("p").kill_policy(KillPolicy(target="cgroup")))
+
+
+def test_group_kill_target_with_descriptor_moves():
+    """The group step does not depend on what else the plan does."""
+    from aunshare import KillPolicy
+
+    plan = plan_for(Command("p").kill_policy(KillPolicy(target="group")), fd_moves=[(10, 1)])
+    assert names(plan)[:3] == ["close_range", "dup3", "setpgid"]

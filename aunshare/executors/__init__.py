@@ -23,8 +23,10 @@ class Executor(Protocol):
 
     name: str
 
-    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool) -> int:
-        """Start the child; return its pid or -errno from clone3."""
+    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
+              cgroup_fd: int = 0) -> int:
+        """Start the child; return its pid or -errno from clone3. ``cgroup_fd``
+        is the cgroup directory for ``CLONE_INTO_CGROUP`` (when in the flags)."""
         ...
 
 

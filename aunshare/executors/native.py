@@ -87,7 +87,8 @@ class NativeExecutor:
     def __init__(self) -> None:
         self._fn = load()
 
-    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool) -> int:
+    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
+              cgroup_fd: int = 0) -> int:
         """Clone and run ``table`` in the child; return the pid or -errno.
 
         With ``vfork`` the call returns once the child has exec'd or failed,
@@ -98,10 +99,11 @@ class NativeExecutor:
         flags = CLONE_VM | CLONE_PIDFD | CLONE_CLEAR_SIGHAND | clone_flags
         if vfork:
             flags |= CLONE_VFORK
-            table.set_clone(flags, signal.SIGCHLD)
+            table.set_clone(flags, signal.SIGCHLD, cgroup=cgroup_fd)
         else:  # the parent runs on while the child does: give it a stack
-            stack = ctypes.create_string_buffer(16384)
-            table.stack = stack  # type: ignore[attr-defined]
-            table.set_clone(flags, signal.SIGCHLD, ctypes.addressof(stack), 16384)
+            if table.stack is None:  # a reused table keeps its own
+                table.stack = ctypes.create_string_buffer(16384)
+            table.set_clone(flags, signal.SIGCHLD, ctypes.addressof(table.stack), 16384,
+                            cgroup_fd)
         return self._fn(table.clone_args, CLONE_ARGS_SIZE, table.steps, table.nsteps,
                         errfd, table.base)

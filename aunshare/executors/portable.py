@@ -63,7 +63,8 @@ class PortableExecutor:
 
     name = "portable"
 
-    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool) -> int:
+    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
+              cgroup_fd: int = 0) -> int:
         """Clone and run ``table`` in the child; return the pid or -errno.
 
         The child is a separate copy, so it always reports on ``errfd``
@@ -71,7 +72,7 @@ class PortableExecutor:
         """
         # CLONE_PARENT_SETTID: the pid lands in the header (parent's copy only)
         table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID | clone_flags,
-                        signal.SIGCHLD)
+                        signal.SIGCHLD, cgroup=cgroup_fd)
         exit_nr = SYSCALLS["exit"]
         rows = table.rows()
         old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)

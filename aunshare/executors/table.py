@@ -22,7 +22,7 @@ import struct
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
 from ..plan import CONSTANT_RUNS, CStr, CStrArray, Plan, Ptr, U32Array
 
-__all__ = ["Table", "encode", "environ_pointer", "HEADER_SIZE", "STEP_SIZE"]
+__all__ = ["Table", "encode", "environ_pointer", "environ_copy", "HEADER_SIZE", "STEP_SIZE"]
 
 HEADER_SIZE = 32
 STEP_SIZE = 72
@@ -44,6 +44,21 @@ _STATIC = {
 def environ_pointer() -> int:
     """The parent's live ``environ`` array, as the child would get it."""
     return _environ.value or 0
+
+
+def environ_copy() -> list[bytes]:
+    """The entries of the live ``environ`` array, copied: for a child that
+    runs alongside the parent, which may change (and reallocate) it."""
+    addr = _environ.value
+    if not addr:
+        return []
+    arr = ctypes.cast(addr, ctypes.POINTER(ctypes.c_char_p))
+    out = []
+    i = 0
+    while (entry := arr[i]) is not None:
+        out.append(entry)
+        i += 1
+    return out
 
 
 # (id of a constant run, index it starts at) -> its encoded rows
@@ -70,6 +85,11 @@ class Table:
         """Fill struct clone_args; with CLONE_PIDFD the pidfd lands in the header."""
         _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, self.base + 28,
                          exit_signal, stack, stack_size, 0, 0, 0, cgroup)
+
+    def set_first_arg(self, index: int, value: int) -> None:
+        """Change the first argument of step ``index`` (a reused table's dup3
+        source, which differs from spawn to spawn)."""
+        _Q.pack_into(self.buf, HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * index + 8, value)
 
     def clear_record(self) -> None:
         """Forget a previous run's failure record before the table is reused."""

@@ -87,3 +87,22 @@ async def test_no_recursion_budget_lost_over_many_spawns():
         st = await cmd.status()
         assert st.code == 0
     assert depth(limit - 100) == limit - 100
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_concurrent_spawns_leave_nothing():
+    """The same with 32 children at a time, through the job runner: the
+    native executor then clones without CLONE_VFORK and reuses tables after
+    each exec; nothing may grow, and no thread is started."""
+    import aunshare
+
+    jobs = [["/bin/true"], ["sh", "-c", "echo x"], ["/no/such/program"]]
+    await aunshare.run_many(jobs * 4, limit=8)  # warm up
+    fds, threads = open_fds(), _threads()
+    results = await aunshare.run_many((jobs[i % 3] for i in range(SOAK)), limit=32)
+    assert [r.ok for r in results[:3]] == [True, True, False]
+    assert sum(r.error is not None for r in results) == (SOAK + 1) // 3
+    assert open_fds() == fds
+    assert zombie_children() == []
+    assert _threads() <= threads

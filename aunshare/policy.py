@@ -1,0 +1,112 @@
+"""How a child is stopped when its supervision ends early: :class:`KillPolicy`.
+
+Pure data, like :class:`~aunshare.command.Command`. The async layer
+(:mod:`aunshare.supervise`) carries a policy out when a ``with`` block around
+a child fails or is cancelled, when :func:`aunshare.run` times out, or when
+:meth:`Child.shutdown() <aunshare.Child.shutdown>` is called:
+
+1. send ``signal`` (default SIGTERM, followed by SIGCONT so that a stopped
+   process can act on it) to the target;
+2. wait up to ``grace`` seconds for the target to exit;
+3. send SIGKILL to the target, then reap the child.
+
+The tree targets are killed *before* the child is reaped: while the child is
+an unreaped zombie its pid, and so its process group id, cannot be reused.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import signal as _signal
+from dataclasses import dataclass
+
+__all__ = ["KillPolicy", "KillTarget", "DEFAULT_KILL_POLICY"]
+
+
+class KillTarget(enum.Enum):
+    """What a :class:`KillPolicy` signals."""
+
+    AUTO = "auto"
+    """The largest unit the child owns: its cgroup when it was started in one
+    (:meth:`Command.new_cgroup <aunshare.Command.new_cgroup>`), else its
+    process group when it leads one (:meth:`Command.make_group_leader
+    <aunshare.Command.make_group_leader>`), else the child alone."""
+    CHILD = "child"
+    """The child process only; anything it started is left alone."""
+    GROUP = "group"
+    """The child's process group. Asking for it makes the child a group leader
+    at spawn (``setpgid(0, 0)``), so the group is the child's own. Catches
+    children and grandchildren that stay in the group, including ones that
+    double-fork into the background; not ones that call ``setsid`` or
+    ``setpgid`` themselves. The grace period ends when the child itself
+    exits: whatever is left of the group is then killed."""
+    CGROUP = "cgroup"
+    """Every process in the child's own cgroup v2 (``cgroup.kill``), which
+    nothing in it can leave without privilege. Needs :meth:`Command.new_cgroup
+    <aunshare.Command.new_cgroup>`. The grace period ends when the cgroup is
+    empty; the cgroup is removed once it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class KillPolicy:
+    """How to stop a child (and what it started) when supervision ends early.
+
+    ``KillPolicy()`` is SIGTERM, 5 seconds of grace, then SIGKILL, aimed at
+    :attr:`KillTarget.AUTO`. ``KillPolicy(grace=0)`` kills at once. Set one on
+    a command with :meth:`Command.kill_policy <aunshare.Command.kill_policy>`,
+    change it on a running child through :attr:`Child.kill_policy
+    <aunshare.Child.kill_policy>`, or pass one to :meth:`Child.shutdown
+    <aunshare.Child.shutdown>`. ``target`` also accepts the strings
+    ``"auto"``, ``"child"``, ``"group"`` and ``"cgroup"``.
+    """
+
+    signal: int = _signal.SIGTERM
+    """The first signal (1-64). SIGKILL here means: no grace, kill at once."""
+    grace: float = 5.0
+    """Seconds to wait after the first signal before SIGKILL; 0 skips the first
+    signal entirely."""
+    target: KillTarget = KillTarget.AUTO
+    """Who gets the signals: see :class:`KillTarget`."""
+
+    def __post_init__(self) -> None:
+        sig = self.signal
+        if isinstance(sig, bool) or not isinstance(sig, int):
+            raise TypeError(f"KillPolicy signal must be a signal number, not {type(sig).__name__}")
+        if not 1 <= sig <= 64:
+            raise ValueError(f"KillPolicy signal must be a signal number from 1 to 64, got {sig}")
+        grace = self.grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+            raise TypeError(f"KillPolicy grace must be a number of seconds, "
+                            f"not {type(grace).__name__}")
+        if not math.isfinite(grace) or grace < 0:
+            raise ValueError(f"KillPolicy grace must be a finite number of seconds >= 0, "
+                             f"got {grace}")
+        target = self.target
+        if not isinstance(target, KillTarget):
+            try:
+                target = KillTarget(target)
+            except ValueError:
+                choices = ", ".join(repr(t.value) for t in KillTarget)
+                raise ValueError(f"KillPolicy target must be a KillTarget or one of "
+                                 f"{choices}, got {target!r}") from None
+        # Normalised so that equal policies compare (and hash) equal.
+        object.__setattr__(self, "signal", int(sig))
+        object.__setattr__(self, "grace", float(grace))
+        object.__setattr__(self, "target", target)
+
+    @property
+    def immediate(self) -> bool:
+        """True when the policy kills at once (no grace or a SIGKILL first)."""
+        return self.grace == 0 or self.signal == _signal.SIGKILL
+
+    def __repr__(self) -> str:
+        try:
+            name = _signal.Signals(self.signal).name
+        except ValueError:
+            name = str(self.signal)
+        return f"KillPolicy(signal={name}, grace={self.grace:g}, target={self.target.value!r})"
+
+
+DEFAULT_KILL_POLICY = KillPolicy()
+"""SIGTERM, 5 s, SIGKILL, target AUTO: what a child gets unless told otherwise."""

@@ -1,0 +1,439 @@
+"""Running commands to completion: :func:`run` (one, subprocess-style) and
+the job runner :func:`run_many` / :func:`run_as_completed` (many, at most
+``limit`` at once).
+
+Each child is started as the leader of a new process group by default, so
+its kill policy (target AUTO) reaches everything it started: a timeout or a
+cancellation never leaves a grandchild behind. While output is being
+collected the child is left unreaped, which keeps its process group id (and
+pid) from being reused until the group has been dealt with.
+
+No thread is used, per child or otherwise: a job runner with ``limit=N``
+is N tasks, each awaiting its child's pidfd and pipes on the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from subprocess import CompletedProcess
+from typing import Any, Union
+
+import anyio
+
+from . import errors
+from ._tasks import background_tasks
+from .child import Child, spawn
+from .command import Command, Stdio, StrOrBytesPath
+from .policy import KillPolicy
+from .status import ExitStatus
+from .streams import PipeReader, PipeWriter
+
+__all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
+
+CommandLike = Union[Command, Sequence[StrOrBytesPath]]
+"""A :class:`Command`, or an argument list whose first item is the program."""
+
+
+def _as_command(item: object, what: str) -> tuple[Command, Any]:
+    """(a private Command to adjust, the ``args`` to report) for ``item``."""
+    if isinstance(item, Command):
+        return item._copy(), [os.fsdecode(a) for a in item.get_argv()]
+    if isinstance(item, (str, bytes, os.PathLike)):
+        raise TypeError(f"{what} takes an argument list or a Command, not a single "
+                        f"{type(item).__name__}: aunshare runs no shell (use "
+                        f"['sh', '-c', {item!r}] for shell syntax)")
+    if not isinstance(item, Sequence):
+        raise TypeError(f"{what} takes an argument list or a Command, "
+                        f"not {type(item).__name__}")
+    if not item:
+        raise ValueError(f"{what} got an empty argument list")
+    return Command(item[0]).args(item[1:]), item
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout > 0 or math.isnan(timeout):
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+
+
+async def _feed(stream: PipeWriter, data: bytes) -> None:
+    try:
+        if data:
+            await stream.send(data)
+    except anyio.BrokenResourceError:
+        pass  # the child closed its stdin early, as subprocess tolerates
+    finally:
+        await stream.aclose()
+
+
+async def _drain(stream: PipeReader, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            chunks.append(await stream.receive(1 << 20))
+        except anyio.EndOfStream:
+            return
+
+
+def _read_ready(stream: PipeReader | None, chunks: list[bytes]) -> None:
+    """Whatever is already buffered in the pipe, without waiting."""
+    if stream is None or stream.fileno() < 0:
+        return
+    while True:
+        try:
+            data = os.read(stream.fileno(), 1 << 20)
+        except (BlockingIOError, OSError):
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    status: ExitStatus
+    stdout: bytes | None
+    stderr: bytes | None
+
+
+async def _supervise(child: Child, args: Any, input: bytes | None,
+                     timeout: float | None) -> _Finished:
+    """Feed, collect, wait; on timeout stop the child by its policy and raise
+    TimeoutExpired; on anything else (a cancellation) stop it and re-raise."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    try:
+        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            if child.stdin is None and child.stdout is None and child.stderr is None:
+                await child._until_exited()
+            else:
+                async with anyio.create_task_group() as tg:
+                    if child.stdin is not None:
+                        tg.start_soon(_feed, child.stdin, input or b"")
+                    if child.stdout is not None:
+                        tg.start_soon(_drain, child.stdout, out)
+                    if child.stderr is not None:
+                        tg.start_soon(_drain, child.stderr, err)
+                    # Not reaped yet: its process group stays ours to kill.
+                    await child._until_exited()
+        if scope.cancelled_caught:
+            status = await child.shutdown()
+            _read_ready(child.stdout, out)
+            _read_ready(child.stderr, err)
+            raise errors.TimeoutExpired(
+                args, timeout,  # type: ignore[arg-type]
+                b"".join(out) if child.stdout is not None else None,
+                b"".join(err) if child.stderr is not None else None, status=status)
+        status = await child.wait()
+    finally:
+        await child.aclose()  # a no-op for the child once reaped; clears its cgroup
+    return _Finished(status,
+                     b"".join(out) if child.stdout is not None else None,
+                     b"".join(err) if child.stderr is not None else None)
+
+
+def _prepare(cmd: Command, *, input: bytes | None, capture_output: bool,
+             stdin_default: Stdio | None, cwd: StrOrBytesPath | None,
+             env: Mapping[Any, Any] | None, kill_policy: KillPolicy | None,
+             process_group: bool) -> None:
+    if input is not None:
+        if not isinstance(input, (bytes, bytearray, memoryview)):
+            raise TypeError(f"input must be bytes, not {type(input).__name__}")
+        cmd.stdin(Stdio.piped())
+    elif stdin_default is not None and 0 not in cmd._fds:
+        cmd.stdin(stdin_default)
+    if capture_output:
+        cmd.stdout(Stdio.piped()).stderr(Stdio.piped())
+    if cwd is not None:
+        cmd.current_dir(cwd)
+    if env is not None:
+        cmd.env_clear().envs(env)
+    if kill_policy is not None:
+        cmd.kill_policy(kill_policy)
+    if process_group:
+        cmd.make_group_leader()
+
+
+async def run(
+    args: CommandLike,
+    *,
+    input: bytes | None = None,
+    capture_output: bool = False,
+    check: bool = False,
+    timeout: float | None = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[Any, Any] | None = None,
+    kill_policy: KillPolicy | None = None,
+    process_group: bool = True,
+) -> CompletedProcess[bytes]:
+    """Run a command to completion, like :func:`subprocess.run`, on the event loop.
+
+    ``args`` is an argument list (no shell: a single string is refused) or a
+    :class:`Command`, which is not modified. ``input`` is written to the
+    child's stdin (then closed); without it stdin is the Command's, by
+    default inherited. ``capture_output`` pipes stdout and stderr into the
+    result (bytes; None when not captured). ``cwd`` and ``env`` (the whole
+    environment) override the Command's.
+
+    ``timeout`` (seconds): when it expires the child is stopped by its kill
+    policy (``kill_policy``, else the Command's, else SIGTERM, 5 s, SIGKILL),
+    reaped, and :class:`~aunshare.TimeoutExpired` is raised with the output
+    captured so far. With ``process_group`` (the default) the child leads a
+    new process group and the policy's AUTO target kills the whole group, so
+    nothing it started survives the timeout; a Command with
+    :meth:`~Command.new_cgroup` is killed as its cgroup instead. A
+    cancellation of the caller does the same before it propagates.
+
+    Returns :class:`subprocess.CompletedProcess`; with ``check`` a non-zero
+    exit raises :class:`~aunshare.CalledProcessError` (a
+    :class:`subprocess.CalledProcessError`). Spawn failures raise the typed
+    :class:`~aunshare.Error` subclasses.
+    """
+    _check_timeout(timeout)
+    cmd, shown = _as_command(args, "run()")
+    _prepare(cmd, input=input, capture_output=capture_output, stdin_default=None, cwd=cwd,
+             env=env, kill_policy=kill_policy, process_group=process_group)
+    child = await spawn(cmd)
+    done = await _supervise(child, shown, None if input is None else bytes(input), timeout)
+    code = done.status.returncode
+    if check and code != 0:
+        raise errors.CalledProcessError(code, shown, done.stdout, done.stderr, status=done.status)
+    return CompletedProcess(shown, code, done.stdout, done.stderr)
+
+
+# -- the job runner ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """The outcome of one job of :func:`run_many` / :func:`run_as_completed`."""
+
+    index: int
+    """The job's position among the submitted commands (0-based)."""
+    args: Any
+    """The command as submitted: its argument list (a Command's argv, decoded)."""
+    status: ExitStatus | None
+    """How the child ended; None when it never started (see ``error``)."""
+    stdout: bytes | None
+    """Captured stdout (None when not captured)."""
+    stderr: bytes | None
+    """Captured stderr (None when not captured)."""
+    error: errors.Error | None
+    """Why the job failed: a spawn error (:class:`~aunshare.Exec`, ...),
+    :class:`~aunshare.TimeoutExpired`, or with ``check``
+    :class:`~aunshare.CalledProcessError`; None when it did not."""
+    elapsed: float
+    """Seconds from the start of the spawn to the end of the job."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The subprocess-style return code, or None when the child never started."""
+        return None if self.status is None else self.status.returncode
+
+    @property
+    def ok(self) -> bool:
+        """True when the job ran, did not time out, and exited with code 0."""
+        return self.error is None and self.status is not None and self.status.success()
+
+
+Progress = Callable[[JobResult, int, Union[int, None]], Union[Awaitable[Any], Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _JobOptions:
+    limit: int
+    timeout: float | None
+    capture_output: bool
+    check: bool
+    fail_fast: bool
+    progress: Progress | None
+    kill_policy: KillPolicy | None
+    process_group: bool
+
+
+def _options(limit: int | None, timeout: float | None, capture_output: bool, check: bool,
+             fail_fast: bool, progress: Progress | None, kill_policy: KillPolicy | None,
+             process_group: bool) -> _JobOptions:
+    if limit is None:
+        limit = os.cpu_count() or 4
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    _check_timeout(timeout)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    if kill_policy is not None and not isinstance(kill_policy, KillPolicy):
+        raise TypeError(f"kill_policy must be a KillPolicy, not {type(kill_policy).__name__}")
+    return _JobOptions(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
+                       process_group)
+
+
+async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
+    cmd, shown = _as_command(item, "run_many()")
+    _prepare(cmd, input=None, capture_output=opts.capture_output,
+             stdin_default=Stdio.null(), cwd=None, env=None,
+             kill_policy=opts.kill_policy, process_group=opts.process_group)
+    t0 = time.monotonic()
+    try:
+        child = await spawn(cmd)
+        done = await _supervise(child, shown, None, opts.timeout)
+    except errors.TimeoutExpired as exc:
+        return JobResult(index, shown, exc.status, exc.output, exc.stderr, exc,
+                         time.monotonic() - t0)
+    except errors.Error as exc:  # the spawn failed: no child
+        return JobResult(index, shown, None, None, None, exc, time.monotonic() - t0)
+    error = None
+    if opts.check and not done.status.success():
+        error = errors.CalledProcessError(done.status.returncode, shown, done.stdout,
+                                          done.stderr, status=done.status)
+    return JobResult(index, shown, done.status, done.stdout, done.stderr, error,
+                     time.monotonic() - t0)
+
+
+async def _run_jobs(commands: Iterable[CommandLike], opts: _JobOptions,
+                    emit: Callable[[JobResult], Awaitable[None]]) -> None:
+    """Run every command, at most ``opts.limit`` at once, emitting each result
+    as it completes. Raises the first failure in fail-fast mode, and any
+    error of the iterable, of a command's conversion or of ``emit``."""
+    total = len(commands) if hasattr(commands, "__len__") else None  # type: ignore[arg-type]
+    jobs = enumerate(commands)
+    done = 0
+    failure: list[BaseException] = []
+
+    async def worker(scope: anyio.CancelScope) -> None:
+        nonlocal done
+        try:
+            # The workers share one iterator: a job is taken only when a slot is free.
+            for index, item in jobs:
+                result = await _run_job(index, item, opts)
+                done += 1
+                await emit(result)
+                if opts.progress is not None:
+                    ret = opts.progress(result, done, total)
+                    if inspect.isawaitable(ret):
+                        await ret
+                if opts.fail_fast and result.error is not None:
+                    raise result.error
+        except Exception as exc:  # not lost in an ExceptionGroup: the first one wins
+            if not failure:
+                failure.append(exc)
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(opts.limit if total is None else min(opts.limit, total)):
+            tg.start_soon(worker, tg.cancel_scope)
+    if failure:
+        raise failure[0]
+
+
+async def run_many(
+    commands: Iterable[CommandLike],
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+    capture_output: bool = True,
+    check: bool = False,
+    fail_fast: bool = False,
+    progress: Progress | None = None,
+    kill_policy: KillPolicy | None = None,
+    process_group: bool = True,
+) -> list[JobResult]:
+    """Run every command, at most ``limit`` (default: the CPU count) at once,
+    and return one :class:`JobResult` per command, in submission order.
+
+    ``commands`` is any iterable of argument lists or Commands (Commands are
+    not modified); it is consumed lazily, one item as a slot frees up, so a
+    generator of a million jobs is fine. Each job's stdin is /dev/null
+    unless its Command sets it; with ``capture_output`` (the default) its
+    stdout and stderr are collected.
+
+    ``timeout`` applies to each job: the job's child is stopped by the kill
+    policy and the job's result carries :class:`~aunshare.TimeoutExpired`.
+    With ``check``, a non-zero exit is an error too
+    (:class:`~aunshare.CalledProcessError`). ``progress(result, done,
+    total)`` is called (and awaited, if it returns an awaitable) after each
+    job; ``total`` is None for an iterable without a length.
+
+    Errors: by default every job runs and errors are collected in the
+    results. With ``fail_fast`` the first failing job stops the run: jobs
+    not started are skipped, running ones are stopped by their kill policy,
+    and that job's error is raised. An exception from ``progress`` or from
+    the iterable stops the run the same way and is raised.
+    """
+    opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
+                    process_group)
+    results: dict[int, JobResult] = {}
+
+    async def keep(result: JobResult) -> None:
+        results[result.index] = result
+
+    await _run_jobs(commands, opts, keep)
+    return [results[i] for i in range(len(results))]
+
+
+class _Results:
+    """The async iterator :func:`run_as_completed` yields."""
+
+    def __init__(self, receive: anyio.abc.ObjectReceiveStream[JobResult | BaseException]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Results:
+        return self
+
+    async def __anext__(self) -> JobResult:
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@asynccontextmanager
+async def run_as_completed(
+    commands: Iterable[CommandLike],
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+    capture_output: bool = True,
+    check: bool = False,
+    fail_fast: bool = False,
+    progress: Progress | None = None,
+    kill_policy: KillPolicy | None = None,
+    process_group: bool = True,
+) -> AsyncIterator[AsyncIterator[JobResult]]:
+    """:func:`run_many` as an async iterator of results in completion order::
+
+        async with aunshare.run_as_completed(commands, limit=8) as results:
+            async for result in results:
+                print(result.index, result.returncode)
+
+    The same options as :func:`run_many`; with ``fail_fast`` the iteration
+    raises the first failure. Leaving the block early (``break``, an error,
+    a cancellation) stops the jobs still running by their kill policy and
+    starts no more; the block exits once they are reaped.
+    """
+    opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
+                    process_group)
+    send, receive = anyio.create_memory_object_stream[Union[JobResult, BaseException]](opts.limit)
+
+    async def produce() -> None:
+        async with send:
+            try:
+                await _run_jobs(commands, opts, send.send)
+            except Exception as exc:  # handed to the iterating block, not lost in a group
+                await send.send(exc)
+
+    # Exit order: stop the jobs first, then close the receiving end.
+    async with receive, background_tasks() as tg:
+        tg.start_soon(produce)
+        yield _Results(receive)
