@@ -5,19 +5,32 @@ memory, or ``AUNSHARE_EXECUTOR=portable``. The child is a copy of the
 parent (no CLONE_VM), so running Python in it corrupts nothing of the
 parent's; the price is copying page tables, which grows with the parent's
 size. clone3 is called through a ctypes function that keeps the GIL held,
-so the child starts owning it; it then makes the plan's syscalls through
-the same function and never returns to the caller: it execs or exits.
+so the child starts owning it; around the clone the interpreter gets the
+same before/after-fork bookkeeping os.fork gives it. The child then makes
+the plan's syscalls through the same function and never returns to the
+caller: it execs or exits.
+
+What remains outside the interpreter's reach: glibc's own fork handlers do
+not run for a raw clone, so a malloc lock held by another thread at that
+instant stays held in the copy. The child's path allocates almost nothing
+(small objects come from the interpreter's pools or the thread's cache),
+but the native executor, whose child allocates nothing at all, is the one
+to prefer.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
+import operator
 import os
 import signal
 import struct
+from collections import deque
+from itertools import takewhile
 
-from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PIDFD, SYSCALLS
+from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS
 from ..plan import EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS
 from .table import Table
 
@@ -28,6 +41,14 @@ _sc = _py.syscall
 _sc.restype = ctypes.c_long
 _sc.argtypes = [ctypes.c_long] * 7
 _ALL = set(range(1, signal.NSIG)) - {32, 33}  # glibc reserves 32 and 33
+# The interpreter's own bookkeeping around a process clone, as os.fork does
+# it (import lock, thread states, the GIL, at-fork hooks).
+_before_fork = ctypes.pythonapi.PyOS_BeforeFork
+_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
+for _f in (_before_fork, _after_fork_parent, _after_fork_child):
+    _f.restype = None
+    _f.argtypes = []
 
 
 def _mask_bits(sigs: set[signal.Signals] | set[int]) -> int:
@@ -49,21 +70,33 @@ class PortableExecutor:
         The child is a separate copy, so it always reports on ``errfd``
         (``vfork`` is ignored: the parent must watch the pipe to EOF).
         """
-        table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | clone_flags, signal.SIGCHLD,
-                        cgroup=cgroup_fd)
+        # CLONE_PARENT_SETTID: the pid lands in the header (parent's copy only)
+        table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID | clone_flags,
+                        signal.SIGCHLD, cgroup=cgroup_fd)
         exit_nr = SYSCALLS["exit"]
         rows = table.rows()
         old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)
         table.set_saved_mask(_mask_bits(old))
         gc_enabled = gc.isenabled()
         gc.disable()  # no collection (and no finalizer) may run in the child
+        me = os.getpid()
+        clone = functools.partial(_sc, SYSCALLS["clone3"], table.clone_args, CLONE_ARGS_SIZE,
+                                  0, 0, 0, 0)
+        _before_fork()
         try:
-            pid = _sc(SYSCALLS["clone3"], table.clone_args, CLONE_ARGS_SIZE, 0, 0, 0, 0)
-            if pid == 0:
+            # No bytecode may run in the child before PyOS_AfterFork_Child:
+            # the interpreter checks for pending work at the end of the very
+            # call that returns from clone3, and a GIL drop request copied
+            # from another thread would wait forever for that thread. So the
+            # clone and the child's after-fork call are chained in C: the
+            # parent's nonzero result (pid, or -1) stops the chain, the
+            # child's 0 lets it go on to the after-fork call.
+            deque(takewhile(operator.not_, map(operator.call, (clone, _after_fork_child))), 0)
+            if os.getpid() != me:
                 _run_child(table, rows, errfd, exit_nr)
-            if pid == -1:
-                pid = -ctypes.get_errno()
+            pid = table.child_pid() or -ctypes.get_errno()
         finally:
+            _after_fork_parent()
             if gc_enabled:
                 gc.enable()
             signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -6,7 +6,7 @@ executors use this layout; the native one runs it from machine code, the
 portable one from a forked Python.
 
 Header: +0 full signal mask, +8 saved mask, +16 u32 step index, +20 u32 errno,
-+24 the pidfd clone3 returns.
++24 the pidfd clone3 returns, +28 the child's pid (with CLONE_PARENT_SETTID).
 Step (72 bytes): syscall number, six arguments, flags, code (= step index).
 
 This runs on every spawn, so it writes through a memoryview (slice
@@ -83,8 +83,8 @@ class Table:
     def set_clone(self, flags: int, exit_signal: int, stack: int = 0, stack_size: int = 0,
                   cgroup: int = 0) -> None:
         """Fill struct clone_args; with CLONE_PIDFD the pidfd lands in the header."""
-        _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, 0, exit_signal,
-                         stack, stack_size, 0, 0, 0, cgroup)
+        _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, self.base + 28,
+                         exit_signal, stack, stack_size, 0, 0, 0, cgroup)
 
     def set_first_arg(self, index: int, value: int) -> None:
         """Change the first argument of step ``index`` (a reused table's dup3
@@ -102,6 +102,10 @@ class Table:
     def pidfd(self) -> int:
         """The pidfd clone3 stored in the header."""
         return struct.unpack_from("=i", self.buf, 24)[0]
+
+    def child_pid(self) -> int:
+        """The pid clone3 stored with CLONE_PARENT_SETTID (0 in the child's copy)."""
+        return struct.unpack_from("=i", self.buf, 28)[0]
 
     def set_saved_mask(self, mask: int) -> None:
         """Store the parent's signal mask where the plan's restore step reads it."""
