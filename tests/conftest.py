@@ -63,6 +63,12 @@ def cgroup_session_parent():
     if base is None:
         print(f"\nskipping cgroup tests: {reason}", file=sys.stderr)
         pytest.skip(reason)
+    for stale in Path(base).glob("aunshare-tests-*"):  # of a killed session
+        if not Path("/proc", stale.name.rsplit("-", 1)[1]).exists():
+            try:
+                stale.rmdir()
+            except OSError:
+                pass
     path = os.path.join(base, f"aunshare-tests-{os.getpid()}")
     try:
         os.mkdir(path)
