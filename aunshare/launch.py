@@ -178,7 +178,7 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple
         path = cmd._env.get(b"PATH") if cmd._env_clear else os.environb.get(b"PATH")
     return (
         cmd._program, tuple(cmd._args), cmd._arg0, cmd._env_clear, tuple(cmd._env.items()),
-        cmd._cwd, tuple((source >= 0, target) for source, target in moves), tuple(cmd._close),
+        cmd._cwd, tuple([(source >= 0, target) for source, target in moves]), tuple(cmd._close),
         cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
         cmd._pty_target(), cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy,

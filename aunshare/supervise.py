@@ -41,6 +41,7 @@ __all__ = ["shutdown", "resolve_policy", "wait_cgroup_empty"]
 
 
 @functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=256)  # on every spawn; dataclasses.replace is slow
 def resolve_policy(policy: KillPolicy, *, group_leader: bool, cgroup: bool) -> KillPolicy:
     """``policy`` with its target made concrete for a child that leads its
     own process group (``group_leader``) and/or has its own cgroup.
