@@ -113,7 +113,20 @@ def _dup_fileobj(file: Any, what: str) -> _OwnedFd:
         raise ValueError(f"{what}: cannot duplicate fd {fd}: {exc.strerror}") from None
 
 
-class Fd:
+class _Spec:
+    """What one descriptor of the child is to be: a kind and its data."""
+
+    __slots__ = ("kind", "fd", "owned", "arg")
+
+    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
+                 arg: Any = None) -> None:
+        self.kind = kind
+        self.fd = fd
+        self.owned = owned
+        self.arg = arg
+
+
+class Fd(_Spec):
     """What the child gets on one file descriptor number.
 
     Use the constructors: :meth:`piped_read`, :meth:`piped_write`,
@@ -121,18 +134,11 @@ class Fd:
     :meth:`from_fd`, :meth:`dup_file`.
     """
 
-    __slots__ = ("kind", "fd", "owned", "arg")
-
     # kinds: "pipe_r" (child reads), "pipe_w" (child writes), "inherit",
     # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup);
     # from Stdio only: "path" (arg: (path, "r"|"w"|"a")), "pty" (arg: (rows,
     # cols), each None for the default), "merge" (fd 2 gets fd 1's source)
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
-                 arg: Any = None) -> None:
-        self.kind = kind
-        self.fd = fd
-        self.owned = owned
-        self.arg = arg
+    __slots__ = ()
 
     @classmethod
     def piped_read(cls) -> Fd:
@@ -209,18 +215,11 @@ def _check_size(value: object, what: str) -> int | None:
     return value
 
 
-class Stdio:
+class Stdio(_Spec):
     """What the child gets as stdin, stdout or stderr."""
 
-    __slots__ = ("kind", "fd", "owned", "arg")
-
     # kinds: "piped", "null", "inherit", "fd", "file", "path", "pty", "merge"
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
-                 arg: Any = None) -> None:
-        self.kind = kind
-        self.fd = fd
-        self.owned = owned
-        self.arg = arg
+    __slots__ = ()
 
     @classmethod
     def piped(cls) -> Stdio:
