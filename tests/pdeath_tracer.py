@@ -152,8 +152,14 @@ def main() -> dict:
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
             return {"outcome": "exited", "code": code}
         time.sleep(0.01)
-    with open(f"/proc/{child}/comm") as f:
-        comm = f.read().strip()
+    # Alive: give a loaded machine time to finish the exec before looking.
+    end = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{child}/comm") as f:
+            comm = f.read().strip()
+        if comm == "sleep" or time.monotonic() > end:
+            break
+        time.sleep(0.01)
     with open(f"/proc/{child}/stat") as f:
         ppid = int(f.read().rsplit(")", 1)[1].split()[1])
     os.kill(child, signal.SIGKILL)
