@@ -28,7 +28,7 @@ import os
 import signal
 import struct
 from collections import deque
-from itertools import takewhile
+from itertools import repeat
 
 from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS
 from ..plan import EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS
@@ -49,6 +49,10 @@ _after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
 for _f in (_before_fork, _after_fork_parent, _after_fork_child):
     _f.restype = None
     _f.argtypes = []
+# What to call after each step of the chain in start(): nothing after
+# PyOS_BeforeFork (it returns None; tuple() is a C no-op), the child's
+# bookkeeping after clone3 returned 0, the parent's after any other result.
+_AFTER = {None: tuple, 0: _after_fork_child}
 
 
 def _mask_bits(sigs: set[signal.Signals] | set[int]) -> int:
@@ -82,21 +86,25 @@ class PortableExecutor:
         me = os.getpid()
         clone = functools.partial(_sc, SYSCALLS["clone3"], table.clone_args, CLONE_ARGS_SIZE,
                                   0, 0, 0, 0)
-        _before_fork()
         try:
-            # No bytecode may run in the child before PyOS_AfterFork_Child:
-            # the interpreter checks for pending work at the end of the very
-            # call that returns from clone3, and a GIL drop request copied
-            # from another thread would wait forever for that thread. So the
-            # clone and the child's after-fork call are chained in C: the
-            # parent's nonzero result (pid, or -1) stops the chain, the
-            # child's 0 lets it go on to the after-fork call.
-            deque(takewhile(operator.not_, map(operator.call, (clone, _after_fork_child))), 0)
+            # No bytecode may run from PyOS_BeforeFork to the end of the
+            # clone's bookkeeping: between them this thread holds the
+            # interpreter's runtime and import locks, and bytecode can hand
+            # the GIL to a thread that then waits for those locks (seen on
+            # 3.13: a deadlock with a thread being started). In the child,
+            # the interpreter would also check for pending work at the end
+            # of the call that returns from clone3, and a GIL drop request
+            # copied from another thread would wait forever for a thread the
+            # copy does not have. So the whole sequence is chained in C:
+            # before-fork, clone3, then by clone3's result the parent's
+            # after-fork (pid or -1) or the child's (0).
+            results = map(operator.call, (_before_fork, clone))
+            after = map(_AFTER.get, results, repeat(_after_fork_parent))
+            deque(map(operator.call, after), 0)
             if os.getpid() != me:
                 _run_child(table, rows, errfd, exit_nr)
             pid = table.child_pid() or -ctypes.get_errno()
         finally:
-            _after_fork_parent()
             if gc_enabled:
                 gc.enable()
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
