@@ -98,25 +98,8 @@ def open_fds() -> set[int]:
     return {int(x) for x in os.listdir("/proc/self/fd")}
 
 
-def zombie_children() -> list[int]:
-    """Pids of this process's children that are zombies."""
-    me = os.getpid()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z" and int(fields[1]) == me:
-            out.append(int(name))
-    return out
-
-
-def live_children() -> list[int]:
-    """Pids of this process's children that are still running (not zombies)."""
+def _children() -> list[tuple[int, str]]:
+    """(pid, state letter) of each of this process's children."""
     me = str(os.getpid())
     out = []
     for name in os.listdir("/proc"):
@@ -127,9 +110,19 @@ def live_children() -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if fields[1] == me and fields[0] not in ("Z", "X"):
-            out.append(int(name))
+        if fields[1] == me:
+            out.append((int(name), fields[0]))
     return out
+
+
+def zombie_children() -> list[int]:
+    """Pids of this process's children that are zombies."""
+    return [pid for pid, state in _children() if state == "Z"]
+
+
+def live_children() -> list[int]:
+    """Pids of this process's children that are still running (not zombies)."""
+    return [pid for pid, state in _children() if state not in ("Z", "X")]
 
 
 def descendants(pid: int) -> set[int]:
