@@ -4,10 +4,13 @@ anyio event loop (asyncio, uvloop, trio).
 The pieces, from data to the event loop:
 
 * :mod:`aunshare.command` - :class:`Command`, :class:`Stdio`, :class:`Fd`: pure data;
-  :mod:`aunshare.policy` - :class:`KillPolicy`, how a child is stopped.
+  :mod:`aunshare.namespaces` - :class:`Namespace`, :class:`UidMap`, :class:`GidMap`,
+  :class:`Capability`; :mod:`aunshare.policy` - :class:`KillPolicy`, how a child is stopped.
 * :mod:`aunshare.plan` - what the child does between clone and exec, in order.
 * :mod:`aunshare.executors` - what clones the child and runs the plan.
 * :mod:`aunshare.launch` and :mod:`aunshare.cgroup` - the parent's side, synchronous.
+* :mod:`aunshare.handshake` - what the parent does while a child waits (id maps,
+  newuidmap/newgidmap, the before-unfreeze hook).
 * :mod:`aunshare.child` - :class:`Child` with its streams; :mod:`aunshare.supervise` -
   carrying out kill policies.
 * :mod:`aunshare.events` - :func:`child_events`, :func:`reap_zombies`: watch many children.
@@ -20,9 +23,10 @@ from .command import Command, Fd, Stdio
 from .errors import (
     AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CalledProcessError, CapSet,
     CgroupError, ChangeRoot, Chdir, CreatePipe, Error, Exec, Fork, LineTooLong, NixError,
-    ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetUser, StdioError,
+    ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetRlimit, SetUser, StdioError,
     TimeoutExpired, UnknownError, WaitError,
 )
+from .namespaces import Capability, GidMap, Namespace, UidMap
 from .events import ChildEvent, ChildEventKind, ChildEvents, child_events, reap_zombies
 from .policy import KillPolicy, KillTarget
 from .runner import JobResult, run, run_as_completed, run_many
@@ -34,11 +38,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Command", "Stdio", "Fd", "Child", "Output", "ExitStatus", "ResourceUsage",
     "PipeReader", "PipeWriter", "KillPolicy", "KillTarget",
+    "Namespace", "UidMap", "GidMap", "Capability",
     "run", "run_many", "run_as_completed", "JobResult",
     "child_events", "reap_zombies", "ChildEvent", "ChildEventKind", "ChildEvents",
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
+    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
     "TimeoutExpired",
 ]

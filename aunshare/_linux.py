@@ -22,7 +22,8 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
         "openat": 257, "setns": 308, "unshare": 272, "chroot": 161,
         "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435,
-        "close_range": 436,
+        "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
+        "pivot_root": 155, "prlimit64": 302, "capset": 126,
     },
     "aarch64": {
         "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
@@ -31,7 +32,8 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
         "exit": 93, "waitid": 95, "openat": 56, "setns": 268, "unshare": 97,
         "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
-        "clone3": 435, "close_range": 436,
+        "clone3": 435, "close_range": 436, "sethostname": 161, "mount": 40,
+        "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91,
     },
 }
 
@@ -58,6 +60,20 @@ WNOHANG = 1
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# mount(2) and umount2(2)
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 2
+AT_FDCWD = -100
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
 # tty ioctls (asm-generic values, the same on x86_64 and aarch64)
 TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414

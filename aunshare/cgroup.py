@@ -121,6 +121,22 @@ def create(parent: bytes) -> tuple[bytes, int]:
     return path, fd
 
 
+def open_dir(path: bytes) -> int:
+    """An ``O_PATH | O_DIRECTORY`` descriptor of the existing cgroup v2
+    directory ``path``, for ``clone_args.cgroup``."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise errors.CgroupError(exc.errno, path, "the cgroup to start the child in",
+                                 action="open cgroup") from None
+    if not is_cgroup2(path):
+        os.close(fd)
+        raise errors.CgroupError(_errno.ENOTDIR, path, "not a cgroup v2 directory (see "
+                                 "/proc/self/mountinfo for the cgroup2 mount)",
+                                 action="open cgroup")
+    return fd
+
+
 def populated(path: bytes) -> bool:
     """True while a live process is in ``path`` or below (zombies do not count)."""
     try:

@@ -25,6 +25,7 @@ from . import errors, supervise
 from ._linux import (
     CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd,
 )
+from .handshake import run_handshake
 from .launch import Started, failed, release, start
 from .policy import DEFAULT_KILL_POLICY, KillPolicy
 from .status import ExitStatus, ResourceUsage
@@ -68,12 +69,30 @@ async def spawn(cmd: Command, default_stdio: str = "inherit") -> Child:
     _starting.add(token)
     try:
         started = start(cmd, default_stdio, allow_vfork=len(_starting) == 1 and not _unreaped)
+        if started.wake_fd >= 0:
+            await _handshake(cmd, started)
         if started.report_fd >= 0:
             await _await_exec(started)
             release(started)
         return Child(started, cmd._kill_policy)
     finally:
         _starting.discard(token)
+
+
+async def _handshake(cmd: Command, started: Started) -> None:
+    """The parent's part while the child waits (id maps, before_unfreeze),
+    then let it go on. On any failure or cancellation the child is killed
+    and reaped before the exception propagates."""
+    try:
+        await run_handshake(cmd, started.pid, started.wake_fd)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _abandon(started)
+        raise
+    finally:
+        if started.wake_fd >= 0:
+            os.close(started.wake_fd)
+            started.wake_fd = -1
 
 
 async def _await_exec(started: Started) -> None:
@@ -130,10 +149,10 @@ async def _abandon(started: Started) -> None:
         waitid_pidfd(started.pidfd, WEXITED)  # SIGKILL is prompt
     except OSError:
         pass
-    for fd in (started.pidfd, started.report_fd, *started.pipes.values()):
+    for fd in (started.pidfd, started.report_fd, started.wake_fd, *started.pipes.values()):
         if fd >= 0:
             os.close(fd)
-    started.pidfd = started.report_fd = -1
+    started.pidfd = started.report_fd = started.wake_fd = -1
     started.pipes = {}
     if started.cgroup is not None:
         await supervise.wait_cgroup_empty(started.cgroup)
@@ -174,6 +193,10 @@ class Child:
         until the exec) or "fork" (the event loop watched the error pipe until
         EOF: the portable executor, or the native one while other children
         are running, so that the loop keeps serving them)."""
+        self.handshake: bool = "handshake" in started.plan.features
+        """True when the parent acted while the child waited between clone
+        and exec (id maps written by the parent, newuidmap/newgidmap, a
+        before_unfreeze hook); False for the direct path."""
         # Wrap every parent end at once: a stream closes its descriptor even
         # when the Child is dropped without aclose_streams().
         streams: dict[int, _Stream] = {}

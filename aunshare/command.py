@@ -8,15 +8,20 @@ file's descriptor at once so the Command owns a copy). Starting a child is
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal as _signal
 import sys
 from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
+from ._linux import NS_GET_NSTYPE
+from .namespaces import Capability, GidMap, Namespace, UidMap, check_maps, to_namespaces
 from .policy import KillPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from .child import Child, Output
     from .status import ExitStatus
 
@@ -71,6 +76,20 @@ def _check_id(value: object, what: str) -> int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not 0 <= value <= _MAX_ID:
         raise ValueError(f"{what} must be between 0 and {_MAX_ID}, got {value}")
+    return value
+
+
+_RLIM_INFINITY = 2**64 - 1
+_SINGLE_NS = frozenset(int(ns) for ns in Namespace)
+
+
+def _check_limit(value: object, what: str) -> int:
+    if value is None or value == -1:  # resource.RLIM_INFINITY is -1 in Python
+        return _RLIM_INFINITY
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int or None, not {type(value).__name__}")
+    if not 0 <= value <= _RLIM_INFINITY:
+        raise ValueError(f"{what} must be between 0 and {_RLIM_INFINITY}, got {value}")
     return value
 
 
@@ -357,6 +376,23 @@ class Command:
         self._keep_sigmask = False
         self._kill_policy: KillPolicy | None = None
         self._cgroup_parent: bytes | None = None
+        self._cgroup_path: bytes | None = None
+        # isolation (see plan.py for the order the child applies it in)
+        self._unshare = Namespace(0)
+        self._setns: dict[Namespace, _OwnedFd] = {}
+        self._uid_maps: tuple[UidMap, ...] | None = None
+        self._gid_maps: tuple[GidMap, ...] | None = None
+        self._allow_setgroups: bool | None = None
+        self._id_map_commands: tuple[bytes, bytes] | None = None
+        self._self_map: str | None = None  # "root" or "current"
+        self._before_unfreeze: Callable[[int], Awaitable[object]] | None = None
+        self._chroot: bytes | None = None
+        self._pivot: tuple[bytes, bytes, bool] | None = None
+        self._hostname: bytes | None = None
+        self._mount_proc = False
+        self._keep_caps: frozenset[int] | None = None
+        self._no_new_privs = False
+        self._rlimits: dict[int, tuple[int, int]] = {}
 
     # -- program and arguments -------------------------------------------
     def arg(self, arg: StrOrBytesPath) -> Command:
@@ -606,6 +642,232 @@ class Command:
         its default action.
         """
         self._keep_sigmask = True
+        return self
+
+    # -- namespaces and isolation ------------------------------------------------------
+    def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
+        """Create the child in new namespaces: a :class:`Namespace` combination
+        (``Namespace.USER | Namespace.NET``) or an iterable of members. Adds
+        to the namespaces asked for before.
+
+        clone3 creates them with the child, so the child is, for example,
+        pid 1 of a new PID namespace. A new USER namespace owns the others,
+        which lets an unprivileged caller create them (give it an id map:
+        :meth:`map_root_user`, :meth:`set_id_maps`). TIME needs Linux 5.6.
+        """
+        self._unshare |= to_namespaces(namespaces, "unshare()")
+        return self
+
+    def set_namespace(self, file: IO[Any] | int | StrOrBytesPath, ns: Namespace) -> Command:
+        """Join an existing namespace of type ``ns`` (setns): ``file`` is an
+        open namespace file or its descriptor (e.g. ``/proc/PID/ns/net``
+        opened), or a path to one.
+
+        The descriptor is duplicated (close-on-exec) and owned by the
+        Command. The child joins in a fixed order: the user namespace
+        first, the mount namespace last (see :mod:`aunshare.plan`). Joining
+        a PID namespace places the child's children, not the child, in it.
+        Raises ValueError if the file is not a namespace of type ``ns``.
+        """
+        if not isinstance(ns, Namespace) or ns.value not in _SINGLE_NS:
+            raise TypeError(f"set_namespace() takes one Namespace member, got {ns!r}")
+        if isinstance(file, (str, bytes, os.PathLike)):
+            path = _to_bytes(file, "set_namespace path")
+            try:
+                owned = _OwnedFd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                raise ValueError(f"set_namespace: cannot open {os.fsdecode(path)!r}: "
+                                 f"{exc.strerror}") from None
+        else:
+            owned = _dup_fileobj(file, "set_namespace")
+        try:
+            kind = fcntl.ioctl(owned.fd, NS_GET_NSTYPE)
+        except OSError:
+            raise ValueError(f"set_namespace: {file!r} is not a namespace file "
+                             "(open /proc/PID/ns/<type>)") from None
+        if kind != ns.value:
+            try:
+                what = Namespace(kind).name
+            except ValueError:
+                what = hex(kind)
+            raise ValueError(f"set_namespace: {file!r} is a {what} namespace, "
+                             f"not {ns.name}")
+        self._setns[ns] = owned
+        return self
+
+    def set_id_maps(self, uid_maps: Iterable[UidMap], gid_maps: Iterable[GidMap], *,
+                    allow_setgroups: bool | None = None) -> Command:
+        """Map ids of a new user namespace (implies ``unshare(Namespace.USER)``).
+
+        The parent writes /proc/PID/uid_map and gid_map while the child
+        waits (the handshake), or runs the helpers of
+        :meth:`set_id_map_commands`. Before the gid map, ``deny`` is written
+        to /proc/PID/setgroups when the parent lacks CAP_SETGID (the kernel
+        requires it for an unprivileged gid map); ``allow_setgroups=True``
+        never writes it (the child may then call setgroups), False always
+        does. Replaces :meth:`map_root_user` / :meth:`map_current_user`.
+        """
+        if allow_setgroups is not None and not isinstance(allow_setgroups, bool):
+            raise TypeError("allow_setgroups must be True, False or None")
+        self._uid_maps = check_maps(uid_maps, UidMap, "set_id_maps uid_maps")  # type: ignore[assignment]
+        self._gid_maps = check_maps(gid_maps, GidMap, "set_id_maps gid_maps")  # type: ignore[assignment]
+        self._allow_setgroups = allow_setgroups
+        self._self_map = None
+        self._unshare |= Namespace.USER
+        return self
+
+    def set_id_map_commands(self, newuidmap: StrOrBytesPath,
+                            newgidmap: StrOrBytesPath) -> Command:
+        """Write the maps of :meth:`set_id_maps` with these helper programs
+        (shadow's ``newuidmap``/``newgidmap``, which let an unprivileged
+        user map the ranges /etc/subuid and /etc/subgid grant).
+
+        They run as awaited children of the parent while the child waits:
+        failing to start them is :class:`~aunshare.SetIdMap`, a non-zero
+        exit :class:`~aunshare.AuxCommandExited`, death by a signal
+        :class:`~aunshare.AuxCommandKilled`; their stderr is in the message.
+        """
+        self._id_map_commands = (_to_bytes(newuidmap, "newuidmap"),
+                                 _to_bytes(newgidmap, "newgidmap"))
+        return self
+
+    def map_root_user(self) -> Command:
+        """Be root in a new user namespace: uid and gid 0 inside map to the
+        caller's effective uid and gid (implies ``unshare(Namespace.USER)``).
+
+        The child writes its own one-line maps, so no handshake is needed
+        and the fast spawn path stays in use; setgroups is denied in the
+        namespace. Replaces :meth:`set_id_maps` and :meth:`map_current_user`.
+        """
+        return self._map_self("root")
+
+    def map_current_user(self) -> Command:
+        """Keep the caller's uid and gid in a new user namespace (each mapped
+        to itself; implies ``unshare(Namespace.USER)``). Like
+        :meth:`map_root_user`, done by the child itself."""
+        return self._map_self("current")
+
+    def _map_self(self, how: str) -> Command:
+        self._self_map = how
+        self._uid_maps = self._gid_maps = None
+        self._id_map_commands = None
+        self._unshare |= Namespace.USER
+        return self
+
+    def before_unfreeze(self, callback: Callable[[int], Awaitable[object]] | None) -> Command:
+        """Await ``callback(pid)`` in the parent after the id maps are written
+        and before the child goes on to exec (e.g. to move a network
+        interface into its namespace). It runs in the spawning task; an
+        exception from it is raised as :class:`~aunshare.BeforeUnfreeze`
+        with the original as ``__cause__``, and the child is killed and
+        reaped. None removes it.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("before_unfreeze() takes an async function of the child's pid")
+        self._before_unfreeze = callback
+        return self
+
+    def chroot_dir(self, path: StrOrBytesPath) -> Command:
+        """chroot to ``path`` before exec; the program and
+        :meth:`current_dir` are then looked up inside it (the working
+        directory defaults to its "/"). ChangeRoot on failure."""
+        root = _to_bytes(path, "chroot_dir")
+        if not root.startswith(b"/"):
+            raise ValueError(f"chroot_dir must be an absolute path, got {path!r}")
+        self._chroot = root
+        return self
+
+    def pivot_root(self, new_root: StrOrBytesPath, put_old: StrOrBytesPath,
+                   unmount: bool = True) -> Command:
+        """Make ``new_root`` the child's root with pivot_root(2) (needs
+        ``unshare(Namespace.MOUNT)``). ``put_old`` is where the old root is
+        put, relative to ``new_root`` (an existing directory there, e.g.
+        ``"oldroot"``); with ``unmount`` it is detached before exec, so the
+        child cannot reach the old root. ``new_root`` is bind-mounted on
+        itself first, so it need not be a mount point. The program is
+        looked up inside the new root. ChangeRoot on failure.
+        """
+        root = _to_bytes(new_root, "pivot_root new_root")
+        if not root.startswith(b"/"):
+            raise ValueError(f"pivot_root new_root must be an absolute path, got {new_root!r}")
+        old = _to_bytes(put_old, "pivot_root put_old").strip(b"/")
+        if not old or old == b"." or b".." in old.split(b"/"):
+            raise ValueError("pivot_root put_old must name a directory under new_root "
+                             f"(like 'oldroot'), got {put_old!r}")
+        self._pivot = (root.rstrip(b"/") or b"/", old, bool(unmount))
+        return self
+
+    def hostname(self, name: StrOrBytesPath) -> Command:
+        """Set the host name in the child's UTS namespace (needs
+        ``unshare(Namespace.UTS)`` or a joined one)."""
+        h = _to_bytes(name, "hostname")
+        if not 0 < len(h) <= 64:
+            raise ValueError(f"hostname must be 1 to 64 bytes, got {len(h)}")
+        self._hostname = h
+        return self
+
+    def mount_proc(self, mount: bool = True) -> Command:
+        """Mount a fresh /proc in the child (inside the new root, if any), so
+        that ``ps`` shows the child's PID namespace. Needs
+        ``unshare(Namespace.MOUNT)``, and ``Namespace.PID`` to be useful."""
+        self._mount_proc = bool(mount)
+        return self
+
+    def keep_caps(self, caps: Iterable[Capability | int]) -> Command:
+        """Give the child exactly these capabilities, kept across a
+        :meth:`uid` change and exec (ambient capabilities).
+
+        Every other capability is dropped from the bounding set (needs
+        CAP_SETPCAP: root, or root of a new user namespace). CapSet on
+        failure.
+        """
+        if isinstance(caps, (str, bytes, int)):
+            raise TypeError("keep_caps() takes an iterable of Capability")
+        out = set()
+        for cap in caps:
+            if isinstance(cap, bool) or not isinstance(cap, int):
+                raise TypeError(f"keep_caps: {cap!r} is not a Capability")
+            if not 0 <= cap <= 63:
+                raise ValueError(f"keep_caps: {cap} is not a capability number (0..63)")
+            out.add(int(cap))
+        self._keep_caps = frozenset(out)
+        return self
+
+    def no_new_privs(self, enable: bool = True) -> Command:
+        """Set PR_SET_NO_NEW_PRIVS: exec can no longer grant privileges
+        (setuid bits and file capabilities are ignored)."""
+        self._no_new_privs = bool(enable)
+        return self
+
+    def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
+        """Set a resource limit (``resource.RLIMIT_*``) for the child.
+
+        ``None`` or ``resource.RLIM_INFINITY`` means unlimited; ``hard``
+        defaults to ``soft``. Raising a hard limit needs CAP_SYS_RESOURCE.
+        """
+        if isinstance(resource, bool) or not isinstance(resource, int):
+            raise TypeError(f"rlimit resource must be an int (resource.RLIMIT_*), "
+                            f"not {type(resource).__name__}")
+        if not 0 <= resource < 16:
+            raise ValueError(f"rlimit resource must be a resource.RLIMIT_* value, got {resource}")
+        lim = _check_limit(soft, "rlimit soft")
+        hi = lim if hard is None and soft is not None else _check_limit(hard, "rlimit hard")
+        if lim > hi:
+            raise ValueError(f"rlimit soft limit {soft} is above the hard limit {hard}")
+        self._rlimits[resource] = (lim, hi)
+        return self
+
+    def cgroup(self, path: StrOrBytesPath | None) -> Command:
+        """Start the child inside the existing cgroup v2 directory ``path``
+        (CLONE_INTO_CGROUP: it never runs outside it). None turns this off.
+        See :meth:`new_cgroup` for a cgroup of the child's own."""
+        if path is None:
+            self._cgroup_path = None
+            return self
+        p = _to_bytes(path, "cgroup path")
+        if not p.startswith(b"/"):
+            raise ValueError(f"cgroup path must be an absolute path, got {path!r}")
+        self._cgroup_path = p
         return self
 
     # -- running (the async layer) -----------------------------------------------

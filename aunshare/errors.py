@@ -20,7 +20,7 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
+    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
     "TimeoutExpired", "fork_causes",
 ]
 
@@ -171,6 +171,12 @@ class CgroupError(_OSError):
     action = "cgroup"
 
 
+class SetRlimit(_OSError):
+    """Setting a resource limit (:meth:`Command.rlimit`) in the child failed."""
+
+    action = "setrlimit"
+
+
 class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
@@ -282,21 +288,22 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
         (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
                "the caller needs write access to cgroup.procs of the common ancestor of "
                "its own cgroup and the target (a delegated subtree, or root)"),
-        (frozenset({"namespace"}), "creating a namespace other than a user namespace "
-               "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare USER with "
-               "an id map)"),
-        (frozenset({"user"}), "creating a user namespace is refused: the caller is in a "
+        (frozenset({"ns-privileged"}), "creating a namespace other than a user namespace "
+               "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare(Namespace.USER) "
+               "with map_root_user())"),
+        (frozenset({"ns-user"}), "creating a user namespace is refused: the caller is in a "
                "chroot, or its uid/gid has no mapping in the current user namespace"),
         (None, "the caller lacks a needed capability for the requested flags"),
     ],
     _errno.ENOSPC: [
-        (frozenset({"namespace"}), "a namespace count limit is reached: see "
-               "/proc/sys/user/max_*_namespaces, or the nesting depth limit of 32 "
+        (frozenset({"namespace"}), "a namespace count limit is reached: see {limits} "
+               "(each counts per user and per user namespace, and a limit lowered in an "
+               "ancestor user namespace applies too), or the nesting depth limit of 32 "
                "user or pid namespaces"),
-        (frozenset({"pid"}), "the pid namespace's init has exited, or its pid limit is reached"),
+        (frozenset({"ns-pid"}), "the pid namespace's init has exited, or its pid limit is reached"),
     ],
     _errno.EUSERS: [
-        (frozenset({"namespace"}), "(kernels before 4.9) the user namespace nesting "
+        (frozenset({"ns-user"}), "(kernels before 4.9) the user namespace nesting "
                "limit is reached, see /proc/sys/user/max_user_namespaces"),
     ],
     _errno.EINVAL: [
@@ -338,7 +345,10 @@ def fork_causes(err: int, features: frozenset[str] = frozenset()) -> str:
     ``features`` names what the command asked for ("namespace", "user",
     "pid", "cgroup", "set_tid", ...). Returns "" when nothing is known.
     """
-    causes = [text for cond, text in _FORK_CAUSES.get(err, [])
+    limits = ", ".join(f"/proc/sys/user/max_{f[3:]}_namespaces"
+                       for f in sorted(features) if f.startswith("ns-") and f != "ns-privileged")
+    causes = [text.replace("{limits}", limits or "/proc/sys/user/max_*_namespaces")
+              for cond, text in _FORK_CAUSES.get(err, [])
               if cond is None or cond <= features]
     if not causes:
         return ""

@@ -19,7 +19,8 @@ from . import errors
 from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ, WEXITED, waitid_pidfd
 from .executors import get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
-from .plan import Plan, build_plan
+from .namespaces import JOIN_ORDER, Namespace
+from .plan import Plan, Setup, build_plan
 
 if TYPE_CHECKING:
     from .command import Command, Fd
@@ -44,7 +45,7 @@ class Started:
     """A child that clone3 started, and what the parent holds for it."""
 
     __slots__ = ("pid", "pidfd", "pipes", "writers", "ttys", "plan", "table", "report_fd",
-                 "executor", "cgroup", "vfork", "reusable")
+                 "executor", "cgroup", "vfork", "reusable", "wake_fd")
 
     def __init__(self, pid: int, pidfd: int, pipes: dict[int, int], plan: Plan,
                  table: Table, report_fd: int, executor: str,
@@ -62,11 +63,16 @@ class Started:
         self.cgroup = cgroup        # the child's own cgroup directory, if any
         self.vfork = report_fd < 0  # the parent slept until the exec
         self.reusable: tuple[tuple, _Prepared] | None = None  # what release() gives back
+        self.wake_fd = -1           # the handshake's wake-up pipe (write end), until used
 
 
-def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
+def resolve_program(program: bytes, path_env: bytes | None, root: bytes = b"") -> bytes:
     """The path to exec: ``program`` itself when it has a slash, else the
-    first executable regular file named so in the PATH directories."""
+    first executable regular file named so in the PATH directories.
+
+    With ``root`` (the child's new root) the directories are searched
+    under it and the path returned is the one the child sees.
+    """
     if b"/" in program:
         return program
     path = path_env if path_env is not None else os.defpath.encode()
@@ -74,14 +80,16 @@ def resolve_program(program: bytes, path_env: bytes | None) -> bytes:
     denied = None
     for d in dirs:
         candidate = d + b"/" + program
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+        here = root + candidate if root and candidate.startswith(b"/") else candidate
+        if os.access(here, os.X_OK) and not os.path.isdir(here):
             return candidate
-        if denied is None and os.path.exists(candidate) and not os.path.isdir(candidate):
-            denied = candidate
+        if denied is None and os.path.exists(here) and not os.path.isdir(here):
+            denied = here
     if denied is not None:
         raise errors.Exec(errno.EACCES, denied, "found in PATH but not executable")
+    where = f" under the new root {os.fsdecode(root)!r}" if root else ""
     searched = ", ".join(os.fsdecode(d) for d in dirs) or "(empty PATH)"
-    raise errors.Exec(errno.ENOENT, program, f"not found in PATH (searched {searched})")
+    raise errors.Exec(errno.ENOENT, program, f"not found in PATH{where} (searched {searched})")
 
 
 def _child_env(cmd: Command) -> list[bytes] | None:
@@ -167,6 +175,8 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple
     """
     if cmd._env and not cmd._env_clear:
         return None
+    if cmd._uid_maps is not None or cmd._before_unfreeze is not None:
+        return None  # a handshake: its wake-up pipe differs on every spawn
     if cmd._env_clear:
         env: object = None
     elif vfork:
@@ -182,8 +192,18 @@ def _cache_key(cmd: Command, moves: list[tuple[int, int]], vfork: bool) -> tuple
         cmd._uid, cmd._gid,
         None if cmd._groups is None else tuple(cmd._groups), cmd._group_leader,
         cmd._pty_target(), cmd._death_signal, cmd._keep_sigmask, cmd._kill_policy,
-        cmd._cgroup_parent, env, vfork, path, os.getpid(), os.geteuid(),
+        cmd._cgroup_parent, env, vfork, path, os.getpid(), os.geteuid(), os.getegid(),
+        _isolation_key(cmd),
     )
+
+
+def _isolation_key(cmd: Command) -> tuple | None:
+    if not (cmd._unshare or cmd._setns or cmd._chroot or cmd._pivot or cmd._rlimits
+            or cmd._keep_caps is not None or cmd._no_new_privs or cmd._cgroup_path):
+        return None
+    return (cmd._unshare, tuple((ns, o.fd) for ns, o in cmd._setns.items()), cmd._self_map,
+            cmd._chroot, cmd._pivot, cmd._hostname, cmd._mount_proc, cmd._keep_caps,
+            cmd._no_new_privs, tuple(cmd._rlimits.items()), cmd._cgroup_path)
 
 
 def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True) -> Started:
@@ -205,8 +225,13 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
     ttys: frozenset[int] = frozenset()
     moves: list[tuple[int, int]] = []
     executor = get_executor()
-    vfork = allow_vfork and executor.name == "native"
+    # The handshake: the parent writes id maps or runs a hook while the
+    # child waits, so the spawning thread cannot sleep until the exec.
+    handshake = cmd._uid_maps is not None or cmd._before_unfreeze is not None
+    vfork = allow_vfork and executor.name == "native" and not handshake
     report_r = report_w = -1
+    wake: tuple[int, int] | None = None
+    join: list[tuple[Namespace, int]] = []
     cgroup_path: bytes | None = None
     cgroup_fd = -1
     try:
@@ -228,14 +253,24 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
         # other native path once the exec is confirmed (release()): then an
         # identical later spawn can reuse it. (The portable executor's child
         # has its own copy; encoding is the cheap part of its spawn.)
+        for ns in JOIN_ORDER:
+            owned = cmd._setns.get(ns)
+            if owned is not None:
+                join.append((ns, _above(owned.fd, hi, to_close, f"the {ns.proc_name} "
+                                        "namespace descriptor")))
+        if handshake:
+            wake = _wake_pipe(hi, to_close)
+
         native = executor.name == "native"
-        key = _cache_key(cmd, moves, vfork) if native else None
+        key = None
+        if native and all(fd == cmd._setns[ns].fd for ns, fd in join):
+            key = _cache_key(cmd, moves, vfork)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
             prepared.reuse(moves)
         else:
-            plan = _build(cmd, moves, shared_memory=native and not vfork)
+            plan = _build(cmd, moves, native and not vfork, wake, join)
             table = encode(plan)
         if not vfork:
             try:
@@ -248,11 +283,15 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
                 raise errors.CreatePipe(exc.errno, "the error pipe") from None
         if cmd._cgroup_parent is not None:
             cgroup_path, cgroup_fd = _cgroup.create(cmd._cgroup_parent)
+        elif cmd._cgroup_path is not None:
+            cgroup_fd = _cgroup.open_dir(cmd._cgroup_path)
         pid = executor.start(table, plan.clone_flags, report_w, vfork, max(cgroup_fd, 0))
     except BaseException:
         for fd in (*to_close, *pipes.values(), report_r, report_w, cgroup_fd):
             if fd >= 0:
                 os.close(fd)
+        if wake is not None:
+            os.close(wake[1])
         if cgroup_path is not None:
             _cgroup.remove(cgroup_path)
         raise
@@ -263,11 +302,16 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
         for fd in (*pipes.values(), report_r):
             if fd >= 0:
                 os.close(fd)
+        if wake is not None:
+            os.close(wake[1])
         if cgroup_path is not None:
             _cgroup.remove(cgroup_path)
-        raise errors.Fork(-pid, cgroup_path, errors.fork_causes(-pid, plan.features))
+        raise errors.Fork(-pid, cgroup_path or cmd._cgroup_path,
+                          errors.fork_causes(-pid, plan.features))
     started = Started(pid, table.pidfd(), pipes, plan, table, report_r, executor.name,
                       writers, ttys, cgroup_path)
+    if wake is not None:
+        started.wake_fd = wake[1]
     if vfork:
         idx, err = table.record()
         if err:
@@ -277,6 +321,40 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
     elif key is not None:
         started.reusable = (key, prepared or _Prepared(plan, table))
     return started
+
+
+def _above(fd: int, hi: int, to_close: list[int], what: str) -> int:
+    """``fd``, or a close-on-exec copy of it above every dup3 target."""
+    if fd >= hi:
+        return fd
+    try:
+        copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, hi)
+    except OSError as exc:
+        raise errors.CreatePipe(exc.errno, what, "cannot move it clear of the child's "
+                                "descriptors") from None
+    to_close.append(copy)
+    return copy
+
+
+def _wake_pipe(hi: int, to_close: list[int]) -> tuple[int, int]:
+    """The handshake's pipe, both ends above every dup3 target. The read end
+    is closed with ``to_close`` once the child has its copy; the write end
+    is the caller's to keep until the child may go on."""
+    try:
+        r, w = os.pipe2(_O_CLOEXEC)
+    except OSError as exc:
+        raise errors.CreatePipe(exc.errno, "the wake-up pipe") from None
+    to_close.append(r)
+    try:
+        moved = _above(w, hi, [], "the wake-up pipe")
+    finally:
+        if w < hi:
+            os.close(w)
+    try:
+        return _above(r, hi, to_close, "the wake-up pipe"), moved
+    except BaseException:
+        os.close(moved)
+        raise
 
 
 def _open_pty(fds: dict[int, Fd], targets: list[int], to_close: list[int],
@@ -421,20 +499,38 @@ def _prepare_fd(target: int, spec: Fd, hi: int, to_close: list[int],
     return (source, target)
 
 
-def _build(cmd: Command, moves: list[tuple[int, int]], shared_memory: bool = False) -> Plan:
+def _build(cmd: Command, moves: list[tuple[int, int]], shared_memory: bool = False,
+           wake: tuple[int, int] | None = None,
+           join: list[tuple[Namespace, int]] | None = None) -> Plan:
     if b"PATH" in cmd._env:
         path_env = cmd._env[b"PATH"]  # None when removed: the default path
     else:
         path_env = None if cmd._env_clear else os.environb.get(b"PATH")
-    program = resolve_program(cmd._program, path_env)
+    root = cmd._chroot if cmd._chroot is not None else cmd._pivot[0] if cmd._pivot else b""
+    program = resolve_program(cmd._program, path_env, root.rstrip(b"/"))
     envp = _child_env(cmd)
     if envp is None and shared_memory:
         # A CLONE_VM child running alongside the parent must not read the
         # live environ, which the parent may reallocate meanwhile.
         envp = environ_copy()
-    return build_plan(cmd, program=program, argv=cmd.get_argv(), envp=envp,
-                      fd_moves=[m for m in moves if m[0] >= 0],
-                      parent_pid=os.getpid(), euid=os.geteuid())
+    setup = Setup(program, cmd.get_argv(), envp, [m for m in moves if m[0] >= 0],
+                  os.getpid(), os.geteuid(), os.getegid(), wake, join or (),
+                  _cap_last() if cmd._keep_caps is not None else 40)
+    return build_plan(cmd, setup)
+
+
+_CAP_LAST: list[int] = []
+
+
+def _cap_last() -> int:
+    """The highest capability number this kernel knows."""
+    if not _CAP_LAST:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _CAP_LAST.append(int(f.read()))
+        except (OSError, ValueError):
+            _CAP_LAST.append(40)  # Linux 5.9 and later
+    return _CAP_LAST[0]
 
 
 def failed(started: Started, idx: int, err: int) -> errors.Error:
@@ -444,11 +540,11 @@ def failed(started: Started, idx: int, err: int) -> errors.Error:
         waitid_pidfd(started.pidfd, WEXITED)  # it has exited (127): reap now
     except OSError:
         pass
-    for fd in (started.pidfd, *started.pipes.values(), started.report_fd):
+    for fd in (started.pidfd, *started.pipes.values(), started.report_fd, started.wake_fd):
         if fd >= 0:
             os.close(fd)
     started.pipes = {}
-    started.pidfd = started.report_fd = -1
+    started.pidfd = started.report_fd = started.wake_fd = -1
     if started.cgroup is not None:
         # The child never reached exec, so it started nothing: its cgroup is empty.
         _cgroup.remove(started.cgroup)

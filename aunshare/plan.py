@@ -9,10 +9,16 @@ without Python or libc; the first failing step is reported as
 
 The order, and why:
 
+Before the first step, clone3 itself creates the namespaces asked for with
+:meth:`Command.unshare` (the flags are part of the plan: ``clone_flags``).
+A new user namespace owns the other new ones, so the child is privileged
+over them whatever the caller's own privileges.
+
 1. file descriptors: mark every inherited descriptor from 3 up close-on-exec
    (``close_range``), then ``dup3`` each prepared source onto its target.
    Sources are always above every target, so no dup clobbers another's
-   source (the parent guarantees it).
+   source (the parent guarantees it; the same holds for the wake-up pipe
+   and the namespace descriptors used below).
 2. session and process group: with a pty on a standard stream,
    ``setsid()`` (a new session, without a controlling terminal) then
    ``ioctl(fd, TIOCSCTTY, 0)`` on the first standard fd that is the pty,
@@ -24,44 +30,82 @@ The order, and why:
    the group must exist before the program can fork into it). The Command
    refuses a pty with make_group_leader (a session leader cannot change
    its group).
-3. ``chdir``: before dropping privileges, as the crate does, so a root
-   parent can enter a directory the target user could not.
-4. ``setgroups``, ``setresgid``, ``setresuid`` (raw syscalls: glibc's
-   wrappers would broadcast to the parent's threads through shared memory).
-   Groups first, uid last, since each needs the privilege the next drops.
-5. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
+3. the handshake, only when the parent must act before the child goes on
+   (write id maps, run newuidmap/newgidmap, a ``before_unfreeze`` hook):
+   close the child's copy of the wake-up pipe's write end, then block in
+   ``read`` until the parent writes one byte. EOF instead means the parent
+   gave up (or died): the child fails and exits.
+4. join existing namespaces (``setns``), user namespace first (it grants
+   the capabilities the other joins need), mount namespace last (it
+   changes the root and working directory): see ``JOIN_ORDER``.
+5. with :meth:`Command.map_root_user` / :meth:`Command.map_current_user`,
+   the child writes its own one-line maps: ``deny`` to
+   /proc/self/setgroups (required before an unprivileged gid map), then
+   /proc/self/uid_map and gid_map. No parent step, so no handshake.
+6. ``sethostname`` in a new UTS namespace.
+7. mounts and root, in a new mount namespace: first every mount made
+   private (``mount --make-rprivate /``), so nothing done here propagates
+   back to the parent's namespace; then either ``chroot`` or
+   ``pivot_root`` (bind-mount the new root on itself so it is a mount
+   point, enter it, pivot, enter the new "/", and detach the old root
+   unless asked to keep it); ``/proc`` is mounted for
+   :meth:`Command.mount_proc` inside the new root, before the old root
+   goes (an unprivileged proc mount needs a visible one). Then ``chdir``
+   to "/" of the new root.
+8. ``chdir`` to :meth:`Command.current_dir` (inside the new root, if any).
+   Before dropping privileges, as the crate does, so a root parent can
+   enter a directory the target user could not.
+9. resource limits (``prlimit64``), before dropping privileges so a hard
+   limit can still be raised.
+10. identity: with :meth:`Command.keep_caps`, drop every other capability
+   from the bounding set and ask to keep capabilities across the uid
+   change (``PR_SET_KEEPCAPS``); then ``setgroups``, ``setresgid``,
+   ``setresuid`` (raw syscalls: glibc's wrappers would broadcast to the
+   parent's threads through shared memory), groups first, uid last, since
+   each needs the privilege the next drops; then ``capset`` and the
+   ambient raise of the kept capabilities (they survive exec for a
+   non-root uid); then ``PR_SET_NO_NEW_PRIVS``.
+11. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
    kernel clears the parent-death signal when credentials change; then
-   ``getppid()`` must still be the spawning process, or the parent died
-   before the signal was armed and the child gives up.
-6. signals: every signal back to its default action (CLONE_CLEAR_SIGHAND
+   ``getppid()`` must still be the spawning process (0 in a new pid
+   namespace, whose parent is outside it), or the parent died before the
+   signal was armed and the child gives up.
+12. signals: every signal back to its default action (CLONE_CLEAR_SIGHAND
    already reset handlers, but ignored signals such as Python's SIGPIPE stay
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
-7. ``execve``.
+13. ``execve``.
 
 Not a step but part of the plan: the clone flags. With
-:meth:`Command.new_cgroup` the child is created directly inside its new
-cgroup (``CLONE_INTO_CGROUP``; the parent supplies the cgroup's directory
-descriptor at spawn), so it never runs a single instruction outside it.
+:meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
+directly inside its cgroup (``CLONE_INTO_CGROUP``; the parent supplies the
+cgroup's directory descriptor at spawn), so it never runs a single
+instruction outside it.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import signal as _signal
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from . import errors
 from ._linux import (
-    CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
+    AT_FDCWD, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, LINUX_CAPABILITY_VERSION_3, MNT_DETACH,
+    MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_CAP_AMBIENT,
+    PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
 )
+from .namespaces import Capability, Namespace, namespace_names
 from .policy import KillTarget
 
 if TYPE_CHECKING:
     from .command import Command
 
-__all__ = ["Step", "Plan", "CStr", "CStrArray", "U32Array", "Ptr", "build_plan",
+__all__ = ["Step", "Plan", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "build_plan",
            "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS"]
 
 # Step flags, understood by every executor (see spawn_x86_64.S).
@@ -88,18 +132,25 @@ class U32Array(NamedTuple):
     items: tuple[int, ...]
 
 
+class Bytes(NamedTuple):
+    """Argument: pointer to a copy of ``data`` (a struct the syscall reads)."""
+
+    data: bytes
+
+
 class Ptr(NamedTuple):
     """Argument: a pointer the executor supplies by name.
 
     ``"environ"`` (the parent's live environment), ``"sigaction_default"``
     (a struct sigaction with SIG_DFL), ``"empty_sigset"``, ``"saved_sigmask"``
-    (the parent's mask, saved while signals are blocked for the clone).
+    (the parent's mask, saved while signals are blocked for the clone),
+    ``"scratch"`` (8 bytes the child may write, e.g. the handshake's read).
     """
 
     name: str
 
 
-Arg = Union[int, CStr, CStrArray, U32Array, Ptr]
+Arg = Union[int, CStr, CStrArray, U32Array, Bytes, Ptr]
 
 
 class Step(NamedTuple):
@@ -132,6 +183,8 @@ def _fmt_arg(arg: Arg) -> str:
         return "[" + ", ".join(repr(i) for i in arg.items) + "]"
     if isinstance(arg, U32Array):
         return repr(list(arg.items))
+    if isinstance(arg, Bytes):
+        return f"<{len(arg.data)} bytes>"
     if isinstance(arg, Ptr):
         return f"&{arg.name}"
     return str(arg)
@@ -210,37 +263,129 @@ def _death_signal_step(sig: int) -> Step:
                 "prctl(PR_SET_PDEATHSIG)", signame)
 
 
-def build_plan(
-    cmd: Command,
-    *,
-    program: bytes,
-    argv: Sequence[bytes],
-    envp: Sequence[bytes] | None,
-    fd_moves: Sequence[tuple[int, int]],
-    parent_pid: int,
-    euid: int,
-) -> Plan:
+class Setup(NamedTuple):
+    """What the parent prepared for one spawn, beyond the Command itself."""
+
+    program: bytes
+    """The resolved path to exec (inside the new root, if any)."""
+    argv: Sequence[bytes]
+    envp: Sequence[bytes] | None
+    """The environment; None: the parent's live ``environ``."""
+    fd_moves: Sequence[tuple[int, int]] = ()
+    """``(source, target)`` pairs, every source above every target."""
+    parent_pid: int = 0
+    """The pid the child must see as its parent."""
+    euid: int = 0
+    """The parent's effective uid (root clears supplementary groups on a
+    user change; the child's own uid map maps it)."""
+    egid: int = 0
+    """The parent's effective gid (the child's own gid map maps it)."""
+    wake: tuple[int, int] | None = None
+    """(read end, write end) of the handshake's wake-up pipe, when the
+    parent acts between clone and exec."""
+    join: Sequence[tuple[Namespace, int]] = ()
+    """(namespace type, descriptor) to setns, in join order."""
+    cap_last: int = 40
+    """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
+
+
+def check_isolation(cmd: Command) -> None:
+    """Refuse combinations the kernel would reject or that would surprise:
+    ValueError naming both sides and what to do instead."""
+    new = cmd._unshare
+    joined = Namespace(0)
+    for ns in cmd._setns:
+        joined |= ns
+    both = new & joined
+    if both:
+        raise ValueError(f"{namespace_names(both)} namespace is both created (unshare) and "
+                         "joined (set_namespace); choose one")
+    if joined & Namespace.USER and new:
+        raise ValueError(
+            f"set_namespace(USER) with unshare({namespace_names(new)}): the new namespaces "
+            "would be created before the join, owned by the caller's user namespace, not "
+            "the joined one; create them from a child already in that user namespace")
+    if cmd._self_map is not None and joined & Namespace.USER:
+        raise ValueError(f"map_{cmd._self_map}_user() maps a new user namespace, but the "
+                         "user namespace is joined (set_namespace), not created")
+    if cmd._id_map_commands is not None and cmd._uid_maps is None:
+        raise ValueError("set_id_map_commands() runs newuidmap/newgidmap for the maps of "
+                         "set_id_maps(); call set_id_maps() too")
+    if cmd._hostname is not None and not (new | joined) & Namespace.UTS:
+        raise ValueError("hostname() would rename the host: it needs a UTS namespace, "
+                         "add unshare(Namespace.UTS)")
+    if cmd._chroot is not None and cmd._pivot is not None:
+        raise ValueError("chroot_dir() and pivot_root() both change the root; choose one")
+    if cmd._pivot is not None and not new & Namespace.MOUNT:
+        raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
+                         "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if cmd._mount_proc and not new & Namespace.MOUNT:
+        raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
+                         "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
+                         "to see only the child's processes)")
+    if cmd._cgroup_path is not None and cmd._cgroup_parent is not None:
+        raise ValueError("cgroup() places the child in an existing cgroup and new_cgroup() "
+                         "creates one for it; choose one")
+
+
+def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
+    return (
+        Step("openat", (AT_FDCWD, CStr(path), os.O_WRONLY | os.O_CLOEXEC), errors.SetIdMap,
+             "open", path),
+        Step("write", (0, CStr(data), len(data), 0, 0, len(data)), errors.SetIdMap,
+             "write", path, USE_PREVIOUS | EXPECT_ARG5,
+             f"writing {data.decode().strip()!r}"),
+    )
+
+
+def _proc_step(target: bytes) -> Step:
+    return Step("mount", (CStr(b"proc"), CStr(target), CStr(b"proc"),
+                          MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+                errors.ChangeRoot, "mount proc on", target,
+                detail="a proc mount needs a new pid namespace's owner privileges and, "
+                       "unprivileged, an existing fully visible /proc")
+
+
+def _cap_bits(caps: frozenset[int]) -> bytes:
+    lo = hi = 0
+    for cap in caps:
+        if cap < 32:
+            lo |= 1 << cap
+        else:
+            hi |= 1 << (cap - 32)
+    # struct __user_cap_data_struct[2]: effective, permitted, inheritable
+    return struct.pack("=6I", lo, lo, lo, hi, hi, hi)
+
+
+def _cap_name(cap: int) -> str:
+    try:
+        return Capability(cap).name
+    except ValueError:
+        return f"capability {cap}"
+
+
+def build_plan(cmd: Command, setup: Setup) -> Plan:
     """Turn ``cmd`` into the child's steps. Pure: no syscall, no I/O.
 
-    ``program`` is the resolved path to exec, ``envp`` the environment
-    (None: the parent's live ``environ``), ``fd_moves`` the ``(source,
-    target)`` pairs the parent prepared (every source above every target),
-    ``parent_pid`` the pid the child must see as its parent, ``euid`` the
-    parent's effective uid (root clears supplementary groups on a user change).
-    Raises ValueError when the kill policy asks for a cgroup the command
-    does not create.
+    ``setup`` holds what the parent prepared for this spawn (see
+    :class:`Setup`). Raises ValueError for a combination the Command
+    cannot run (see :func:`check_isolation`), or when the kill policy
+    asks for a cgroup the command does not create.
     """
     policy = cmd._kill_policy
     kill_target = policy.target if policy is not None else KillTarget.AUTO
     if kill_target is KillTarget.CGROUP and cmd._cgroup_parent is None:
         raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
                          "call Command.new_cgroup(parent) too")
+    check_isolation(cmd)
+    new = cmd._unshare
+    user_ns = bool(new & Namespace.USER) or Namespace.USER in cmd._setns
     steps: list[Step] = []
 
     # 1. descriptors
     for lo, hi in cmd._close:
         steps.append(_close_step(lo, hi))
-    for source, target in fd_moves:
+    for source, target in setup.fd_moves:
         steps.append(Step("dup3", (source, target, 0), errors.StdioError, "set up",
                           _fd_name(target)))
 
@@ -253,41 +398,167 @@ def build_plan(
     elif group:
         steps.append(_GROUP_LEADER)
 
-    # 3. working directory
+    # 3. handshake
+    if setup.wake is not None:
+        r, w = setup.wake
+        steps.append(Step("close", (w,), errors.PipeError, "close", "the wake-up pipe's "
+                          "write end", IGNORE_ERROR))
+        steps.append(Step("read", (r, Ptr("scratch"), 1, 0, 0, 1), errors.PipeError,
+                          "wait on", "the wake-up pipe", EXPECT_ARG5,
+                          "the parent gave up on the child before letting it go on"))
+
+    # 4. join namespaces
+    for ns, fd in setup.join:
+        steps.append(Step("setns", (fd, int(ns)), errors.SetNs, "setns",
+                          f"{ns.proc_name} namespace (fd {fd})",
+                          detail="joining needs CAP_SYS_ADMIN over the namespace (its "
+                                 "owning user namespace), and a user namespace cannot be "
+                                 "joined by a process that shares its filesystem info"))
+
+    # 5. the child's own id maps
+    if cmd._self_map is not None:
+        uid, gid = setup.euid, setup.egid
+        inside_uid, inside_gid = (0, 0) if cmd._self_map == "root" else (uid, gid)
+        steps.extend(_idmap_steps(b"/proc/self/setgroups", b"deny"))
+        steps.extend(_idmap_steps(b"/proc/self/uid_map", b"%d %d 1\n" % (inside_uid, uid)))
+        steps.extend(_idmap_steps(b"/proc/self/gid_map", b"%d %d 1\n" % (inside_gid, gid)))
+
+    # 6. host name
+    if cmd._hostname is not None:
+        h = cmd._hostname
+        steps.append(Step("sethostname", (CStr(h), len(h)), errors.ChangeRoot,
+                          "sethostname", h))
+
+    # 7. mounts and root
+    if new & Namespace.MOUNT:
+        steps.append(Step("mount", (0, CStr(b"/"), 0, MS_REC | MS_PRIVATE, 0),
+                          errors.ChangeRoot, "make every mount private under", b"/"))
+    root_changed = False
+    if cmd._chroot is not None:
+        root = cmd._chroot
+        if cmd._mount_proc:
+            steps.append(_proc_step(root.rstrip(b"/") + b"/proc"))
+        steps.append(Step("chroot", (CStr(root),), errors.ChangeRoot, "chroot", root))
+        root_changed = True
+    elif cmd._pivot is not None:
+        new_root, put_old, unmount = cmd._pivot
+        steps.append(Step("mount", (CStr(new_root), CStr(new_root), 0, MS_BIND | MS_REC, 0),
+                          errors.ChangeRoot, "bind-mount the new root on itself", new_root))
+        steps.append(Step("chdir", (CStr(new_root),), errors.ChangeRoot, "chdir", new_root))
+        steps.append(Step("pivot_root", (CStr(b"."), CStr(put_old)), errors.ChangeRoot,
+                          "pivot_root", new_root,
+                          detail=f"the old root goes to {os.fsdecode(put_old)!r} under it, "
+                                 "which must be an existing directory"))
+        steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
+        if cmd._mount_proc:
+            steps.append(_proc_step(b"/proc"))
+        if unmount:
+            old = b"/" + put_old
+            steps.append(Step("umount2", (CStr(old), MNT_DETACH), errors.ChangeRoot,
+                              "unmount the old root", old))
+        root_changed = True
+    elif cmd._mount_proc:
+        steps.append(_proc_step(b"/proc"))
+
+    # 8. working directory
     if cmd._cwd is not None:
         steps.append(Step("chdir", (CStr(cmd._cwd),), errors.Chdir, "chdir", cmd._cwd))
+    elif cmd._chroot is not None:
+        steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
 
-    # 4. identity
+    # 9. resource limits
+    for res, (soft, hard) in sorted(cmd._rlimits.items()):
+        steps.append(Step("prlimit64", (0, res, Bytes(struct.pack("=QQ", soft, hard)), 0),
+                          errors.SetRlimit, "setrlimit", _rlimit_name(res)))
+
+    # 10. identity and capabilities
+    caps = cmd._keep_caps
+    changes_uid = cmd._uid is not None
+    if caps is not None:
+        for cap in range(setup.cap_last + 1):
+            if cap not in caps:
+                steps.append(Step("prctl", (PR_CAPBSET_DROP, cap), errors.CapSet,
+                                  "drop from the bounding set", _cap_name(cap),
+                                  detail="dropping needs CAP_SETPCAP (root, or a new user "
+                                         "namespace)"))
+        if changes_uid:
+            steps.append(Step("prctl", (PR_SET_KEEPCAPS, 1), errors.CapSet,
+                              "prctl(PR_SET_KEEPCAPS)", 1))
     groups = cmd._groups
-    if groups is None and euid == 0 and (cmd._uid is not None or cmd._gid is not None):
+    if (groups is None and setup.euid == 0 and not user_ns
+            and (cmd._uid is not None or cmd._gid is not None)):
         groups = []
     if groups is not None:
         steps.append(Step("setgroups", (len(groups), U32Array(tuple(groups))),
-                          errors.SetUser, "setgroups", tuple(groups)))
+                          errors.SetUser, "setgroups", tuple(groups),
+                          detail="in a user namespace, setgroups is refused once "
+                                 "/proc/PID/setgroups says deny" if user_ns else ""))
     if cmd._gid is not None:
         g = cmd._gid
-        steps.append(Step("setresgid", (g, g, g), errors.SetUser, "setresgid", g))
+        steps.append(Step("setresgid", (g, g, g), errors.SetUser, "setresgid", g,
+                          detail="the gid must be mapped in the user namespace"
+                          if user_ns else ""))
     if cmd._uid is not None:
         u = cmd._uid
-        steps.append(Step("setresuid", (u, u, u), errors.SetUser, "setresuid", u))
+        steps.append(Step("setresuid", (u, u, u), errors.SetUser, "setresuid", u,
+                          detail="the uid must be mapped in the user namespace"
+                          if user_ns else ""))
+    if caps is not None:
+        header = Bytes(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
+        names = ", ".join(_cap_name(c) for c in sorted(caps)) or "none"
+        steps.append(Step("capset", (header, Bytes(_cap_bits(caps))), errors.CapSet,
+                          "capset", names,
+                          detail="only capabilities the child holds can be kept"))
+        for cap in sorted(caps):
+            steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
+                              errors.CapSet, "raise the ambient capability", _cap_name(cap)))
+    if cmd._no_new_privs:
+        steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
+                          "prctl(PR_SET_NO_NEW_PRIVS)", 1))
 
-    # 5. parent-death signal, armed after the last credential change
+    # 11. parent-death signal, armed after the last credential change
     if cmd._death_signal is not None:
+        # In a new pid namespace the parent is outside it: getppid() is 0.
+        ppid = 0 if new & Namespace.PID else setup.parent_pid
         steps.append(_death_signal_step(cmd._death_signal))
-        steps.append(Step("getppid", (0, 0, 0, 0, 0, parent_pid), errors.ParentDeathSignal,
-                          "check parent pid", parent_pid, EXPECT_ARG5,
+        steps.append(Step("getppid", (0, 0, 0, 0, 0, ppid), errors.ParentDeathSignal,
+                          "check parent pid", ppid, EXPECT_ARG5,
                           "the parent exited before the parent-death signal was armed"))
 
-    # 6. signals
+    # 12. signals
     if cmd._keep_sigmask:
         steps.append(_SAVED_MASK)
     else:
         steps.extend(_RESET_SIGNALS)
         steps.append(_EMPTY_MASK)
 
-    # 7. exec
+    # 13. exec
+    envp = setup.envp
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
-    steps.append(Step("execve", (CStr(program), CStrArray(tuple(argv)), env_arg),
-                      errors.Exec, "exec", program))
-    features = _FEATURES[(group or ctty is not None, cmd._cgroup_parent is not None)]
-    return Plan(tuple(steps), CLONE_INTO_CGROUP if "cgroup" in features else 0, features)
+    steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)), env_arg),
+                      errors.Exec, "exec", setup.program,
+                      detail="the program is looked up inside the new root"
+                      if root_changed else ""))
+    has_cgroup = cmd._cgroup_parent is not None or cmd._cgroup_path is not None
+    features = set(_FEATURES[(group or ctty is not None, has_cgroup)])
+    if new:
+        # Names for errors.fork_causes: "namespace", "ns-user", "ns-net", ...;
+        # "ns-privileged": a namespace that needs CAP_SYS_ADMIN without a
+        # new user namespace to grant it.
+        features.add("namespace")
+        features.update(f"ns-{ns.proc_name}" for ns in Namespace if new & ns)
+        if new & ~Namespace.USER and not new & Namespace.USER:
+            features.add("ns-privileged")
+    if setup.wake is not None:
+        features.add("handshake")
+    flags = int(new) | (CLONE_INTO_CGROUP if has_cgroup else 0)
+    return Plan(tuple(steps), flags, frozenset(features))
+
+
+def _rlimit_name(res: int) -> str:
+    import resource
+
+    for name in dir(resource):
+        if name.startswith("RLIMIT_") and getattr(resource, name) == res:
+            return name
+    return f"resource {res}"

@@ -17,15 +17,14 @@ import pytest
 
 from aunshare import Command, Fd, KillPolicy, KillTarget, Stdio
 from aunshare.launch import _child_env
-from aunshare.plan import CStr, build_plan
+from aunshare.plan import CStr, Setup, build_plan
 
 MAX_ID = 2**32 - 2
 
 
 def plan_of(cmd: Command):
     """The child's plan for ``cmd`` (as an unprivileged parent)."""
-    return build_plan(cmd, program=b"/bin/true", argv=cmd.get_argv(), envp=None,
-                      fd_moves=[], parent_pid=1234, euid=1000)
+    return build_plan(cmd, Setup(b"/bin/true", cmd.get_argv(), None, [], 1234, 1000, 1000))
 
 
 def is_open(fd: int) -> bool:

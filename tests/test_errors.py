@@ -162,7 +162,7 @@ def test_every_crate_variant_is_exported():
 def test_fork_causes_follow_requested_flags():
     from aunshare.errors import fork_causes
 
-    assert "CAP_SYS_ADMIN" in fork_causes(errno.EPERM, frozenset({"namespace"}))
+    assert "CAP_SYS_ADMIN" in fork_causes(errno.EPERM, frozenset({"namespace", "ns-privileged"}))
     assert "CAP_SYS_ADMIN" not in fork_causes(errno.EPERM)
     assert "max_" in fork_causes(errno.ENOSPC, frozenset({"namespace"}))
     assert fork_causes(errno.ENOSPC) == ""

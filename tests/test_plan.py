@@ -16,7 +16,7 @@ from aunshare._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
 from aunshare.executors.table import HEADER_SIZE, STEP_SIZE, encode
 from aunshare.plan import (
     EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS, CStr, CStrArray, Plan, Ptr, Step, U32Array,
-    build_plan,
+    Setup, build_plan,
 )
 
 MAX_FD = 2**31 - 1
@@ -24,10 +24,10 @@ PARENT = 1234
 RESET_SIGNALS = [s for s in range(1, 65) if s not in (signal.SIGKILL, signal.SIGSTOP)]
 
 
-def plan_for(cmd: Command, *, euid: int = 1000, fd_moves=(), envp=None) -> Plan:
+def plan_for(cmd: Command, *, euid: int = 1000, fd_moves=(), envp=None, **setup) -> Plan:
     """build_plan with fixed program, argv and parent pid."""
-    return build_plan(cmd, program=b"/bin/true", argv=[b"true"], envp=envp,
-                      fd_moves=list(fd_moves), parent_pid=PARENT, euid=euid)
+    return build_plan(cmd, Setup(b"/bin/true", [b"true"], envp, list(fd_moves), PARENT, euid,
+                                 setup.pop("egid", 1000), **setup))
 
 
 def names(plan: Plan) -> list[str]:
@@ -108,8 +108,7 @@ def test_only_signal_resets_ignore_errors():
 def test_program_argv_passed_through():
     """execve gets exactly the program and argv given to build_plan."""
     cmd = Command("ignored")
-    plan = build_plan(cmd, program=b"/usr/bin/env", argv=[b"env", b"-i", b""], envp=None,
-                      fd_moves=[], parent_pid=1, euid=0)
+    plan = build_plan(cmd, Setup(b"/usr/bin/env", [b"env", b"-i", b""], None, [], 1, 0))
     assert plan.steps[-1].args[:2] == (CStr(b"/usr/bin/env"), CStrArray((b"env", b"-i", b"")))
     assert plan.steps[-1].subject == b"/usr/bin/env"
 

@@ -6,7 +6,8 @@ executors use this layout; the native one runs it from machine code, the
 portable one from a forked Python.
 
 Header: +0 full signal mask, +8 saved mask, +16 u32 step index, +20 u32 errno,
-+24 the pidfd clone3 returns, +28 the child's pid (with CLONE_PARENT_SETTID).
++24 the pidfd clone3 returns, +28 the child's pid (with CLONE_PARENT_SETTID),
++32 eight scratch bytes the child may write (the handshake reads into them).
 Step (72 bytes): syscall number, six arguments, flags, code (= step index).
 
 This runs on every spawn, so it writes through a memoryview (slice
@@ -20,11 +21,11 @@ import ctypes
 import struct
 
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
-from ..plan import CONSTANT_RUNS, CStr, CStrArray, Plan, Ptr, U32Array
+from ..plan import CONSTANT_RUNS, Bytes, CStr, CStrArray, Plan, Ptr, U32Array
 
 __all__ = ["Table", "encode", "environ_pointer", "environ_copy", "HEADER_SIZE", "STEP_SIZE"]
 
-HEADER_SIZE = 32
+HEADER_SIZE = 40
 STEP_SIZE = 72
 _STEP = struct.Struct("=9Q")
 _ROW = struct.Struct("=8Q")
@@ -126,6 +127,8 @@ def _data_size(arg: object) -> int:
         n = 8 * (len(items) + 1) + sum(map(len, items)) + len(items)
     elif t is U32Array:
         n = 4 * len(arg.items)  # type: ignore[attr-defined]
+    elif t is Bytes:
+        n = len(arg.data)  # type: ignore[attr-defined]
     else:
         return 0
     return (n + 7) & ~7
@@ -204,10 +207,17 @@ def encode(plan: Plan) -> Table:
                 vals.append(base + pos)
                 struct.pack_into(f"={len(a.items)}I", buf, pos, *a.items)
                 pos = (pos + 4 * len(a.items) + 7) & ~7
+            elif t is Bytes:
+                vals.append(base + pos)
+                data = a.data
+                buf[pos:pos + len(data)] = data
+                pos = (pos + len(data) + 7) & ~7
             elif t is Ptr:
                 name = a.name
                 if name == "saved_sigmask":
                     vals.append(base + 8)
+                elif name == "scratch":
+                    vals.append(base + 32)
                 elif name == "environ":
                     vals.append(_environ.value or 0)
                 else:
