@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
 from ._linux import NS_GET_NSTYPE
-from .namespaces import Capability, GidMap, Namespace, UidMap, check_maps, to_namespaces
+from .namespaces import (
+    Capability, GidMap, Namespace, UidMap, check_maps, namespace_names, to_namespaces,
+)
 from .policy import KillPolicy
 
 if TYPE_CHECKING:
@@ -917,6 +919,18 @@ class Command:
             extra.append(f"gid={self._gid}")
         if self._env_clear:
             extra.append("env_clear")
+        if self._unshare:
+            extra.append(f"unshare={namespace_names(self._unshare)}")
+        for ns in self._setns:
+            extra.append(f"setns={ns.name}")
+        if self._self_map is not None:
+            extra.append(f"map_{self._self_map}_user")
+        elif self._uid_maps is not None:
+            extra.append(f"id_maps={len(self._uid_maps)}+{len(self._gid_maps or ())}")
+        if self._chroot is not None:
+            extra.append(f"chroot={os.fsdecode(self._chroot)!r}")
+        if self._pivot is not None:
+            extra.append(f"pivot_root={os.fsdecode(self._pivot[0])!r}")
         for t, f in sorted(self._fds.items()):
             extra.append(f"fd{t}={f!r}")
         if extra:

@@ -20,7 +20,7 @@ from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ, WEXITED, 
 from .executors import get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .namespaces import JOIN_ORDER, Namespace
-from .plan import Plan, Setup, build_plan
+from .plan import Plan, Setup, build_plan, check_isolation
 
 if TYPE_CHECKING:
     from .command import Command, Fd
@@ -215,6 +215,7 @@ def start(cmd: Command, default_stdio: str = "inherit", allow_vfork: bool = True
     clones with CLONE_VM alone, returns at once, and the caller must watch
     the error pipe until EOF (``Started.report_fd``) while the table lives.
     """
+    check_isolation(cmd)  # before anything is opened or looked up
     fds = _default_fds(cmd, default_stdio)
     hi = max(fds, default=2) + 1
     if hi < 3:

@@ -106,6 +106,31 @@ async def test_ids_validated(ident):
                 method(ident)
 
 
+id_value = st.one_of(st.integers(min_value=-(2**33), max_value=2**33), st.booleans(),
+                     st.text(max_size=2))
+
+
+@SETTINGS
+@given(lines=st.lists(st.tuples(id_value, id_value, id_value), max_size=4))
+async def test_id_maps_validated_or_written(lines):
+    """Arbitrary map lines: refused at the call with ValueError/TypeError, or
+    written by the parent (as root: the kernel takes any non-overlapping
+    ranges, or refuses with a typed SetIdMap); nothing leaks either way."""
+    try:
+        maps = [aunshare.UidMap(*line) for line in lines]
+        cmd = Command("/bin/true").set_id_maps(maps, [])
+    except (ValueError, TypeError) as exc:
+        assert str(exc)
+        return
+    fds = open_fds()
+    try:
+        status = await cmd.status()
+        assert status.success() or status.code == 127, status
+    except aunshare.SetIdMap as exc:
+        assert exc.errno in (errno.EINVAL, errno.EPERM) and "uid_map" in str(exc)
+    assert open_fds() == fds and zombie_children() == []
+
+
 @pytest.mark.parametrize("program", ["", b"", "bad\0name"])
 async def test_bad_programs(program):
     with pytest.raises(ValueError, match="program"):

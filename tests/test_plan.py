@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
-from aunshare import Command, Stdio, errors
+from aunshare import Capability, Command, GidMap, Namespace, Stdio, UidMap, errors
 from aunshare._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
 from aunshare.executors.table import HEADER_SIZE, STEP_SIZE, encode
 from aunshare.plan import (
-    EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS, CStr, CStrArray, Plan, Ptr, Step, U32Array,
+    EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS, Bytes, CStr, CStrArray, Plan, Ptr, Step, U32Array,
     Setup, build_plan,
 )
 
@@ -585,3 +585,128 @@ def test_group_kill_target_with_descriptor_moves():
 
     plan = plan_for(Command("p").kill_policy(KillPolicy(target="group")), fd_moves=[(10, 1)])
     assert names(plan)[:3] == ["close_range", "dup3", "setpgid"]
+
+
+# -- isolation: namespaces, maps, roots, capabilities ---------------------------
+
+
+
+def test_unshare_sets_clone_flags_and_features():
+    plan = plan_for(Command("x").unshare(Namespace.NET | Namespace.PID).map_root_user())
+    assert plan.clone_flags == Namespace.NET | Namespace.PID | Namespace.USER
+    assert {"namespace", "ns-net", "ns-pid", "ns-user"} <= plan.features
+    assert "ns-privileged" not in plan.features
+    alone = plan_for(Command("x").unshare(Namespace.NET))
+    assert "ns-privileged" in alone.features
+
+
+def test_full_isolation_order():
+    """Every isolation step, in the documented order, before pdeathsig and exec."""
+    cmd = (Command("x").unshare(Namespace.PID | Namespace.MOUNT | Namespace.UTS)
+           .map_root_user().hostname("h").pivot_root("/new", "old").mount_proc()
+           .current_dir("/work").rlimit(7, 10).uid(5).gid(6)
+           .keep_caps([Capability.CAP_KILL]).no_new_privs().make_group_leader())
+    plan = plan_for(cmd, fd_moves=[(10, 1)], euid=1000, egid=2000, cap_last=40)
+    seq = [(s.syscall, s.action) for s in plan.steps if s.syscall != "rt_sigaction"]
+    drops = [("prctl", "drop from the bounding set")] * 40
+    assert seq == [
+        ("close_range", "close descriptors"), ("dup3", "set up"), ("setpgid", "setpgid"),
+        ("openat", "open"), ("write", "write"), ("openat", "open"), ("write", "write"),
+        ("openat", "open"), ("write", "write"),
+        ("sethostname", "sethostname"),
+        ("mount", "make every mount private under"),
+        ("mount", "bind-mount the new root on itself"), ("chdir", "chdir"),
+        ("pivot_root", "pivot_root"), ("chdir", "chdir"), ("mount", "mount proc on"),
+        ("umount2", "unmount the old root"),
+        ("chdir", "chdir"),
+        ("prlimit64", "setrlimit"),
+        *drops, ("prctl", "prctl(PR_SET_KEEPCAPS)"),
+        ("setresgid", "setresgid"), ("setresuid", "setresuid"),
+        ("capset", "capset"), ("prctl", "raise the ambient capability"),
+        ("prctl", "prctl(PR_SET_NO_NEW_PRIVS)"),
+        ("prctl", "prctl(PR_SET_PDEATHSIG)"), ("getppid", "check parent pid"),
+        ("rt_sigprocmask", "set signal mask"), ("execve", "exec"),
+    ]
+    # the child maps its own ids: setgroups deny, then 0 -> the parent's euid/egid
+    writes = [s for s in plan.steps if s.syscall == "write"]
+    assert [w.args[1] for w in writes] == [CStr(b"deny"), CStr(b"0 1000 1\n"),
+                                           CStr(b"0 2000 1\n")]
+    assert all(w.flags == USE_PREVIOUS | EXPECT_ARG5 and w.args[5] == w.args[2]
+               for w in writes)
+    # in a new pid namespace the parent is outside: getppid() is 0
+    getppid = next(s for s in plan.steps if s.syscall == "getppid")
+    assert getppid.args[5] == 0
+    # no automatic setgroups in a user namespace (setgroups is denied there)
+    assert "setgroups" not in names(plan)
+    pivot = next(s for s in plan.steps if s.syscall == "pivot_root")
+    assert pivot.args == (CStr(b"."), CStr(b"old"))
+    umount = next(s for s in plan.steps if s.syscall == "umount2")
+    assert umount.args[0] == CStr(b"/old")
+
+
+def test_capset_data_and_ambient():
+    plan = plan_for(Command("x").keep_caps([Capability.CAP_NET_ADMIN, Capability.CAP_BPF]),
+                    cap_last=40)
+    capset = next(s for s in plan.steps if s.syscall == "capset")
+    lo, hi = 1 << 12, 1 << (39 - 32)
+    assert capset.args == (Bytes(struct.pack("=Ii", 0x20080522, 0)),
+                           Bytes(struct.pack("=6I", lo, lo, lo, hi, hi, hi)))
+    ambient = [s.args[2] for s in plan.steps if s.action == "raise the ambient capability"]
+    assert ambient == [12, 39]
+    dropped = [s.args[1] for s in plan.steps if s.action == "drop from the bounding set"]
+    assert dropped == [c for c in range(41) if c not in (12, 39)]
+    assert "prctl(PR_SET_KEEPCAPS)" not in [s.action for s in plan.steps]  # no uid change
+
+
+def test_handshake_steps_follow_the_session():
+    plan = plan_for(Command("x").set_id_maps([UidMap(0, 1000)], [GidMap(0, 1000)])
+                    .make_group_leader(), wake=(50, 51))
+    seq = names(plan)
+    assert seq[:5] == ["close_range", "setpgid", "close", "read", "prctl"]
+    close, read = plan.steps[2], plan.steps[3]
+    assert close.args == (51,) and close.flags == IGNORE_ERROR
+    assert read.args == (50, Ptr("scratch"), 1, 0, 0, 1) and read.flags == EXPECT_ARG5
+    assert "handshake" in plan.features
+    assert "openat" not in seq  # the parent writes the maps
+
+
+def test_setns_in_join_order():
+    from aunshare.namespaces import JOIN_ORDER
+
+    assert JOIN_ORDER[0] is Namespace.USER and JOIN_ORDER[-1] is Namespace.MOUNT
+    join = [(Namespace.USER, 20), (Namespace.NET, 21), (Namespace.MOUNT, 22)]
+    plan = plan_for(Command("x"), join=join)
+    setns = [s.args for s in plan.steps if s.syscall == "setns"]
+    assert setns == [(20, Namespace.USER), (21, Namespace.NET), (22, Namespace.MOUNT)]
+    assert plan.clone_flags == 0
+
+
+def test_chroot_then_proc_and_cwd_inside():
+    plan = plan_for(Command("x").unshare(Namespace.MOUNT).chroot_dir("/srv/root/")
+                    .mount_proc())
+    seq = [(s.syscall, s.args[:2]) for s in plan.steps
+           if s.syscall in ("mount", "chroot", "chdir")]
+    assert seq == [
+        ("mount", (0, CStr(b"/"))),
+        ("mount", (CStr(b"proc"), CStr(b"/srv/root/proc"))),
+        ("chroot", (CStr(b"/srv/root/"),)),
+        ("chdir", (CStr(b"/"),)),
+    ]
+
+
+def test_rlimit_encoding():
+    plan = plan_for(Command("x").rlimit(7, None))
+    step = next(s for s in plan.steps if s.syscall == "prlimit64")
+    assert step.args == (0, 7, Bytes(struct.pack("=QQ", 2**64 - 1, 2**64 - 1)), 0)
+    assert step.subject == "RLIMIT_NOFILE"
+
+
+def test_encode_bytes_and_scratch():
+    from aunshare.executors.table import encode
+
+    plan = Plan((Step("capset", (Bytes(b"\1\2\3"), Ptr("scratch")), errors.CapSet, "c"),))
+    table = encode(plan)
+    row = table.rows()[0]
+    assert row[2] == table.base + 32  # the scratch bytes in the header
+    off = row[1] - table.base
+    assert bytes(table.buf[off:off + 3]) == b"\1\2\3"

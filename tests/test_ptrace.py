@@ -35,21 +35,34 @@ _GETTID, _GETPID = 186, 39  # x86_64
 PARENT = textwrap.dedent("""
     import json, sys
     import anyio
-    from aunshare import Command, Fd, Stdio
+    from aunshare import Capability, Command, Fd, GidMap, Namespace, Stdio, UidMap
     from aunshare.launch import start
     from aunshare._linux import WEXITED, waitid_pidfd
 
     def build(kind):
         if kind == "plain":
             return Command("/bin/true")
+        if kind == "namespaces":  # the parent writes the maps: the handshake
+            return (Command("/bin/true")
+                    .unshare(Namespace.NET | Namespace.UTS | Namespace.PID | Namespace.MOUNT)
+                    .set_id_maps([UidMap(0, 100000, 1000)], [GidMap(0, 100000, 1000)])
+                    .uid(0).gid(0).hostname("traced").mount_proc().rlimit(7, 64)
+                    .no_new_privs())
+        if kind == "self-mapped":  # the child maps itself
+            return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
+                    .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
         return (Command("/bin/true").current_dir("/tmp").stdout(Stdio.null())
                 .file_descriptor(5, Fd.read_null()).make_group_leader(True)
                 .uid(65534).gid(65534).groups([65534]))
 
     async def main():
         sys.stdin.buffer.read(1)  # go: the tracer is attached
-        started = start(build(sys.argv[1]))
-        if started.report_fd >= 0:  # portable executor: wait for exec
+        cmd = build(sys.argv[1])
+        started = start(cmd)
+        if started.wake_fd >= 0:  # maps written while the child waits
+            from aunshare.child import _handshake
+            await _handshake(cmd, started)
+        if started.report_fd >= 0:  # portable executor or handshake: wait for exec
             from aunshare.child import _await_exec
             await _await_exec(started)
         waitid_pidfd(started.pidfd, WEXITED)
@@ -126,7 +139,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
 
 @pytest.mark.skipif(ARCH != "x86_64", reason="the register layout used here is x86_64's")
-@pytest.mark.parametrize("kind", ["plain", "configured"])
+@pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)

@@ -25,6 +25,14 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def _thread_names() -> list[str]:
+    """Each thread's name, to tell which one appeared."""
+    import threading
+
+    return [t.name for t in threading.enumerate()] + [
+        open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+
+
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
@@ -64,7 +72,7 @@ async def test_no_fd_zombie_thread_or_memory_growth(capsys):
     assert failures == (SOAK + 9) // 10
     assert open_fds() == fds
     assert zombie_children() == []
-    assert _threads() <= threads
+    assert _threads() <= threads, _thread_names()
     assert after_rss - rss < 4096, "RSS grew by more than 4 MiB"
 
 
@@ -105,4 +113,4 @@ async def test_concurrent_spawns_leave_nothing():
     assert sum(r.error is not None for r in results) == (SOAK + 1) // 3
     assert open_fds() == fds
     assert zombie_children() == []
-    assert _threads() <= threads
+    assert _threads() <= threads, _thread_names()
