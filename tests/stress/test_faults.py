@@ -80,3 +80,48 @@ async def test_child_killed_while_parent_reads_and_writes():
                 await child.stdin.send(b"y" * 65536)
         assert await child.stdout.read_all() == b"partial\n"
         assert (await child.wait()).signal == signal.SIGKILL
+
+
+PARENT_IN_HANDSHAKE = """
+import sys, anyio
+from aunshare import Command, Namespace, Stdio
+async def hold(pid):
+    print(pid, flush=True)   # the child waits on its wake-up pipe now
+    await anyio.sleep(60)
+async def main():
+    await (Command("/bin/sh").args(["-c", "echo escaped > " + sys.argv[1]])
+           .unshare(Namespace.NET).map_root_user().allow_daemonize()
+           .before_unfreeze(hold).spawn())
+anyio.run(main)
+"""
+
+
+async def test_parent_killed_during_handshake(tmp_path):
+    """The parent dies while its child waits between clone and exec: the
+    child reads end-of-file instead of the wake-up byte and exits without
+    running the program (even with no parent-death signal)."""
+    import sys
+
+    marker = tmp_path / "escaped"
+    env_path = os.pathsep.join(p for p in sys.path if p)
+    parent = await (Command(sys.executable).args(["-c", PARENT_IN_HANDSHAKE, str(marker)])
+                    .env("PYTHONPATH", env_path).stdout(Stdio.piped()).spawn())
+    async with parent:
+        line = b""
+        with anyio.fail_after(20):
+            async for line in parent.stdout.lines():
+                break
+        child_pid = int(line)
+        parent.kill()
+        await parent.wait()
+    with anyio.fail_after(10):  # init reaps the orphan once it exits
+        while True:
+            try:
+                with open(f"/proc/{child_pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                break
+            if state == "Z":
+                break
+            await anyio.sleep(0.01)
+    assert not marker.exists()
