@@ -103,7 +103,11 @@ async def run_handshake(cmd: Command, pid: int, wake_fd: int) -> None:
 
     The caller closes ``wake_fd`` and, if this raises, kills the child.
     """
-    if cmd._uid_maps is not None:
+    if cmd._self_map is not None:  # the child's one-line maps, written for it
+        uid, gid = os.geteuid(), os.getegid()
+        inside = (0, 0) if cmd._self_map == "root" else (uid, gid)
+        write_maps(pid, (UidMap(inside[0], uid),), (GidMap(inside[1], gid),), False)
+    elif cmd._uid_maps is not None:
         uid_maps, gid_maps = cmd._uid_maps, cmd._gid_maps or ()
         if cmd._id_map_commands is not None:
             newuidmap, newgidmap = cmd._id_map_commands

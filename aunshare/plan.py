@@ -41,7 +41,9 @@ over them whatever the caller's own privileges.
 5. with :meth:`Command.map_root_user` / :meth:`Command.map_current_user`,
    the child writes its own one-line maps: ``deny`` to
    /proc/self/setgroups (required before an unprivileged gid map), then
-   /proc/self/uid_map and gid_map. No parent step, so no handshake.
+   /proc/self/uid_map and gid_map. No parent step, so no handshake (when
+   there is one anyway, for a ``before_unfreeze`` hook, the parent writes
+   the same lines before the hook runs).
 6. ``sethostname`` in a new UTS namespace.
 7. mounts and root, in a new mount namespace: first every mount made
    private (``mount --make-rprivate /``), so nothing done here propagates
@@ -415,8 +417,9 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
                                  "owning user namespace), and a user namespace cannot be "
                                  "joined by a process that shares its filesystem info"))
 
-    # 5. the child's own id maps
-    if cmd._self_map is not None:
+    # 5. the child's own id maps (with a handshake the parent writes them,
+    # so that a before_unfreeze hook finds them in place)
+    if cmd._self_map is not None and setup.wake is None:
         uid, gid = setup.euid, setup.egid
         inside_uid, inside_gid = (0, 0) if cmd._self_map == "root" else (uid, gid)
         steps.extend(_idmap_steps(b"/proc/self/setgroups", b"deny"))

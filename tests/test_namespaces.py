@@ -367,13 +367,15 @@ async def test_before_unfreeze_error_kills_and_reaps():
 
     async def hook(pid):
         started.append(pid)
+        # the one-line map of map_root_user() is in place before the hook runs
+        assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", str(os.geteuid()), "1"]
         raise RuntimeError("veth setup failed")
 
     fds = open_fds()
     with pytest.raises(BeforeUnfreeze) as info:
         await (Command(SH).args(["-c", "touch /tmp/should-not-exist-$$"])
                .unshare(Namespace.NET).map_root_user().before_unfreeze(hook).spawn())
-    assert isinstance(info.value.__cause__, RuntimeError)
+    assert type(info.value.__cause__) is RuntimeError
     assert "veth setup failed" in str(info.value)
     assert not os.path.exists(f"/proc/{started[0]}")
     assert open_fds() == fds and zombie_children() == []
@@ -680,3 +682,22 @@ def test_builder_argument_errors():
         Command("true").hostname("x" * 65)
     assert Command("true").unshare([Namespace.NET, Namespace.UTS])._unshare == (
         Namespace.NET | Namespace.UTS)
+
+
+async def test_before_unfreeze_with_map_root_user_unprivileged():
+    """With a hook, the parent writes the one-line maps of map_root_user()
+    (as an unprivileged parent may) and the hook sees them."""
+    out = await run_unprivileged("""
+        import anyio
+        from aunshare import Command, Namespace
+        seen = []
+        async def hook(pid):
+            seen.append(open(f"/proc/{pid}/uid_map").read().split())
+        async def main():
+            o = await (Command("/bin/sh").args(["-c", "id -u; cat /proc/self/setgroups"])
+                       .unshare(Namespace.NET).map_root_user().before_unfreeze(hook)
+                       .output())
+            print(seen, o.stdout.decode().split())
+        anyio.run(main)
+    """)
+    assert out.stdout.decode().strip() == "[['0', '65534', '1']] ['0', 'deny']"
