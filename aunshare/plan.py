@@ -52,8 +52,9 @@ over them whatever the caller's own privileges.
    point, enter it, pivot, enter the new "/", and detach the old root
    unless asked to keep it); ``/proc`` is mounted for
    :meth:`Command.mount_proc` inside the new root, before the old root
-   goes (an unprivileged proc mount needs a visible one). Then ``chdir``
-   to "/" of the new root.
+   goes (an unprivileged proc mount needs a visible one). Either way the
+   child then enters "/" of the new root, so no working directory is left
+   outside it.
 8. ``chdir`` to :meth:`Command.current_dir` (inside the new root, if any).
    Before dropping privileges, as the crate does, so a root parent can
    enter a directory the target user could not.
@@ -294,6 +295,9 @@ class Setup(NamedTuple):
 def check_isolation(cmd: Command) -> None:
     """Refuse combinations the kernel would reject or that would surprise:
     ValueError naming both sides and what to do instead."""
+    if not (cmd._unshare or cmd._setns or cmd._hostname or cmd._chroot or cmd._pivot
+            or cmd._mount_proc or cmd._id_map_commands or cmd._cgroup_path):
+        return  # nothing to combine (the common case, on every spawn)
     new = cmd._unshare
     joined = Namespace(0)
     for ns in cmd._setns:
@@ -442,6 +446,9 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
         if cmd._mount_proc:
             steps.append(_proc_step(root.rstrip(b"/") + b"/proc"))
         steps.append(Step("chroot", (CStr(root),), errors.ChangeRoot, "chroot", root))
+        # chroot leaves the working directory outside the new root: enter it
+        # (a relative current_dir is then taken from there).
+        steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
         root_changed = True
     elif cmd._pivot is not None:
         new_root, put_old, unmount = cmd._pivot
@@ -466,8 +473,6 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
     # 8. working directory
     if cmd._cwd is not None:
         steps.append(Step("chdir", (CStr(cmd._cwd),), errors.Chdir, "chdir", cmd._cwd))
-    elif cmd._chroot is not None:
-        steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
 
     # 9. resource limits
     for res, (soft, hard) in sorted(cmd._rlimits.items()):

@@ -710,3 +710,10 @@ def test_encode_bytes_and_scratch():
     assert row[2] == table.base + 32  # the scratch bytes in the header
     off = row[1] - table.base
     assert bytes(table.buf[off:off + 3]) == b"\1\2\3"
+
+
+def test_chroot_relative_current_dir_is_inside_the_root():
+    plan = plan_for(Command("x").chroot_dir("/srv/root").current_dir("var"))
+    seq = [(s.syscall, s.args[0]) for s in plan.steps if s.syscall in ("chroot", "chdir")]
+    assert seq == [("chroot", CStr(b"/srv/root")), ("chdir", CStr(b"/")),
+                   ("chdir", CStr(b"var"))]
