@@ -175,8 +175,13 @@ class Step(NamedTuple):
     """Extra explanation added to the error message."""
 
     def __str__(self) -> str:
-        args = ", ".join(_fmt_arg(a) for a in self.args)
-        return f"{self.syscall}({args})"
+        args = [_fmt_arg(a) for a in self.args]
+        if self.flags & USE_PREVIOUS and args:
+            args[0] = "<previous result>"
+        text = f"{self.syscall}({', '.join(args)})"
+        if self.flags & EXPECT_ARG5:
+            text += f" == {_fmt_arg(self.args[5])}"
+        return text
 
 
 def _fmt_arg(arg: Arg) -> str:
