@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="60 samples per peer")
     parser.add_argument("-n", type=int, default=None, help="samples per peer")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--plot", metavar="PNG", help="draw the medians (needs matplotlib)")
     args = parser.parse_args()
     if UNSHARE is None:
         raise SystemExit("unshare(1) (util-linux) is not installed")
@@ -157,6 +158,14 @@ def main() -> None:
         report[title] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _plot import bar_chart
+
+        bar_chart(args.plot, f"/bin/true in new namespaces: median us per spawn+wait "
+                  f"({platform.python_version()}, {os.cpu_count()} cores)",
+                  {t: {p: v["median_us"] for p, v in rows.items()} for t, rows in report.items()},
+                  "microseconds (lower is better)")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ def main() -> None:
                    help="smoke run: 200 spawns small, 50 at 2 GiB")
     p.add_argument("--no-big", action="store_true", help="skip the 2 GiB parent")
     p.add_argument("--json", metavar="FILE", help="also write the medians (and p90s) as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw the medians (needs matplotlib)")
     args = p.parse_args()
 
     small_n = args.count if args.count is not None else (200 if args.quick else 2000)
@@ -308,6 +309,15 @@ def main() -> None:
             "sizes": results,
         }
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    if args.plot:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _plot import bar_chart
+
+        bar_chart(args.plot, f"spawn + exec + wait of /bin/true, median us "
+                  f"({platform.python_version()}, {os.cpu_count()} cores)",
+                  {f"{size} parent": {p: v["median_us"] for p, v in rows.items()}
+                   for size, rows in results.items()},
+                  "microseconds, log scale (lower is better)", log=True)
 
 
 if __name__ == "__main__":
