@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "aunshare, as with unshare)")
     life.add_argument("--timeout", metavar="SECONDS", type=seconds,
                       help="stop PROGRAM after SECONDS (SIGTERM, then SIGKILL after "
-                           "--kill-after) and exit with 124")
+                           "--kill-after) and exit with 124; only PROGRAM is signalled, "
+                           "so add --pid to end what it started too")
     life.add_argument("--kill-after", metavar="SECONDS", type=grace_seconds, default=5.0,
                       help="grace between SIGTERM and SIGKILL for --timeout (default: 5)")
     life.add_argument("--json-status", metavar="FILE",
