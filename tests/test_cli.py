@@ -298,6 +298,15 @@ def test_help_and_version():
     assert res.returncode == 0 and res.stdout.startswith("aunshare ")
 
 
+def test_docs_show_the_current_help():
+    """docs/cli.md carries the --help text as printed on an 80-column terminal."""
+    env = cli_env() | {"COLUMNS": "80", "NO_COLOR": "1"}
+    res = subprocess.run([sys.executable, "-m", "aunshare", "--help"], env=env,
+                         capture_output=True, text=True, timeout=20)
+    page = (REPO / "docs" / "cli.md").read_text()
+    assert f"```text\n{res.stdout}```" in page, "regenerate the --help block of docs/cli.md"
+
+
 def test_options_after_the_program_belong_to_it():
     assert ok("echo", "-r", "--net") == "-r --net\n"
 
