@@ -33,7 +33,7 @@ from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import KillPolicy
 from .status import ExitStatus
 
-__all__ = ["main", "build_parser", "build_command"]
+__all__ = ["build_command", "build_parser", "main"]
 
 EXIT_TIMEOUT = 124
 EXIT_SETUP = 125
@@ -533,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             say(repr(cmd))
         anyio.run(_supervise, cmd, args, run)
+    except KeyboardInterrupt:  # before the child was started or after it was reaped
+        return 128 + signal.SIGINT
     except SetupFailed as exc:
         error = one_line(exc)
         code = EXIT_SETUP

@@ -18,7 +18,7 @@ import pytest
 
 from aunshare import Command, Exec
 from aunshare.executors import get_executor
-from conftest import NOBODY, REPO
+from conftest import NOBODY, REPO, process_gone
 
 IFACES = "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '"
 
@@ -32,7 +32,7 @@ def cli_env() -> dict[str, str]:
 
 
 def aunshare(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aunshare", *args], env=cli_env(),
+    return subprocess.run([sys.executable, "-m", "aunshare", *args], check=False, env=cli_env(),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -259,6 +259,35 @@ def test_second_signal_kills_a_pid_namespace_init():
     assert proc.wait(10) == 128 + signal.SIGKILL
 
 
+def kill_aunshare_under(*options: str) -> int:
+    """Start aunshare running sleep, SIGKILL aunshare; returns sleep's pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aunshare", *options, "--", "sh", "-c", "echo $$; exec sleep 30"],
+        env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    with proc.stdout:
+        pid = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    return pid
+
+
+def test_die_with_parent():
+    pid = kill_aunshare_under("--die-with-parent")
+    deadline = time.monotonic() + 5
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process_gone(pid)
+
+
+def test_program_outlives_aunshare_by_default():
+    pid = kill_aunshare_under()  # as with unshare(1)
+    try:
+        time.sleep(0.3)
+        assert not process_gone(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
 # -- usage -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [
@@ -301,7 +330,7 @@ def test_help_and_version():
 def test_docs_show_the_current_help():
     """docs/cli.md carries the --help text as printed on an 80-column terminal."""
     env = cli_env() | {"COLUMNS": "80", "NO_COLOR": "1"}
-    res = subprocess.run([sys.executable, "-m", "aunshare", "--help"], env=env,
+    res = subprocess.run([sys.executable, "-m", "aunshare", "--help"], check=False, env=env,
                          capture_output=True, text=True, timeout=20)
     page = (REPO / "docs" / "cli.md").read_text()
     assert f"```text\n{res.stdout}```" in page, "regenerate the --help block of docs/cli.md"
