@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from . import __version__
+from .child import Child
 from .command import Command
 from .errors import Error, Exec
 from .namespaces import Capability, GidMap, Namespace, UidMap
@@ -465,9 +466,8 @@ class _Run:
         self.elapsed = 0.0
 
 
-async def _forward(receiver: Any, child: Any) -> None:
+async def _forward(receiver: Any, child: Child) -> None:
     stops = 0
-    foreground = _in_foreground()
     async for signum in receiver:
         sig = signal.Signals(signum)
         if sig in STOPPING:
@@ -475,7 +475,7 @@ async def _forward(receiver: Any, child: Any) -> None:
         try:
             if stops > 1:
                 child.kill()
-            elif not (sig in KEYBOARD and foreground):
+            elif not (sig in KEYBOARD and _in_foreground()):
                 child.signal(sig)
         except OSError:  # it has exited meanwhile
             pass
