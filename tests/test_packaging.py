@@ -83,7 +83,8 @@ def test_wheel_contents(dist: Path) -> None:
     top = {Path(n).parts[0] for n in names}
     # The package and its metadata, nothing else at the top level.
     assert {t for t in top if not t.endswith(".dist-info")} == {"aunshare"}, top
-    for needed in ("aunshare/__init__.py", "aunshare/py.typed", "aunshare/executors/native.py"):
+    for needed in ("aunshare/__init__.py", "aunshare/py.typed", "aunshare/executors/native.py",
+                   "aunshare/cli.py", "aunshare/__main__.py"):
         assert needed in names, needed
 
 
@@ -95,7 +96,7 @@ def test_sdist_contents(dist: Path) -> None:
     inner = [str(Path(*Path(n).parts[1:])) for n in names if len(Path(n).parts) > 1]
     assert _stray(inner) == []
     for needed in ("pyproject.toml", "README.md", "LICENSE", "aunshare/__init__.py",
-                   "examples/quickstart.py", "mkdocs.yml", "docs/build.sh"):
+                   "examples/quickstart.py", "mkdocs.yml", "docs/build.sh", "docs/cli.md"):
         assert needed in inner, f"{needed} missing from {root}"
 
 
@@ -122,3 +123,9 @@ def test_installed_wheel_runs_an_example(dist: Path, tmp_path: Path) -> None:
     assert "count  exited with code 0: '1\\n2\\n3' 'done'" in out, out
     assert "tr     SHOUTING THROUGH A PIPE" in out, out
     assert "error  Chdir: chdir /no/such/dir" in out, out
+
+    # The console script the wheel declares.
+    out = _run([venv / "bin" / "aunshare", "-r", "--net", "--", "sh", "-c",
+                "id -u; cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '"],
+               cwd=work, env=env, timeout=60)
+    assert out.split() == ["0", "lo"], out

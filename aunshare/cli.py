@@ -1,0 +1,561 @@
+"""The ``aunshare`` command: run a program in new namespaces, in the spirit
+of util-linux ``unshare(1)`` and ``bwrap``, built on :class:`~aunshare.Command`.
+
+``aunshare [options] [--] PROGRAM [ARGS...]``. The program inherits the
+standard streams (and every inheritable descriptor, as with ``unshare``).
+The exit status is the program's, 128+N when a signal N killed it, 124
+after ``--timeout``, 125 when setting the child up failed, 126 when the
+program could not be executed and 127 when it was not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import grp
+import json
+import math
+import os
+import pwd
+import resource
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from . import __version__
+from .child import Child
+from .command import Command
+from .errors import Error, Exec
+from .namespaces import Capability, GidMap, Namespace, UidMap
+from .policy import KillPolicy
+from .status import ExitStatus
+
+__all__ = ["build_command", "build_parser", "main"]
+
+EXIT_TIMEOUT = 124
+EXIT_SETUP = 125
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+
+# Names accepted by --setns, as under /proc/PID/ns/.
+NS_TYPES = {
+    "user": Namespace.USER, "mnt": Namespace.MOUNT, "uts": Namespace.UTS,
+    "ipc": Namespace.IPC, "net": Namespace.NET, "pid": Namespace.PID,
+    "cgroup": Namespace.CGROUP, "time": Namespace.TIME,
+}
+
+RLIMITS = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
+           for name in dir(resource) if name.startswith("RLIMIT_")}
+
+# Signals passed on to the child. SIGINT and SIGQUIT typed at the terminal
+# already reach the child (it is in the same foreground process group), so
+# those two are passed on only when aunshare is not in the foreground.
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+             signal.SIGUSR1, signal.SIGUSR2)
+KEYBOARD = (signal.SIGINT, signal.SIGQUIT)
+STOPPING = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+EPILOG = """\
+examples:
+  aunshare -r --net -- sh -c 'id -u; cat /proc/net/dev'
+      root in a new user namespace, with a network namespace of its own
+      (only a loopback device, down)
+  aunshare -r --pid --mount-proc -- ps -e
+      pid 1 of a new pid namespace, with a /proc that shows only it
+  aunshare -r --hostname box -- hostname
+      a UTS namespace named "box" (--hostname implies --uts)
+  aunshare --setns net:/proc/1234/ns/net -- ip addr
+      join the network namespace of process 1234
+  aunshare -r --pid --pivot-root /srv/rootfs --mount-proc -- /bin/sh
+      a root file system of its own (/srv/rootfs/oldroot must exist;
+      the old root is detached from it before PROGRAM starts)
+  aunshare --rlimit nofile=64 --timeout 10 --json-status st.json -- make
+      limits, a deadline (exit 124) and a JSON report of how it ended
+
+exit status:
+  the program's exit code; 128+N when it was killed by signal N;
+  124 when --timeout expired; 125 when setting up the child failed;
+  126 when the program could not be executed; 127 when it was not found;
+  2 for a usage error.
+
+signals:
+  SIGHUP, SIGTERM, SIGUSR1 and SIGUSR2 sent to aunshare are passed on to
+  the program; SIGINT and SIGQUIT too, unless aunshare runs in the
+  terminal's foreground, where the program got them from the terminal
+  already. A second SIGHUP, SIGINT, SIGQUIT or SIGTERM kills the program
+  with SIGKILL (pid 1 of a new pid namespace ignores signals it has no
+  handler for).
+"""
+
+
+# -- argument types --------------------------------------------------------------
+
+def _id(text: str, what: str, lookup: Any) -> int:
+    """A numeric id, or a name looked up on this host."""
+    if text.isdigit():
+        value = int(text)
+        if value > 2**32 - 2:
+            raise argparse.ArgumentTypeError(f"{what} {text} is too large")
+        return value
+    try:
+        return lookup(text)
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown {what} {text!r}") from None
+
+
+def user_id(text: str) -> int:
+    return _id(text, "user", lambda name: pwd.getpwnam(name).pw_uid)
+
+
+def group_id(text: str) -> int:
+    return _id(text, "group", lambda name: grp.getgrnam(name).gr_gid)
+
+
+def group_list(text: str) -> list[int]:
+    return [group_id(g) for g in text.split(",") if g]
+
+
+def setns_spec(text: str) -> tuple[Namespace, str]:
+    kind, sep, path = text.partition(":")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected TYPE:PATH, got {text!r}")
+    if kind not in NS_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"unknown namespace type {kind!r} (one of {', '.join(NS_TYPES)})")
+    return NS_TYPES[kind], path
+
+
+def pivot_spec(text: str) -> tuple[str, str]:
+    root, sep, old = text.partition(":")
+    if not root.startswith("/"):
+        raise argparse.ArgumentTypeError(f"NEWROOT must be an absolute path, got {root!r}")
+    old = old.strip("/") if sep else "oldroot"
+    if not old or old == "." or ".." in old.split("/"):
+        raise argparse.ArgumentTypeError(
+            f"PUT_OLD must name a directory under NEWROOT, got {text.partition(':')[2]!r}")
+    return root, old
+
+
+def absolute_dir(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"must be an absolute path, got {text!r}")
+    return text
+
+
+def hostname(text: str) -> str:
+    if not 0 < len(os.fsencode(text)) <= 64:
+        raise argparse.ArgumentTypeError("a host name is 1 to 64 bytes")
+    return text
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def capabilities(text: str) -> list[Capability]:
+    caps = []
+    for name in text.split(","):
+        name = name.strip()
+        if not name:
+            continue
+        key = name.upper()
+        if not key.startswith("CAP_"):
+            key = "CAP_" + key
+        try:
+            caps.append(Capability[key])
+        except KeyError:
+            raise argparse.ArgumentTypeError(f"unknown capability {name!r}") from None
+    return caps
+
+
+def _limit(text: str, what: str) -> int | None:
+    if text in ("unlimited", "infinity"):
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{what} limit must be a number or 'unlimited', got {text!r}")
+    return int(text)
+
+
+def rlimit_spec(text: str) -> tuple[int, int | None, int | None]:
+    """RES=SOFT[:HARD] -> (resource, soft, hard); SOFT alone sets both,
+    SOFT: keeps the current hard limit."""
+    name, sep, values = text.partition("=")
+    key = name.lower().removeprefix("rlimit_")
+    if not sep or not values:
+        raise argparse.ArgumentTypeError(f"expected RES=SOFT[:HARD], got {text!r}")
+    if key not in RLIMITS:
+        raise argparse.ArgumentTypeError(
+            f"unknown resource {name!r} (one of {', '.join(sorted(RLIMITS))})")
+    res = RLIMITS[key]
+    soft_text, colon, hard_text = values.partition(":")
+    soft = _limit(soft_text, "soft")
+    if not colon:
+        hard = soft
+    elif not hard_text:
+        current = resource.getrlimit(res)[1]
+        hard = None if current == resource.RLIM_INFINITY else current
+    else:
+        hard = _limit(hard_text, "hard")
+    if hard is not None and (soft is None or soft > hard):
+        raise argparse.ArgumentTypeError(f"{name}: the soft limit is above the hard limit")
+    return res, soft, hard
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or math.isinf(value) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def grace_seconds(text: str) -> float:
+    if text in ("0", "0.0"):
+        return 0.0
+    return seconds(text)
+
+
+# -- the parser --------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aunshare",
+        usage="%(prog)s [options] [--] PROGRAM [ARGS...]",
+        description="Run PROGRAM in new (or joined) Linux namespaces, with id maps,\n"
+                    "a changed root, trimmed capabilities and limits, and wait for it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    ns = p.add_argument_group("namespaces")
+    ns.add_argument("-U", "--user", action="store_true", help="new user namespace")
+    ns.add_argument("-n", "--net", action="store_true", help="new network namespace")
+    ns.add_argument("-p", "--pid", action="store_true",
+                    help="new pid namespace: PROGRAM is its pid 1")
+    ns.add_argument("-m", "--mount", action="store_true",
+                    help="new mount namespace (every mount made private first)")
+    ns.add_argument("-u", "--uts", action="store_true", help="new UTS namespace")
+    ns.add_argument("-i", "--ipc", action="store_true", help="new IPC namespace")
+    ns.add_argument("-C", "--cgroup", action="store_true", help="new cgroup namespace")
+    ns.add_argument("-T", "--time", action="store_true", help="new time namespace")
+    ns.add_argument("--setns", metavar="TYPE:PATH", type=setns_spec, action="append",
+                    default=[],
+                    help="join an existing namespace, e.g. net:/proc/PID/ns/net; TYPE is "
+                         "one of user, mnt, uts, ipc, net, pid, cgroup, time (repeatable)")
+    ns.add_argument("--mount-proc", action="store_true",
+                    help="mount a fresh /proc (implies --mount; useful with --pid)")
+    ns.add_argument("--hostname", metavar="NAME", type=hostname,
+                    help="set the host name (implies --uts unless a UTS namespace is joined)")
+
+    ids = p.add_argument_group("user and group ids")
+    ids.add_argument("-r", "--map-root-user", action="store_true",
+                     help="be root in a new user namespace (your uid and gid mapped to 0)")
+    ids.add_argument("--map-current-user", action="store_true",
+                     help="keep your uid and gid in a new user namespace")
+    ids.add_argument("--map-user", metavar="UID", type=user_id,
+                     help="map your effective uid to UID in a new user namespace")
+    ids.add_argument("--map-group", metavar="GID", type=group_id,
+                     help="map your effective gid to GID in a new user namespace")
+    ids.add_argument("--uid", metavar="UID", type=user_id,
+                     help="run PROGRAM as UID (an id inside the user namespace, if any)")
+    ids.add_argument("--gid", metavar="GID", type=group_id, help="run PROGRAM with group GID")
+    ids.add_argument("--groups", metavar="G1,G2", type=group_list,
+                     help="supplementary groups (an empty string for none)")
+
+    fs = p.add_argument_group("file system")
+    fs.add_argument("--chroot", metavar="DIR", type=absolute_dir, help="chroot to DIR")
+    fs.add_argument("--pivot-root", metavar="NEWROOT[:PUT_OLD]", type=pivot_spec,
+                    help="make NEWROOT the root with pivot_root(2) (implies --mount); the "
+                         "old root is put on PUT_OLD, a directory under NEWROOT (default: "
+                         "oldroot), then detached")
+    fs.add_argument("--chdir", metavar="DIR", help="working directory of PROGRAM")
+
+    env = p.add_argument_group("environment")
+    env.add_argument("--env", metavar="KEY=VALUE", type=env_pair, action="append",
+                     default=[], help="set a variable (repeatable)")
+    env.add_argument("--unsetenv", metavar="KEY", action="append", default=[],
+                     help="remove a variable (repeatable)")
+    env.add_argument("--clearenv", action="store_true",
+                     help="start from an empty environment (then --env)")
+
+    sec = p.add_argument_group("privileges and limits")
+    sec.add_argument("--keep-caps", metavar="CAP,...", type=capabilities,
+                     help="keep exactly these capabilities (net_admin or CAP_NET_ADMIN), "
+                          "also across --uid; an empty string drops all")
+    sec.add_argument("--no-new-privs", action="store_true",
+                     help="exec may not grant privileges (setuid bits, file capabilities)")
+    sec.add_argument("--rlimit", metavar="RES=SOFT[:HARD]", type=rlimit_spec,
+                     action="append", default=[],
+                     help="set a resource limit, e.g. nofile=64 or nproc=100:200; SOFT "
+                          "alone sets both, SOFT: keeps the hard limit, 'unlimited' is "
+                          "allowed (repeatable)")
+
+    life = p.add_argument_group("lifetime and reporting")
+    life.add_argument("--die-with-parent", action="store_true",
+                      help="SIGKILL PROGRAM when aunshare dies (by default it may outlive "
+                           "aunshare, as with unshare)")
+    life.add_argument("--timeout", metavar="SECONDS", type=seconds,
+                      help="stop PROGRAM after SECONDS (SIGTERM, then SIGKILL after "
+                           "--kill-after) and exit with 124; only PROGRAM is signalled, "
+                           "so add --pid to end what it started too")
+    life.add_argument("--kill-after", metavar="SECONDS", type=grace_seconds, default=5.0,
+                      help="grace between SIGTERM and SIGKILL for --timeout (default: 5)")
+    life.add_argument("--json-status", metavar="FILE",
+                      help="write how PROGRAM ended to FILE as JSON")
+    life.add_argument("-v", "--verbose", action="store_true",
+                      help="print the command and the child's pid to stderr")
+    life.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("the following arguments are required: PROGRAM")
+    maps = [name for name, on in (("--map-root-user", args.map_root_user),
+                                  ("--map-current-user", args.map_current_user),
+                                  ("--map-user/--map-group", args.map_user is not None
+                                   or args.map_group is not None)) if on]
+    if len(maps) > 1:
+        parser.error(f"choose one way of mapping ids: {' or '.join(maps)}")
+    if args.chroot and args.pivot_root:
+        parser.error("--chroot and --pivot-root both change the root; choose one")
+    joined = [kind for kind, _ in args.setns]
+    if len(set(joined)) != len(joined):
+        parser.error("--setns: each namespace type can be joined once")
+    return args
+
+
+def build_command(args: argparse.Namespace) -> Command:
+    """The :class:`Command` the parsed options describe (ValueError for a
+    namespace file that cannot be joined)."""
+    program, *rest = args.command
+    cmd = Command(program).args(rest)
+    cmd.reset_fds()  # pass every inheritable descriptor on, as unshare does
+
+    flags = Namespace(0)
+    for on, ns in ((args.user, Namespace.USER), (args.net, Namespace.NET),
+                   (args.pid, Namespace.PID), (args.mount, Namespace.MOUNT),
+                   (args.uts, Namespace.UTS), (args.ipc, Namespace.IPC),
+                   (args.cgroup, Namespace.CGROUP), (args.time, Namespace.TIME)):
+        if on:
+            flags |= ns
+    joined = {kind for kind, _ in args.setns}
+    if args.mount_proc or args.pivot_root:
+        flags |= Namespace.MOUNT
+    if args.hostname is not None and Namespace.UTS not in joined:
+        flags |= Namespace.UTS
+    if flags:
+        cmd.unshare(flags)
+    for kind, path in args.setns:
+        try:
+            cmd.set_namespace(path, kind)
+        except ValueError as exc:  # a missing or wrong file: a setup failure
+            raise SetupFailed(f"--setns {kind.proc_name}:{path}: {exc}") from None
+
+    if args.map_root_user:
+        cmd.map_root_user()
+    elif args.map_current_user:
+        cmd.map_current_user()
+    elif args.map_user is not None or args.map_group is not None:
+        uid = os.geteuid() if args.map_user is None else args.map_user
+        gid = os.getegid() if args.map_group is None else args.map_group
+        cmd.set_id_maps([UidMap(uid, os.geteuid())], [GidMap(gid, os.getegid())])
+
+    if args.hostname is not None:
+        cmd.hostname(args.hostname)
+    if args.mount_proc:
+        cmd.mount_proc()
+    if args.chroot:
+        cmd.chroot_dir(args.chroot)
+    if args.pivot_root:
+        cmd.pivot_root(*args.pivot_root)
+    if args.chdir:
+        cmd.current_dir(args.chdir)
+    if args.gid is not None:
+        cmd.gid(args.gid)
+    if args.uid is not None:
+        cmd.uid(args.uid)
+    if args.groups is not None:
+        cmd.groups(args.groups)
+
+    if args.clearenv:
+        cmd.env_clear()
+    for key in args.unsetenv:
+        cmd.env_remove(key)
+    for key, value in args.env:
+        cmd.env(key, value)
+
+    if args.keep_caps is not None:
+        cmd.keep_caps(args.keep_caps)
+    if args.no_new_privs:
+        cmd.no_new_privs()
+    for res, soft, hard in args.rlimit:
+        cmd.rlimit(res, soft, hard)
+
+    if args.die_with_parent:
+        cmd.set_parent_death_signal(signal.SIGKILL)
+    else:
+        cmd.allow_daemonize()
+    cmd.kill_policy(KillPolicy(grace=args.kill_after))
+    return cmd
+
+
+class SetupFailed(Exception):
+    """Setting up the child failed before it was created (exit 125)."""
+
+
+# -- running -----------------------------------------------------------------------
+
+def exit_code(status: ExitStatus) -> int:
+    """The shell's convention: the code, or 128+N for a signal N."""
+    if status.code is not None:
+        return status.code
+    return 128 + (status.signal or 0)
+
+
+def error_exit_code(exc: BaseException) -> int:
+    if isinstance(exc, Exec):
+        return EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXEC
+    return EXIT_SETUP
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def say(message: str) -> None:
+    print(f"aunshare: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _in_foreground() -> bool:
+    """True when this process group is the foreground group of the terminal
+    on stdin: keyboard signals then reach the child directly."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def write_report(path: str, report: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.status: ExitStatus | None = None
+        self.timed_out = False
+        self.started = 0.0
+        self.elapsed = 0.0
+
+
+async def _forward(receiver: Any, child: Child) -> None:
+    stops = 0
+    async for signum in receiver:
+        sig = signal.Signals(signum)
+        if sig in STOPPING:
+            stops += 1
+        try:
+            if stops > 1:
+                child.kill()
+            elif not (sig in KEYBOARD and _in_foreground()):
+                child.signal(sig)
+        except OSError:  # it has exited meanwhile
+            pass
+
+
+async def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
+    with anyio.open_signal_receiver(*FORWARDED) as receiver:
+        run.started = time.monotonic()
+        child = await cmd.spawn()
+        run.pid = child.pid
+        if args.verbose:
+            say(f"pid {child.pid}")
+        async with child, anyio.create_task_group() as tg:
+            tg.start_soon(_forward, receiver, child)
+            with anyio.move_on_after(math.inf if args.timeout is None else args.timeout) as scope:
+                run.status = await child.wait()
+            if scope.cancelled_caught:
+                run.timed_out = True
+                if args.verbose:
+                    say(f"timed out after {args.timeout} s: stopping pid {child.pid}")
+                run.status = await child.shutdown()
+            tg.cancel_scope.cancel()
+        run.elapsed = time.monotonic() - run.started
+
+
+def report_of(run: _Run, code: int, error: str | None) -> dict[str, Any]:
+    st = run.status
+    usage = st.rusage if st is not None else None
+    sig = st.signal if st is not None else None
+    return {
+        "pid": run.pid,
+        "exit_code": st.code if st is not None else None,
+        "signal": sig,
+        "signal_name": signal.Signals(sig).name if sig else None,
+        "core_dumped": st.core_dumped if st is not None else False,
+        "timed_out": run.timed_out,
+        "user_seconds": usage.user_time if usage else None,
+        "system_seconds": usage.system_time if usage else None,
+        "max_rss_kib": usage.max_rss_kib if usage else None,
+        "elapsed_seconds": round(run.elapsed, 6) if run.status is not None else None,
+        "aunshare_exit": code,
+        "error": error,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns
+    the exit status."""
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    run = _Run()
+    error: str | None = None
+    try:
+        cmd = build_command(args)
+        if args.verbose:
+            say(repr(cmd))
+        anyio.run(_supervise, cmd, args, run)
+    except KeyboardInterrupt:  # before the child was started or after it was reaped
+        return 128 + signal.SIGINT
+    except SetupFailed as exc:
+        error = one_line(exc)
+        code = EXIT_SETUP
+    except ValueError as exc:
+        if run.pid is not None or isinstance(exc, Error):
+            raise
+        # an option combination the library refuses before any process exists
+        parser.error(one_line(exc))
+    except (Error, OSError) as exc:
+        error = one_line(exc)
+        code = error_exit_code(exc)
+    else:
+        assert run.status is not None
+        code = EXIT_TIMEOUT if run.timed_out else exit_code(run.status)
+    if error is not None:
+        say(error)
+    if args.json_status:
+        try:
+            write_report(args.json_status, report_of(run, code, error))
+        except OSError as exc:
+            say(f"--json-status {args.json_status}: {exc.strerror}")
+            if code == 0:
+                code = EXIT_SETUP
+    return code
