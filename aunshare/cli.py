@@ -364,7 +364,7 @@ def build_command(args: argparse.Namespace) -> Command:
     for kind, path in args.setns:
         try:
             cmd.set_namespace(path, kind)
-        except ValueError as exc:  # a missing or wrong file: a setup failure
+        except (ValueError, Error) as exc:  # a missing or wrong file: a setup failure
             raise SetupFailed(f"--setns {kind.proc_name}:{path}: {exc}") from None
 
     if args.map_root_user:

@@ -8,6 +8,7 @@ file's descriptor at once so the Command owns a copy). Starting a child is
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal as _signal
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
 from ._linux import NS_GET_NSTYPE
+from .errors import SetNs
 from .namespaces import (
     Capability, GidMap, Namespace, UidMap, check_maps, namespace_names, to_namespaces,
 )
@@ -93,6 +95,17 @@ def _check_limit(value: object, what: str) -> int:
     if not 0 <= value <= _RLIM_INFINITY:
         raise ValueError(f"{what} must be between 0 and {_RLIM_INFINITY}, got {value}")
     return value
+
+
+def _limit_str(value: int) -> str:
+    return "unlimited" if value == _RLIM_INFINITY else str(value)
+
+
+def _cap_name(cap: int) -> str:
+    try:
+        return Capability(cap).name
+    except ValueError:
+        return str(cap)
 
 
 def _check_signal(value: object, what: str) -> int:
@@ -669,7 +682,8 @@ class Command:
         Command. The child joins in a fixed order: the user namespace
         first, the mount namespace last (see :mod:`aunshare.plan`). Joining
         a PID namespace places the child's children, not the child, in it.
-        Raises ValueError if the file is not a namespace of type ``ns``.
+        Raises ValueError if the file is not a namespace of type ``ns``,
+        :class:`~aunshare.SetNs` if the path cannot be opened.
         """
         if not isinstance(ns, Namespace) or ns.value not in _SINGLE_NS:
             raise TypeError(f"set_namespace() takes one Namespace member, got {ns!r}")
@@ -678,8 +692,8 @@ class Command:
             try:
                 owned = _OwnedFd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
             except OSError as exc:
-                raise ValueError(f"set_namespace: cannot open {os.fsdecode(path)!r}: "
-                                 f"{exc.strerror}") from None
+                raise SetNs(exc.errno or errno.ENOENT, path, f"the {ns.name} namespace file "
+                            "to join (e.g. /proc/PID/ns/...)", action="open") from None
         else:
             owned = _dup_fileobj(file, "set_namespace")
         try:
@@ -931,6 +945,20 @@ class Command:
             extra.append(f"chroot={os.fsdecode(self._chroot)!r}")
         if self._pivot is not None:
             extra.append(f"pivot_root={os.fsdecode(self._pivot[0])!r}")
+        if self._hostname is not None:
+            extra.append(f"hostname={os.fsdecode(self._hostname)!r}")
+        if self._mount_proc:
+            extra.append("mount_proc")
+        if self._keep_caps is not None:
+            names = ",".join(_cap_name(c) for c in sorted(self._keep_caps))
+            extra.append(f"keep_caps=[{names}]")
+        if self._no_new_privs:
+            extra.append("no_new_privs")
+        for res, (soft, hard) in sorted(self._rlimits.items()):
+            extra.append(f"rlimit[{res}]={_limit_str(soft)}:{_limit_str(hard)}")
+        if self._death_signal != _signal.SIGKILL:
+            extra.append("allow_daemonize" if self._death_signal is None
+                         else f"death_signal={self._death_signal}")
         for t, f in sorted(self._fds.items()):
             extra.append(f"fd{t}={f!r}")
         if extra:

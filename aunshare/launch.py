@@ -508,6 +508,11 @@ def _build(cmd: Command, moves: list[tuple[int, int]], shared_memory: bool = Fal
     else:
         path_env = None if cmd._env_clear else os.environb.get(b"PATH")
     root = cmd._chroot if cmd._chroot is not None else cmd._pivot[0] if cmd._pivot else b""
+    if root and not os.path.isdir(root):  # say so, rather than "program not found"
+        what = "chroot" if cmd._chroot is not None else "pivot_root"
+        err = errno.ENOTDIR if os.path.exists(root) else errno.ENOENT
+        raise errors.ChangeRoot(err, root, "the new root must be an existing directory",
+                                action=what)
     program = resolve_program(cmd._program, path_env, root.rstrip(b"/"))
     envp = _child_env(cmd)
     if envp is None and shared_memory:

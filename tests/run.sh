@@ -11,9 +11,14 @@ venv=".venv-$ver"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ "$(id -u)" = 0 ]; then
-    # The re-assembly test needs GNU as/objcopy.
-    if ! command -v as >/dev/null || ! command -v objcopy >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq binutils >/dev/null
+    # The re-assembly test needs GNU as/objcopy; the namespace tests a
+    # static busybox (a minimal root) and newuidmap/newgidmap.
+    need=()
+    command -v as >/dev/null && command -v objcopy >/dev/null || need+=(binutils)
+    [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
+    command -v newuidmap >/dev/null || need+=(uidmap)
+    if [ ${#need[@]} -gt 0 ]; then
+        apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
     fi
     # Some tests run this interpreter as uid 65534; every directory above it
     # must be traversable (search permission only, nothing becomes readable).

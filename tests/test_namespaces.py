@@ -190,6 +190,9 @@ async def test_set_namespace_checks_the_type():
         Command("true").set_namespace("/proc/self/ns/net", Namespace.USER)
     with pytest.raises(ValueError, match="not a namespace file"):
         Command("true").set_namespace("/etc/hostname", Namespace.UTS)
+    with pytest.raises(SetNs) as info:
+        Command("true").set_namespace("/proc/999999999/ns/net", Namespace.NET)
+    assert info.value.errno == errno.ENOENT and "/proc/999999999/ns/net" in str(info.value)
     with pytest.raises(TypeError, match="one Namespace member"):
         Command("true").set_namespace("/proc/self/ns/net", Namespace.NET | Namespace.UTS)
 
@@ -443,9 +446,10 @@ async def test_chroot(minimal_root):
 async def test_chroot_missing_is_change_root_error(tmp_path):
     os.mkdir(tmp_path / "bin")
     shutil.copy2("/bin/true", tmp_path / "bin" / "true")
-    with pytest.raises(ChangeRoot) as info:
-        await Command("/bin/true").chroot_dir(tmp_path / "missing").status()
-    assert info.value.errno == errno.ENOENT and "missing" in str(info.value)
+    for program in ("/bin/true", "true"):  # also before the PATH lookup inside it
+        with pytest.raises(ChangeRoot) as info:
+            await Command(program).chroot_dir(tmp_path / "missing").status()
+        assert info.value.errno == errno.ENOENT and "missing" in str(info.value)
 
 
 @needs_busybox
