@@ -2,8 +2,9 @@
 
 Each sample is one complete "start /bin/true in new namespaces and wait for
 it". Scenarios, each against the util-linux command a user would otherwise
-start from Python (with ``os.posix_spawn`` + ``os.waitpid``, the cheapest
-way to run it from Python):
+start from Python, with ``os.posix_spawn`` + ``os.waitpid`` (the cheapest
+way to run it from Python; the first scenario also shows ``subprocess.run``
+of the same command, the way most Python code would start it):
 
 * ``user+net, root mapped``: ``Command(...).unshare(NET).map_root_user()``
   vs ``unshare -Urn /bin/true``. The target: at most 0.6x of unshare(1).
@@ -85,6 +86,24 @@ def _aunshare(build: Callable[[], Command], backend: str) -> Batch:
     return lambda n: anyio.run(_timed, build, n, backend=backend)
 
 
+def _unshare_subprocess(args: list[str]) -> Batch:
+    """The same, the way most Python code starts a command: subprocess.run."""
+    import subprocess
+
+    argv = [UNSHARE, *args, TRUE]
+
+    def run(n: int) -> list[int]:
+        clock = time.perf_counter_ns
+        out = []
+        for i in range(n + 1):
+            t0 = clock()
+            subprocess.run(argv, check=True)
+            if i:
+                out.append(clock() - t0)
+        return out
+    return run
+
+
 def _unshare(args: list[str]) -> Batch:
     argv = [UNSHARE, *args, TRUE]
 
@@ -107,6 +126,7 @@ SCENARIOS: dict[str, tuple[dict[str, Batch], str]] = {
     "user+net, root mapped": ({
         **{f"aunshare ({b})": _aunshare(_net_root, b) for b in BACKENDS},
         "unshare -Urn": _unshare(["-Urn"]),
+        "unshare -Urn (subprocess.run)": _unshare_subprocess(["-Urn"]),
     }, "unshare -Urn"),
     "user+pid+mount, /proc": ({
         **{f"aunshare ({b})": _aunshare(_pid_mount_proc, b) for b in BACKENDS},
