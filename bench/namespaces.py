@@ -14,6 +14,10 @@ of the same command, the way most Python code would start it):
   (``set_id_maps`` written by the parent while the child waits), against
   the same ``unshare -Urn``.
 
+The first scenario also times an "event-loop floor": the same clone and
+plan, the pidfd awaited with ``anyio.wait_readable`` and reaped, none of
+aunshare's async layer around it; no event-loop waiter can beat it.
+
 aunshare runs under asyncio (and trio where installed). Peers run
 interleaved in rounds, in rotating order, so noise lands on all alike;
 medians are over all samples. Run as any user that may create user
@@ -82,6 +86,31 @@ async def _timed(build: Callable[[], Command], n: int) -> list[int]:
     return out
 
 
+async def _floor_timed(build: Callable[[], Command], n: int) -> list[int]:
+    """The same child, with none of aunshare's async layer: the parent side
+    of the clone (launch.start), then the pidfd awaited on the event loop
+    and reaped. What any event-loop waiter pays at least."""
+    from aunshare._linux import WEXITED, waitid_pidfd
+    from aunshare.launch import start
+
+    cmd = build()
+    clock = time.perf_counter_ns
+    out = []
+    for i in range(n + 1):
+        t0 = clock()
+        started = start(cmd)
+        await anyio.wait_readable(started.pidfd)
+        waitid_pidfd(started.pidfd, WEXITED)
+        os.close(started.pidfd)
+        if i:
+            out.append(clock() - t0)
+    return out
+
+
+def _floor(build: Callable[[], Command]) -> Batch:
+    return lambda n: anyio.run(_floor_timed, build, n)
+
+
 def _aunshare(build: Callable[[], Command], backend: str) -> Batch:
     return lambda n: anyio.run(_timed, build, n, backend=backend)
 
@@ -125,6 +154,7 @@ def _unshare(args: list[str]) -> Batch:
 SCENARIOS: dict[str, tuple[dict[str, Batch], str]] = {
     "user+net, root mapped": ({
         **{f"aunshare ({b})": _aunshare(_net_root, b) for b in BACKENDS},
+        "event-loop floor (no aunshare async layer)": _floor(_net_root),
         "unshare -Urn": _unshare(["-Urn"]),
         "unshare -Urn (subprocess.run)": _unshare_subprocess(["-Urn"]),
     }, "unshare -Urn"),
