@@ -33,8 +33,6 @@ def _threads() -> int:
 
 def _thread_names() -> list[str]:
     """Each thread's name, to tell which one appeared."""
-    import threading
-
     return [t.name for t in threading.enumerate()] + [
         open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
 
