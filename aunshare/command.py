@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any, Union
 from ._linux import NS_GET_NSTYPE
 from .errors import SetNs
 from .namespaces import (
-    Capability, GidMap, Namespace, UidMap, check_maps, namespace_names, to_namespaces,
+    Capability, GidMap, Namespace, UidMap, cap_name as _cap_name, check_maps, namespace_names,
+    to_namespaces,
 )
 from .policy import KillPolicy
 
@@ -99,13 +100,6 @@ def _check_limit(value: object, what: str) -> int:
 
 def _limit_str(value: int) -> str:
     return "unlimited" if value == _RLIM_INFINITY else str(value)
-
-
-def _cap_name(cap: int) -> str:
-    try:
-        return Capability(cap).name
-    except ValueError:
-        return str(cap)
 
 
 def _check_signal(value: object, what: str) -> int:

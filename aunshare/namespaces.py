@@ -203,3 +203,11 @@ class Capability(enum.IntEnum):
     CAP_PERFMON = 38
     CAP_BPF = 39
     CAP_CHECKPOINT_RESTORE = 40
+
+
+def cap_name(cap: int) -> str:
+    """``"CAP_NET_ADMIN"`` for 12; the number for one this list does not know."""
+    try:
+        return Capability(cap).name
+    except ValueError:
+        return f"capability {cap}"

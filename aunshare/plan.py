@@ -102,7 +102,7 @@ from ._linux import (
     PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
 )
-from .namespaces import Capability, Namespace, namespace_names
+from .namespaces import Namespace, cap_name as _cap_name, namespace_names
 from .policy import KillTarget
 
 if TYPE_CHECKING:
@@ -366,13 +366,6 @@ def _cap_bits(caps: frozenset[int]) -> bytes:
             hi |= 1 << (cap - 32)
     # struct __user_cap_data_struct[2]: effective, permitted, inheritable
     return struct.pack("=6I", lo, lo, lo, hi, hi, hi)
-
-
-def _cap_name(cap: int) -> str:
-    try:
-        return Capability(cap).name
-    except ValueError:
-        return f"capability {cap}"
 
 
 def build_plan(cmd: Command, setup: Setup) -> Plan:
