@@ -1,12 +1,11 @@
 """cgroup v2 from the parent's side: find the hierarchy, create a child's own
 cgroup, signal or kill everything in it, remove it.
 
-Synchronous and quick, like :mod:`aunshare.launch`; the async layer
-(:mod:`aunshare.supervise`) decides when. A child started with
-:meth:`Command.new_cgroup <aunshare.Command.new_cgroup>` is created inside its
-cgroup by ``clone3(CLONE_INTO_CGROUP)``, so nothing it starts can escape the
-kill without privilege. Waiting for a cgroup to become empty is in
-:mod:`aunshare.supervise`.
+Synchronous and quick, except :func:`wait_empty`, which awaits a cgroup's
+``populated`` flag on the event loop; the layers above decide when. A
+child started with :meth:`Command.new_cgroup <aunshare.Command.new_cgroup>`
+is created inside its cgroup by ``clone3(CLONE_INTO_CGROUP)``, so nothing
+it starts can escape the kill without privilege.
 """
 
 from __future__ import annotations
@@ -17,11 +16,13 @@ import itertools
 import os
 import signal as _signal
 
+import anyio
+
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
-           "kill", "remove", "CGROUP2_SUPER_MAGIC"]
+           "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -242,3 +243,41 @@ def remove(path: bytes) -> bool:
             return False
         raise errors.CgroupError(exc.errno, path, action="remove cgroup") from None
     return True
+
+
+_IN_MODIFY = 0x2
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+
+async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
+    """Return once no live process is left in the cgroup ``path``.
+
+    The kernel reports a change of ``populated`` in ``cgroup.events`` as a
+    file modification, so this sleeps on an inotify descriptor, not a timer.
+    Where inotify is unavailable (descriptor or watch limits reached) it
+    polls, backing off from 1 ms to 50 ms.
+    """
+    fd = -1
+    if use_inotify:
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd >= 0 and libc.inotify_add_watch(fd, ctypes.c_char_p(path + b"/cgroup.events"),
+                                              _IN_MODIFY) < 0:
+            os.close(fd)
+            fd = -1
+    try:
+        delay = 0.001
+        # The watch is in place before each check, so no change can be missed.
+        while populated(path):
+            if fd >= 0:
+                await anyio.wait_readable(fd)
+                try:
+                    os.read(fd, 4096)
+                except BlockingIOError:
+                    pass
+            else:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    finally:
+        if fd >= 0:
+            os.close(fd)

@@ -1,14 +1,29 @@
-"""The async layer: spawn, the :class:`Child` handle, waiting and signalling.
+"""The :class:`Child` handle: its streams, waiting, signalling, and its
+own shutdown (carrying out a :class:`~aunshare.policy.KillPolicy`).
 
 A child's exit is awaited on its pidfd (readable once it has exited) and
 reaped with ``waitid(P_PIDFD)``, so aunshare never reaps a process it did
-not start and never races pid reuse. How a child is stopped when its
-supervision ends early (its :class:`~aunshare.policy.KillPolicy`) is carried
-out by :mod:`aunshare.supervise`.
+not start and never races pid reuse.
+
+Shutdown (:meth:`Child.shutdown`, also what ``async with child`` does on an
+error or a cancellation):
+
+1. the first signal (default SIGTERM) and SIGCONT go to the target: the
+   child, its process group (``killpg``) or every process in its cgroup;
+2. up to ``grace`` seconds pass until the child exited (target GROUP: the
+   child itself; target CGROUP: the whole cgroup is empty);
+3. SIGKILL goes to the target (``cgroup.kill`` for a cgroup) *while the
+   child is still unreaped*: until it is reaped its pid cannot be reused, and
+   so neither can the process group id, which is the same number;
+4. the child is reaped; a cgroup is waited until empty and removed.
+
+All of it is shielded from cancellation: a cancelled caller gets its
+cancellation back only once the child is gone and reaped.
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import fcntl
 import os
 import signal as _signal
@@ -16,28 +31,26 @@ import struct
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import Any, Union
 
 import anyio
 
 from . import cgroup as _cgroup
-from . import errors, supervise
+from . import errors
 from ._linux import (
-    CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd,
+    CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, Rusage, Siginfo, pidfd_send_signal,
+    waitid_pidfd,
 )
-from .handshake import run_handshake
-from .launch import Started, failed, release, start
-from .policy import DEFAULT_KILL_POLICY, KillPolicy
+from ._names import STDIO_NAMES, check_signal
+from .launch import Pending
+from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus, ResourceUsage
 from .streams import PipeReader, PipeWriter
+from .tree import signal_tree
 
-if TYPE_CHECKING:
-    from .command import Command
-
-__all__ = ["Child", "Output", "spawn"]
+__all__ = ["Child", "Output", "busy", "reap_orphans"]
 
 _Stream = Union[PipeReader, PipeWriter]
-_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,115 +65,39 @@ class Output:
     """Everything the child wrote to stderr (empty when not piped)."""
 
 
-# Children not yet reaped, and spawns under way: while there are any, the
-# event loop has other children to serve, so a spawn must not put its
-# thread to sleep until the exec (the vfork path) but watch the error pipe.
+# Children not yet reaped: while there are any, the event loop has other
+# children to serve, so a spawn must not put its thread to sleep until the
+# exec (the vfork path) but watch the error pipe (see aunshare.spawn).
 _unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
-_starting: set[object] = set()
+# (pid, pidfd) of children whose Child was dropped unreaped: reaped by
+# reap_orphans() once they exit, as subprocess does with its dropped Popens.
+_orphans: list[tuple[int, int]] = []
 
 
-async def spawn(cmd: Command, default_stdio: str = "inherit") -> Child:
-    """Start ``cmd``; return once the child has exec'd. Errors are typed.
-
-    In an already cancelled scope nothing is started.
-    """
-    await anyio.lowlevel.checkpoint_if_cancelled()
-    token = object()
-    _starting.add(token)
-    try:
-        started = start(cmd, default_stdio, allow_vfork=len(_starting) == 1 and not _unreaped)
-        if started.wake_fd >= 0:
-            await _handshake(cmd, started)
-        if started.report_fd >= 0:
-            await _await_exec(started)
-            release(started)
-        return Child(started, cmd._kill_policy)
-    finally:
-        _starting.discard(token)
+def busy() -> bool:
+    """True while some Child is unreaped (the event loop may have to serve it)."""
+    return bool(_unreaped)
 
 
-async def _handshake(cmd: Command, started: Started) -> None:
-    """The parent's part while the child waits (id maps, before_unfreeze),
-    then let it go on. On any failure or cancellation the child is killed
-    and reaped before the exception propagates."""
-    try:
-        await run_handshake(cmd, started.pid, started.wake_fd)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _abandon(started)
-        raise
-    finally:
-        if started.wake_fd >= 0:
-            os.close(started.wake_fd)
-            started.wake_fd = -1
-
-
-async def _await_exec(started: Started) -> None:
-    """Read the error pipe until EOF (exec done) or a failure record."""
-    fd = started.report_fd
-    data = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, 8 - len(data))
-            except BlockingIOError:
-                await anyio.wait_readable(fd)
-                continue
-            except OSError as exc:
-                raise errors.PipeError(exc.errno, "the error pipe") from None
-            if not chunk:
-                break
-            data += chunk
-            if len(data) == 8:
-                break
-    except BaseException:
-        # Cancelled (or worse) before exec was confirmed: leave nothing behind.
-        with anyio.CancelScope(shield=True):
-            await _abandon(started)
-        raise
-    if data:
-        if len(data) < 8:
-            await _abandon(started)
-            raise errors.UnknownError(f"the child sent a truncated error record {data!r}")
-        idx = int.from_bytes(data[:4], "little")
-        err = int.from_bytes(data[4:], "little")
-        raise failed(started, idx, err)
-    started.report_fd = -1
-    os.close(fd)
-
-
-async def _abandon(started: Started) -> None:
-    """Kill and reap a child the caller will never see, and anything it may
-    already have started; close its fds and remove its cgroup."""
-    # It may have exec'd and forked before we saw the pipe's EOF. A group
-    # with its pid as id can only be its own, and it is not reaped yet.
-    if "group" in started.plan.features:
+def reap_orphans() -> None:
+    """Reap the dropped children that have exited (cheap: one waitid each)."""
+    if not _orphans:
+        return
+    for item in list(_orphans):
+        pid, pidfd = item
         try:
-            os.killpg(started.pid, _signal.SIGKILL)
+            info, _ = waitid_pidfd(pidfd, WEXITED | WNOHANG)
         except OSError:
-            pass
-    if started.cgroup is not None:
-        _cgroup.kill(started.cgroup)
-    try:
-        pidfd_send_signal(started.pidfd, _signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        waitid_pidfd(started.pidfd, WEXITED)  # SIGKILL is prompt
-    except OSError:
-        pass
-    for fd in (started.pidfd, started.report_fd, started.wake_fd, *started.pipes.values()):
-        if fd >= 0:
-            os.close(fd)
-    started.pidfd = started.report_fd = started.wake_fd = -1
-    started.pipes = {}
-    if started.cgroup is not None:
-        await supervise.wait_cgroup_empty(started.cgroup)
-        _cgroup.remove(started.cgroup)
-        started.cgroup = None
+            info = None  # reaped elsewhere: nothing left to wait for
+        if info is None or info.si_pid != 0:
+            try:
+                _orphans.remove(item)
+            except ValueError:
+                continue  # another thread took it
+            os.close(pidfd)
 
 
-def _status(info, ru) -> ExitStatus:  # type: ignore[no-untyped-def]
+def _status(info: Siginfo, ru: Rusage) -> ExitStatus:
     usage = ResourceUsage(
         ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
         ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
@@ -182,34 +119,39 @@ class Child:
     that would hang up its terminal.)
     """
 
-    def __init__(self, started: Started, kill_policy: KillPolicy | None = None) -> None:
-        self.pid: int = started.pid
+    def __init__(self, pending: Pending) -> None:
+        """Take over a started child (see :func:`aunshare.spawn.spawn`)."""
+        plan = pending.plan
+        assert plan is not None
+        self.pid: int = pending.pid
         """The child's process id."""
-        self._pidfd = started.pidfd
-        self.executor: str = started.executor
+        self._pidfd, pending.pidfd = pending.pidfd, -1
+        self.executor: str = pending.executor.name
         """Which executor started the child ("native" or "portable")."""
-        self.spawn_mode: str = "vfork" if started.vfork else "fork"
+        self.spawn_mode: str = "vfork" if pending.vfork else "pipe"
         """How the parent waited for exec: "vfork" (the spawning thread slept
-        until the exec) or "fork" (the event loop watched the error pipe until
-        EOF: the portable executor, or the native one while other children
-        are running, so that the loop keeps serving them)."""
-        self.handshake: bool = "handshake" in started.plan.features
+        until the exec) or "pipe" (the event loop watched the error pipe until
+        EOF: the portable executor, a handshake, or the native one while other
+        children are running, so that the loop keeps serving them)."""
+        self.handshake: bool = plan.handshake
         """True when the parent acted while the child waited between clone
         and exec (id maps written by the parent, newuidmap/newgidmap, a
-        before_unfreeze hook); False for the direct path."""
+        before_unfreeze hook, its pid sent); False for the direct path."""
         # Wrap every parent end at once: a stream closes its descriptor even
         # when the Child is dropped without aclose_streams().
+        ends, writers, ttys = pending.hand_over()
         streams: dict[int, _Stream] = {}
-        ttys = started.ttys
-        for target, fd in started.pipes.items():
-            cls = PipeWriter if target in started.writers else PipeReader
+        for target, fd in ends.items():
+            cls = PipeWriter if target in writers else PipeReader
             streams[target] = cls(fd, tty=target in ttys)
-        started.pipes = {}
-        self.stdin: PipeWriter | None = streams.pop(0, None)  # type: ignore[assignment]
+        stdin, stdout, stderr = streams.pop(0, None), streams.pop(1, None), streams.pop(2, None)
+        assert not isinstance(stdin, PipeReader) and not isinstance(stdout, PipeWriter)
+        assert not isinstance(stderr, PipeWriter)
+        self.stdin: PipeWriter | None = stdin
         """Async stream to the child's stdin when piped (or a pty), else None."""
-        self.stdout: PipeReader | None = streams.pop(1, None)  # type: ignore[assignment]
+        self.stdout: PipeReader | None = stdout
         """Async stream from the child's stdout when piped (or a pty), else None."""
-        self.stderr: PipeReader | None = streams.pop(2, None)  # type: ignore[assignment]
+        self.stderr: PipeReader | None = stderr
         """Async stream from the child's stderr when piped, else None (also when
         it shares a pty with stdout: its output then arrives on ``stdout``)."""
         self._extra: dict[int, _Stream] = streams  # pipes on fds 3+, until taken
@@ -217,13 +159,15 @@ class Child:
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (self.stdin, self.stdout, self.stderr) if s is not None and s.is_tty)
         self._status: ExitStatus | None = None
+        self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
-        self._group_leader = "group" in started.plan.features
-        self._cgroup = started.cgroup
-        self._kill_policy = self._resolve(kill_policy or DEFAULT_KILL_POLICY)
+        self._group_leader = plan.leads_group
+        self._cgroup, pending.cgroup = pending.cgroup, None
+        self._kill_policy = self._resolve(pending.spec.lifetime.kill_policy
+                                          or DEFAULT_KILL_POLICY)
         _unreaped.add(self)
 
     @property
@@ -252,25 +196,44 @@ class Child:
     def _resolve(self, policy: KillPolicy) -> KillPolicy:
         if not isinstance(policy, KillPolicy):
             raise TypeError(f"kill policy must be a KillPolicy, not {type(policy).__name__}")
-        return supervise.resolve_policy(policy, group_leader=self._group_leader,
-                                        cgroup=self._cgroup is not None)
+        return resolve_policy(policy, group_leader=self._group_leader,
+                              cgroup=self._cgroup is not None)
 
     @property
     def returncode(self) -> int | None:
         """The subprocess-style return code once reaped, else None."""
         return None if self._status is None else self._status.returncode
 
+    @property
+    def status(self) -> ExitStatus | None:
+        """How the child ended, once reaped; None before."""
+        return self._status
+
     # -- waiting -------------------------------------------------------------------
+    def _lost(self) -> errors.WaitError:
+        """The error every method gives once the child was reaped elsewhere."""
+        err = self._wait_error
+        assert err is not None
+        return errors.WaitError(err.errno or _errno.ECHILD, err.filename, err.detail)
+
     def _reap(self, options: int) -> ExitStatus | None:
+        if self._wait_error is not None:
+            raise self._lost()
         try:
             info, ru = waitid_pidfd(self._pidfd, options)
-        except ChildProcessError as exc:
-            self._close_pidfd()
-            raise errors.WaitError(exc.errno, f"pid {self.pid}",
-                                   "the child was reaped by someone else "
-                                   "(a SIGCHLD handler or waitpid(-1) elsewhere?)") from None
         except OSError as exc:
-            raise errors.WaitError(exc.errno, f"pid {self.pid}") from None
+            if exc.errno != _errno.ECHILD:
+                raise errors.WaitError(exc.errno or _errno.EIO, f"pid {self.pid}") from None
+            # Reaped by someone else: the status is lost for good. Give the
+            # same answer from now on, and stop counting it as running.
+            self._wait_error = errors.WaitError(
+                exc.errno, f"pid {self.pid}", "the child was reaped by someone else (a "
+                "SIGCHLD handler set to SIG_IGN, or waitpid(-1) elsewhere?); its status "
+                "is lost")
+            self._exited = True
+            self._close_pidfd()
+            _unreaped.discard(self)
+            raise self._lost() from None
         if info.si_pid == 0:
             return None
         self._status = st = _status(info, ru)
@@ -294,8 +257,10 @@ class Child:
             return self._status
         return self._reap(WEXITED | WNOHANG)
 
-    async def _until_exited(self) -> None:
-        """Return once the child has exited, without reaping it."""
+    async def until_exited(self) -> None:
+        """Return once the child has exited, without reaping it: until
+        :meth:`wait`, its pid and process group id stay its own, so a
+        caller can still signal what it left behind."""
         while self._status is None and not self._exited:
             if self._waiting:  # another task owns the pidfd wait: wait for it
                 if self._waiter is None:
@@ -322,11 +287,13 @@ class Child:
         :meth:`shutdown` or the end of ``async with``.
         """
         while self._status is None:
+            if self._wait_error is not None:
+                raise self._lost()
             if self._stopping is not None:  # shutdown() reaps; wait for it
                 await self._stopping.wait()
                 continue
             if self._reap(WEXITED | WNOHANG) is None:
-                await self._until_exited()
+                await self.until_exited()
         if self._cgroup is not None and not _cgroup.populated(self._cgroup):
             if _cgroup.remove(self._cgroup):
                 self._cgroup = None
@@ -429,8 +396,8 @@ class Child:
     def _take(self, fd: int, cls: type, method: str) -> _Stream:
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise TypeError(f"{method}() takes an fd number, not {type(fd).__name__}")
-        if fd in _STDIO_NAMES:
-            name = _STDIO_NAMES[fd]
+        if fd in STDIO_NAMES:
+            name = STDIO_NAMES[fd]
             raise ValueError(f"{method}({fd}): fd {fd} is {name}; use child.{name}")
         stream = self._extra.get(fd)
         if stream is None:
@@ -471,15 +438,21 @@ class Child:
 
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:
-        """Send ``sig`` through the pidfd (no pid-reuse race).
+        """Send ``sig`` (a signal number, 1-64) through the pidfd (no
+        pid-reuse race).
 
-        Raises ProcessLookupError once the child has been reaped.
+        Raises ProcessLookupError once the child has been reaped, WaitError
+        when it was reaped by someone else, TypeError/ValueError for a value
+        that is not a signal number.
         """
+        sig = check_signal(sig, "Child.signal()")
+        if self._wait_error is not None:
+            raise self._lost()
         if self._pidfd < 0:
             raise ProcessLookupError(
-                3, f"cannot signal child {self.pid}: it has already been reaped "
-                   f"({self._status})")
-        pidfd_send_signal(self._pidfd, int(sig))
+                _errno.ESRCH, f"cannot signal child {self.pid}: it has already been reaped "
+                              f"({self._status})")
+        pidfd_send_signal(self._pidfd, sig)
 
     def kill(self) -> None:
         """Send SIGKILL."""
@@ -502,12 +475,66 @@ class Child:
         its cgroup is killed. Concurrent calls share one shutdown.
         Returns the exit status.
         """
-        return await supervise.shutdown(self, policy)
+        policy = self.kill_policy if policy is None else self._resolve(policy)
+        if self._wait_error is not None:
+            raise self._lost()
+        if self._status is not None and self._cgroup is None:
+            return self._status  # nothing left to do (the common, fast case)
+        with anyio.CancelScope(shield=True):
+            if self._stopping is not None:  # another shutdown is under way: join it
+                await self._stopping.wait()
+            elif self._status is None:
+                self._stopping = done = anyio.Event()
+                try:
+                    await self._stop(policy)
+                finally:
+                    self._stopping = None
+                    done.set()
+            if self._status is None:  # the other shutdown failed
+                await self.wait()
+            if self._cgroup is not None:
+                await self._clear_cgroup()
+        assert self._status is not None
+        return self._status
+
+    def _signal(self, target: KillTarget, sig: int) -> None:
+        signal_tree(self.pid, self._pidfd, target, self._cgroup, sig)
+
+    async def _stop(self, policy: KillPolicy) -> None:
+        target = policy.target
+        if not policy.immediate:
+            self._signal(target, policy.signal)
+            if policy.signal != _signal.SIGCONT:
+                self._signal(target, _signal.SIGCONT)  # a stopped process must run to exit
+            with anyio.move_on_after(policy.grace):
+                await self.until_exited()
+                if target is KillTarget.CGROUP and self._cgroup is not None:
+                    await _cgroup.wait_empty(self._cgroup)
+        if target is not KillTarget.CHILD or not self._exited:
+            self._signal(target, _signal.SIGKILL)
+        while self._status is None:
+            await self.until_exited()
+            self._reap(WEXITED | WNOHANG)
+
+    async def _clear_cgroup(self) -> None:
+        """Kill whatever is left in the child's cgroup, wait until it is
+        empty, and remove it."""
+        path = self._cgroup
+        assert path is not None
+        for _ in range(3):  # a privileged process could move a new one in meanwhile
+            if _cgroup.populated(path):
+                _cgroup.kill(path)
+                await _cgroup.wait_empty(path)
+            if _cgroup.remove(path):
+                self._cgroup = None
+                return
+        raise errors.CgroupError(_errno.EBUSY, path, "processes keep appearing in it",
+                                 action="remove cgroup")
 
     async def aclose(self) -> None:
         """Release the child: :meth:`shutdown` (a no-op for the child itself
         when it has already been reaped) and close every pipe to it."""
-        if self._status is not None and self._cgroup is None:
+        if (self._status is not None or self._wait_error is not None) and self._cgroup is None:
             await self.aclose_streams()
             return
         with anyio.CancelScope(shield=True):
@@ -528,7 +555,13 @@ class Child:
     async def __aenter__(self) -> Child:
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: Any) -> None:
+        if self._wait_error is not None:
+            await self.aclose_streams()
+            if exc_type is None:
+                raise self._lost()
+            return
         if exc_type is None:
             # A pipe's EOF; a pty stays open until the child exits (closing
             # it would hang up the terminal: SIGHUP).
@@ -544,12 +577,18 @@ class Child:
     def __del__(self) -> None:
         if getattr(self, "_pidfd", -1) >= 0 and getattr(self, "_status", None) is None:
             try:
-                if self._reap(WEXITED | WNOHANG) is None:
-                    warnings.warn(f"child {self.pid} was never waited for and is still "
-                                  "running", ResourceWarning, stacklevel=2)
+                running = self._reap(WEXITED | WNOHANG) is None
             except Exception:
-                pass
-            self._close_pidfd()
+                running = False
+            if running:
+                warnings.warn(f"child {self.pid} was never waited for and is still "
+                              "running; it will be reaped once it exits", ResourceWarning,
+                              stacklevel=2)
+                # Keep its pidfd: the next spawn reaps it once it has exited.
+                fd, self._pidfd = self._pidfd, -1
+                _orphans.append((self.pid, fd))
+            else:
+                self._close_pidfd()
         path = getattr(self, "_cgroup", None)
         if path is not None:
             try:

@@ -1,60 +1,54 @@
-"""The :class:`Command` builder and the :class:`Stdio` / :class:`Fd` specs.
+"""The :class:`Command` builder.
 
-A Command is pure data: building one opens nothing and starts nothing
-(except :meth:`Stdio.dup_file` / :meth:`Fd.dup_file`, which duplicate the
-file's descriptor at once so the Command owns a copy). Starting a child is
-``await command.spawn()`` (see :mod:`aunshare.child`).
+A Command gathers what the child is to be, one chainable call at a time,
+checking each argument at the call that receives it. :meth:`Command.spec`
+freezes it into a :class:`~aunshare.spec.Spec` (which checks the
+combination); everything below the builder reads only that. Building opens
+nothing, with two exceptions that need the file at the call:
+:meth:`Stdio.dup_file`/:meth:`Fd.dup_file` and :meth:`Command.set_namespace`
+duplicate the caller's descriptor (and check that it is a namespace).
+
+The async methods (:meth:`spawn`, :meth:`status`, :meth:`output`) hand the
+spec to :mod:`aunshare.spawn`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
 import signal as _signal
 import sys
-from collections.abc import Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Union
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import IO, Any
 
 from ._linux import NS_GET_NSTYPE
+from ._names import STDIO_NAMES, check_signal
 from .errors import SetNs
+from .fds import MAX_FD, Fd, FdKind, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
-    Capability, GidMap, Namespace, UidMap, cap_name as _cap_name, check_maps, namespace_names,
+    JOIN_ORDER, Capability, GidMap, Namespace, UidMap, cap_name, check_maps, namespace_names,
     to_namespaces,
 )
 from .policy import KillPolicy
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from .child import Child, Output
-    from .status import ExitStatus
+from .child import Child, Output
+from .spawn import DefaultStdio, spawn
+from .spec import (
+    DescriptorSpec, IdentitySpec, IsolationSpec, LifetimeSpec, PivotRoot, ProgramSpec, Rlimit,
+    SelfMap, Spec,
+)
+from .status import ExitStatus
 
 __all__ = ["Command", "Stdio", "Fd", "StrOrBytesPath"]
 
-StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-
-_MAX_FD = 2**31 - 1
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
-
-
-def _to_bytes(value: object, what: str) -> bytes:
-    """str/bytes/PathLike to bytes, refusing NUL bytes and other types."""
-    if isinstance(value, bytes):
-        data = value
-    elif isinstance(value, str):
-        data = os.fsencode(value)
-    elif isinstance(value, os.PathLike):
-        data = os.fsencode(value)
-    else:
-        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
-    if b"\0" in data:
-        raise ValueError(f"{what} contains a NUL byte: {value!r}")
-    return data
+_RLIM_INFINITY = 2**64 - 1
+_SINGLE_NS = frozenset(int(ns) for ns in Namespace)
 
 
 def _env_key(key: object) -> bytes:
-    k = _to_bytes(key, "env key")
+    k = to_bytes(key, "env key")
     if not k or b"=" in k:
         raise ValueError(f"env key must be non-empty and contain no '=': {key!r}")
     return k
@@ -84,10 +78,6 @@ def _check_id(value: object, what: str) -> int:
     return value
 
 
-_RLIM_INFINITY = 2**64 - 1
-_SINGLE_NS = frozenset(int(ns) for ns in Namespace)
-
-
 def _check_limit(value: object, what: str) -> int:
     if value is None or value == -1:  # resource.RLIM_INFINITY is -1 in Python
         return _RLIM_INFINITY
@@ -102,253 +92,6 @@ def _limit_str(value: int) -> str:
     return "unlimited" if value == _RLIM_INFINITY else str(value)
 
 
-def _check_signal(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be a signal number, not {type(value).__name__}")
-    if not 1 <= value <= 64:
-        raise ValueError(f"{what} must be a signal number from 1 to 64, got {value}")
-    return int(value)
-
-
-class _OwnedFd:
-    """A descriptor the Command owns (a dup of a user's file); closed with it."""
-
-    __slots__ = ("fd", "__weakref__")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __del__(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def _dup_fileobj(file: Any, what: str) -> _OwnedFd:
-    if isinstance(file, int) and not isinstance(file, bool):
-        fd = file
-    elif hasattr(file, "fileno"):
-        fd = file.fileno()
-    else:
-        raise TypeError(f"{what} needs an object with fileno() or an int fd, "
-                        f"not {type(file).__name__}")
-    try:
-        return _OwnedFd(os.dup(fd))  # os.dup makes the copy non-inheritable
-    except OSError as exc:
-        raise ValueError(f"{what}: cannot duplicate fd {fd}: {exc.strerror}") from None
-
-
-class _Spec:
-    """What one descriptor of the child is to be: a kind and its data."""
-
-    __slots__ = ("kind", "fd", "owned", "arg")
-
-    def __init__(self, kind: str, fd: int | None = None, owned: _OwnedFd | None = None,
-                 arg: Any = None) -> None:
-        self.kind = kind
-        self.fd = fd
-        self.owned = owned
-        self.arg = arg
-
-
-class Fd(_Spec):
-    """What the child gets on one file descriptor number.
-
-    Use the constructors: :meth:`piped_read`, :meth:`piped_write`,
-    :meth:`inherit`, :meth:`read_null`, :meth:`write_null`,
-    :meth:`from_fd`, :meth:`dup_file`.
-    """
-
-    # kinds: "pipe_r" (child reads), "pipe_w" (child writes), "inherit",
-    # "null_r", "null_w", "fd" (a borrowed parent fd), "file" (an owned dup);
-    # from Stdio only: "path" (arg: (path, "r"|"w"|"a")), "pty" (arg: (rows,
-    # cols), each None for the default), "merge" (fd 2 gets fd 1's source)
-    __slots__ = ()
-
-    @classmethod
-    def piped_read(cls) -> Fd:
-        """A pipe the child reads from; the parent gets the writing end."""
-        return cls("pipe_r")
-
-    @classmethod
-    def piped_write(cls) -> Fd:
-        """A pipe the child writes to; the parent gets the reading end."""
-        return cls("pipe_w")
-
-    @classmethod
-    def inherit(cls) -> Fd:
-        """The child gets the parent's descriptor of the same number."""
-        return cls("inherit")
-
-    @classmethod
-    def read_null(cls) -> Fd:
-        """/dev/null opened for reading."""
-        return cls("null_r")
-
-    @classmethod
-    def write_null(cls) -> Fd:
-        """/dev/null opened for writing."""
-        return cls("null_w")
-
-    @classmethod
-    def from_fd(cls, fd: int) -> Fd:
-        """A copy of the parent's descriptor ``fd`` (still owned by the caller,
-        who must keep it open until the child is spawned)."""
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
-        if not 0 <= fd <= _MAX_FD:
-            raise ValueError(f"fd must be between 0 and {_MAX_FD}, got {fd}")
-        return cls("fd", fd)
-
-    @classmethod
-    def dup_file(cls, file: IO[Any] | int) -> Fd:
-        """A copy of ``file``'s descriptor, duplicated now and owned by the spec."""
-        return cls("file", owned=_dup_fileobj(file, "dup_file"))
-
-    def _source_fd(self) -> int | None:
-        return self.owned.fd if self.owned is not None else self.fd
-
-    def __repr__(self) -> str:
-        if self.kind in ("fd", "file"):
-            return f"Fd.{'from_fd' if self.kind == 'fd' else 'dup_file'}({self._source_fd()})"
-        if self.kind in ("path", "pty", "merge"):
-            return _stdio_repr(self.kind, self.arg)
-        names = {"pipe_r": "piped_read", "pipe_w": "piped_write", "inherit": "inherit",
-                 "null_r": "read_null", "null_w": "write_null"}
-        return f"Fd.{names[self.kind]}()"
-
-
-def _stdio_repr(kind: str, arg: Any) -> str:
-    if kind == "path":
-        path, mode = arg
-        extra = ", append=True" if mode == "a" else ""
-        return f"Stdio.to_file({os.fsdecode(path)!r}{extra})"
-    if kind == "pty":
-        rows, cols = arg
-        size = ", ".join(f"{k}={v}" for k, v in (("rows", rows), ("cols", cols)) if v is not None)
-        return f"Stdio.pty({size})"
-    return "Stdio.merge_into_stdout()"
-
-
-def _check_size(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Stdio.pty() {what} must be an int or None, not {type(value).__name__}")
-    if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"Stdio.pty() {what} must be between 0 and 65535, got {value}")
-    return value
-
-
-class Stdio(_Spec):
-    """What the child gets as stdin, stdout or stderr."""
-
-    # kinds: "piped", "null", "inherit", "fd", "file", "path", "pty", "merge"
-    __slots__ = ()
-
-    @classmethod
-    def piped(cls) -> Stdio:
-        """A pipe to the parent; the Child gets an async stream for it."""
-        return cls("piped")
-
-    @classmethod
-    def null(cls) -> Stdio:
-        """/dev/null."""
-        return cls("null")
-
-    @classmethod
-    def inherit(cls) -> Stdio:
-        """The parent's own descriptor (the default)."""
-        return cls("inherit")
-
-    @classmethod
-    def from_fd(cls, fd: int) -> Stdio:
-        """A copy of the parent's descriptor ``fd`` (the caller keeps owning it)."""
-        spec = Fd.from_fd(fd)
-        return cls("fd", spec.fd)
-
-    @classmethod
-    def dup_file(cls, file: IO[Any] | int) -> Stdio:
-        """A copy of ``file``'s descriptor, duplicated now."""
-        return cls("file", owned=_dup_fileobj(file, "Stdio.dup_file"))
-
-    @classmethod
-    def to_file(cls, path: StrOrBytesPath, append: bool = False) -> Stdio:
-        """The file at ``path``, opened by the parent at each spawn.
-
-        For stdout and stderr it is opened for writing, created (mode 0666
-        less the umask) when missing, and truncated, or appended to with
-        ``append=True``; for stdin it is opened read-only. A relative path
-        is relative to the parent's working directory (not
-        :meth:`Command.current_dir`). A failure to open raises
-        :class:`~aunshare.StdioError` naming the path from ``spawn()``.
-        """
-        data = _to_bytes(path, "Stdio.to_file path")
-        if not data:
-            raise ValueError("Stdio.to_file path must not be empty")
-        return cls("path", arg=(data, "a" if append else "w"))
-
-    @classmethod
-    def merge_into_stdout(cls) -> Stdio:
-        """For :meth:`Command.stderr` only: the child's stderr is the same
-        descriptor as its stdout (the shell's ``2>&1``), so both streams
-        arrive interleaved in the order written, wherever stdout goes (a
-        pipe read from ``child.stdout``, a file, a pty)."""
-        return cls("merge")
-
-    @classmethod
-    def pty(cls, rows: int | None = None, cols: int | None = None) -> Stdio:
-        """A pseudo-terminal: the child gets its slave side as its
-        controlling terminal, the parent a stream on the master.
-
-        Every standard stream given ``Stdio.pty()`` gets the same terminal.
-        The parent writes the child's input to ``child.stdin`` and reads
-        its output from ``child.stdout`` (or ``child.stderr`` when only
-        stderr is a pty). ``rows`` and ``cols`` set the window size
-        (default 24 x 80); :meth:`Child.set_pty_size` changes it later.
-
-        The child becomes a session leader (setsid), so this cannot be
-        combined with :meth:`Command.make_group_leader`. The terminal is in
-        its default (cooked) mode: it echoes input, and turns "\\n" in the
-        output into "\\r\\n".
-        """
-        return cls("pty", arg=(_check_size(rows, "rows"), _check_size(cols, "cols")))
-
-    def _to_fd(self, target: int) -> Fd:
-        kind = self.kind
-        if kind == "piped":
-            return Fd("pipe_r" if target == 0 else "pipe_w")
-        if kind == "null":
-            return Fd("null_r" if target == 0 else "null_w")
-        if kind == "merge" and target != 2:
-            raise ValueError("Stdio.merge_into_stdout() is for stderr() only (it makes "
-                             f"fd 2 a copy of fd 1); {_STDIO[target]}() cannot take it")
-        if kind == "path":
-            path, mode = self.arg
-            if target == 0:
-                if mode == "a":
-                    raise ValueError("stdin(Stdio.to_file(..., append=True)): append is "
-                                     "for stdout() and stderr(); stdin reads the file")
-                mode = "r"
-            return Fd(kind, arg=(path, mode))
-        return Fd(kind, self.fd, self.owned, self.arg)
-
-    def __repr__(self) -> str:
-        if self.kind == "fd":
-            return f"Stdio.from_fd({self.fd})"
-        if self.kind == "file":
-            return f"Stdio.dup_file({self.owned.fd if self.owned else -1})"
-        if self.kind in ("path", "pty", "merge"):
-            return _stdio_repr(self.kind, self.arg)
-        return f"Stdio.{self.kind}()"
-
-
-_STDIO = {0: "stdin", 1: "stdout", 2: "stderr"}
-
-
 class Command:
     """A builder for a child process: program, arguments, environment, fds,
     identity and what happens to the child before exec.
@@ -358,8 +101,12 @@ class Command:
         child = await Command("ls").arg("-l").stdout(Stdio.piped()).spawn()
 
     A Command can be spawned any number of times. Arguments are validated at
-    the call that receives them (``ValueError``/``TypeError`` naming it).
+    the call that receives them (``ValueError``/``TypeError`` naming it);
+    combinations (a pivot_root without a mount namespace, say) when the
+    Command is frozen by :meth:`spec`, which every spawn does.
     """
+
+    __slots__ = ("_program", "_fds", "_identity", "_isolation", "_lifetime", "_spec")
 
     def __init__(self, program: StrOrBytesPath) -> None:
         """Start building a command that runs ``program``.
@@ -367,128 +114,129 @@ class Command:
         A program without a slash is looked up in ``PATH`` (the child's PATH
         when :meth:`env` sets one, else the parent's) when it is spawned.
         """
-        self._program = _to_bytes(program, "program")
-        if not self._program:
+        prog = to_bytes(program, "program")
+        if not prog:
             raise ValueError("program must not be empty")
-        self._arg0: bytes | None = None
-        self._args: list[bytes] = []
-        self._env_clear = False
-        self._env: dict[bytes, bytes | None] = {}
-        self._cwd: bytes | None = None
-        self._fds: dict[int, Fd] = {}
-        self._close: list[tuple[int, int]] = [(3, _MAX_FD)]
-        self._uid: int | None = None
-        self._gid: int | None = None
-        self._groups: list[int] | None = None
-        self._group_leader = False
-        self._death_signal: int | None = int(_signal.SIGKILL)
-        self._keep_sigmask = False
-        self._kill_policy: KillPolicy | None = None
-        self._cgroup_parent: bytes | None = None
-        self._cgroup_path: bytes | None = None
-        # isolation (see plan.py for the order the child applies it in)
-        self._unshare = Namespace(0)
-        self._setns: dict[Namespace, _OwnedFd] = {}
-        self._uid_maps: tuple[UidMap, ...] | None = None
-        self._gid_maps: tuple[GidMap, ...] | None = None
-        self._allow_setgroups: bool | None = None
-        self._id_map_commands: tuple[bytes, bytes] | None = None
-        self._self_map: str | None = None  # "root" or "current"
-        self._before_unfreeze: Callable[[int], Awaitable[object]] | None = None
-        self._chroot: bytes | None = None
-        self._pivot: tuple[bytes, bytes, bool] | None = None
-        self._hostname: bytes | None = None
-        self._mount_proc = False
-        self._keep_caps: frozenset[int] | None = None
-        self._no_new_privs = False
-        self._rlimits: dict[int, tuple[int, int]] = {}
+        self._program = ProgramSpec(prog)
+        self._fds = DescriptorSpec()
+        self._identity = IdentitySpec()
+        self._isolation = IsolationSpec()
+        self._lifetime = LifetimeSpec()
+        self._spec: Spec | None = None
+
+    # Every change goes through these: the frozen spec is made again after one.
+    def _program_set(self, **changes: Any) -> Command:
+        self._program = dataclasses.replace(self._program, **changes)
+        self._spec = None
+        return self
+
+    def _fds_set(self, **changes: Any) -> Command:
+        self._fds = dataclasses.replace(self._fds, **changes)
+        self._spec = None
+        return self
+
+    def _identity_set(self, **changes: Any) -> Command:
+        self._identity = dataclasses.replace(self._identity, **changes)
+        self._spec = None
+        return self
+
+    def _isolation_set(self, **changes: Any) -> Command:
+        self._isolation = dataclasses.replace(self._isolation, **changes)
+        self._spec = None
+        return self
+
+    def _lifetime_set(self, **changes: Any) -> Command:
+        self._lifetime = dataclasses.replace(self._lifetime, **changes)
+        self._spec = None
+        return self
+
+    def spec(self) -> Spec:
+        """The Command frozen: an immutable, hashable :class:`~aunshare.spec.Spec`.
+
+        Raises ValueError for a combination that cannot run (naming both
+        sides and what to do). Made once and kept until the Command changes.
+        """
+        spec = self._spec
+        if spec is None:
+            spec = self._spec = Spec(self._program, self._fds, self._identity,
+                                     self._isolation, self._lifetime)
+        return spec
 
     # -- program and arguments -------------------------------------------
     def arg(self, arg: StrOrBytesPath) -> Command:
         """Append one argument."""
-        self._args.append(_to_bytes(arg, "arg"))
-        return self
+        return self._program_set(args=(*self._program.args, to_bytes(arg, "arg")))
 
     def args(self, args: Iterable[StrOrBytesPath]) -> Command:
         """Append several arguments."""
         if isinstance(args, (str, bytes)):
             raise TypeError("args() takes an iterable of arguments, not a single "
                             "str/bytes; use arg() for one argument")
-        new = [_to_bytes(a, "args item") for a in args]
-        self._args.extend(new)
-        return self
+        new = [to_bytes(a, "args item") for a in args]
+        return self._program_set(args=(*self._program.args, *new))
 
     def arg0(self, arg0: StrOrBytesPath) -> Command:
         """Set argv[0] as the child sees it (default: the program as given)."""
-        self._arg0 = _to_bytes(arg0, "arg0")
-        return self
+        return self._program_set(arg0=to_bytes(arg0, "arg0"))
 
     # -- environment -------------------------------------------------------
+    def _env_update(self, items: Iterable[tuple[bytes, bytes | None]]) -> Command:
+        env = dict(self._program.env)
+        env.update(items)
+        pid_vars = tuple(k for k in self._program.env_pid if k not in env)
+        return self._program_set(env=tuple(env.items()), env_pid=pid_vars)
+
     def env(self, key: StrOrBytesPath, value: StrOrBytesPath) -> Command:
         """Set one environment variable for the child."""
-        k = _env_key(key)
-        self._env[k] = _to_bytes(value, "env value")
-        return self
+        return self._env_update([(_env_key(key), to_bytes(value, "env value"))])
 
     def envs(self, mapping: Mapping[Any, Any]) -> Command:
         """Set several environment variables from a mapping."""
-        checked = [(_env_key(k), _to_bytes(v, "env value")) for k, v in mapping.items()]
-        self._env.update(checked)  # all or nothing: nothing is set if one is bad
-        return self
+        # all or nothing: nothing is set if one is bad
+        return self._env_update([(_env_key(k), to_bytes(v, "env value"))
+                                 for k, v in mapping.items()])
 
     def env_remove(self, key: StrOrBytesPath) -> Command:
         """Remove one variable from the child's environment."""
-        self._env[_env_key(key)] = None
-        return self
+        return self._env_update([(_env_key(key), None)])
 
     def env_clear(self) -> Command:
         """Start the child's environment empty (then add with :meth:`env`)."""
-        self._env_clear = True
-        self._env.clear()
-        return self
+        return self._program_set(env_clear=True, env=(), env_pid=())
+
+    def env_var_with_pid(self, key: StrOrBytesPath) -> Command:
+        """Set the variable ``key`` to the child's own pid, as the child sees
+        it (1 as the first process of a new pid namespace), like systemd's
+        ``LISTEN_PID``.
+
+        The pid is known only once the child exists, so the parent sends it
+        while the child waits before exec (the handshake path of
+        :mod:`aunshare.plan`), which costs one round trip per spawn.
+        """
+        k = _env_key(key)
+        env = tuple((ek, ev) for ek, ev in self._program.env if ek != k)
+        pid_vars = tuple(v for v in self._program.env_pid if v != k)
+        return self._program_set(env=env, env_pid=(*pid_vars, k))
 
     # -- working directory -------------------------------------------------
     def current_dir(self, path: StrOrBytesPath) -> Command:
         """Change to ``path`` in the child before exec (Chdir on failure)."""
-        cwd = _to_bytes(path, "current_dir")
+        cwd = to_bytes(path, "current_dir")
         if not cwd:
             raise ValueError("current_dir must not be empty")
-        self._cwd = cwd
-        return self
+        return self._program_set(cwd=cwd)
 
     # -- file descriptors -----------------------------------------------------
+    def _set_fd(self, target: int, fd: Fd) -> Command:
+        fds = dict(self._fds.fds)
+        fds[target] = fd
+        return self._fds_set(fds=tuple(sorted(fds.items(), key=lambda item: item[0])))
+
     def _set_stdio(self, target: int, stdio: Stdio, name: str) -> Command:
         if not isinstance(stdio, Stdio):
             raise TypeError(f"{name}() takes a Stdio (e.g. Stdio.piped()), "
                             f"not {type(stdio).__name__}")
-        fd = stdio._to_fd(target)
-        if fd.kind == "pty":
-            if self._group_leader:
-                raise ValueError(f"{name}(Stdio.pty()) conflicts with make_group_leader(): "
-                                 "a pty makes the child a session leader (setsid), which "
-                                 "already leads its own process group and cannot be moved "
-                                 "to another; drop make_group_leader()")
-            for other in (0, 1, 2):
-                spec = self._fds.get(other)
-                if other == target or spec is None or spec.kind != "pty":
-                    continue
-                for i, what in enumerate(("rows", "cols")):
-                    mine, theirs = fd.arg[i], spec.arg[i]
-                    if mine is not None and theirs is not None and mine != theirs:
-                        raise ValueError(
-                            f"{name}(Stdio.pty({what}={mine})) conflicts with "
-                            f"{_STDIO[other]}(Stdio.pty({what}={theirs})): the standard "
-                            "streams share one terminal, which has one window size")
-        self._fds[target] = fd
-        return self
-
-    def _pty_target(self) -> int | None:
-        """The first standard stream that is a pty, or None."""
-        for target in (0, 1, 2):
-            spec = self._fds.get(target)
-            if spec is not None and spec.kind == "pty":
-                return target
-        return None
+        return self._set_fd(target, stdio.for_target(target))
 
     def stdin(self, stdio: Stdio) -> Command:
         """What the child gets as fd 0."""
@@ -510,19 +258,19 @@ class Command:
         """
         if isinstance(target_fd, bool) or not isinstance(target_fd, int):
             raise TypeError(f"target_fd must be an int, not {type(target_fd).__name__}")
-        if target_fd in (0, 1, 2):
+        if target_fd in STDIO_NAMES:
             raise ValueError(f"target_fd {target_fd} is stdio: use stdin()/stdout()/"
                              "stderr() for descriptors 0-2")
-        if not 3 <= target_fd < _MAX_FD:
-            raise ValueError(f"target_fd must be between 3 and {_MAX_FD - 1}, got {target_fd}")
+        if not 3 <= target_fd < MAX_FD:
+            raise ValueError(f"target_fd must be between 3 and {MAX_FD - 1}, got {target_fd}")
         if not isinstance(fd, Fd):
             raise TypeError(f"file_descriptor() takes an Fd (e.g. Fd.piped_write()), "
                             f"not {type(fd).__name__}")
-        if target_fd in self._fds:
+        have = self._fds.get(target_fd)
+        if have is not None:
             raise ValueError(f"target_fd {target_fd} is already mapped to "
-                             f"{self._fds[target_fd]!r}; call reset_fds() to start over")
-        self._fds[target_fd] = fd
-        return self
+                             f"{have!r}; call reset_fds() to start over")
+        return self._set_fd(target_fd, fd)
 
     def close_fds(self, fds: range) -> Command:
         """Also close the descriptors in ``fds`` (a ``range`` with step 1) at exec.
@@ -538,28 +286,23 @@ class Command:
             return self
         if fds.start < 3:
             raise ValueError(f"close_fds range {fds} includes stdio (0-2): use Stdio.null()")
-        if fds.start > _MAX_FD:
-            raise ValueError(f"close_fds range {fds} starts above the largest fd {_MAX_FD}")
-        self._close.append((fds.start, min(fds.stop - 1, _MAX_FD)))
-        return self
+        if fds.start > MAX_FD:
+            raise ValueError(f"close_fds range {fds} starts above the largest fd {MAX_FD}")
+        return self._fds_set(close=(*self._fds.close, (fds.start, min(fds.stop - 1, MAX_FD))))
 
     def reset_fds(self) -> Command:
         """Back to the initial fd state with nothing closed: stdio inherited,
         no mappings, and every inheritable parent descriptor left open."""
-        self._fds.clear()
-        self._close = []
-        return self
+        return self._fds_set(fds=(), close=())
 
     # -- identity -----------------------------------------------------------------
     def uid(self, uid: int) -> Command:
         """Run the child as ``uid`` (setresuid, after groups and gid)."""
-        self._uid = _check_id(uid, "uid")
-        return self
+        return self._identity_set(uid=_check_id(uid, "uid"))
 
     def gid(self, gid: int) -> Command:
         """Run the child with group ``gid`` (setresgid)."""
-        self._gid = _check_id(gid, "gid")
-        return self
+        return self._identity_set(gid=_check_id(gid, "gid"))
 
     def groups(self, groups: Iterable[int]) -> Command:
         """Set the child's supplementary groups (setgroups).
@@ -569,26 +312,17 @@ class Command:
         """
         if isinstance(groups, (str, bytes)):
             raise TypeError("groups() takes an iterable of gids")
-        self._groups = [_check_id(g, "groups item") for g in groups]
-        return self
+        return self._identity_set(groups=tuple(_check_id(g, "groups item") for g in groups))
 
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
 
         A kill policy aimed at :attr:`KillTarget.AUTO` then signals the
-        whole group. Refused (ValueError) together with :meth:`Stdio.pty`,
-        which makes the child a session leader: that leads its own group
-        already.
+        whole group. Refused (ValueError, at spawn) together with
+        :meth:`Stdio.pty`, which makes the child a session leader: that
+        leads its own group already.
         """
-        if make:
-            pty = self._pty_target()
-            if pty is not None:
-                raise ValueError(f"make_group_leader() conflicts with {_STDIO[pty]}"
-                                 "(Stdio.pty()): a pty makes the child a session leader "
-                                 "(setsid), which already leads its own process group "
-                                 "and cannot be moved to another")
-        self._group_leader = bool(make)
-        return self
+        return self._identity_set(group_leader=bool(make))
 
     # -- supervision ------------------------------------------------------------------
     def kill_policy(self, policy: KillPolicy) -> Command:
@@ -602,8 +336,7 @@ class Command:
         """
         if not isinstance(policy, KillPolicy):
             raise TypeError(f"kill_policy() takes a KillPolicy, not {type(policy).__name__}")
-        self._kill_policy = policy
-        return self
+        return self._lifetime_set(kill_policy=policy)
 
     def new_cgroup(self, parent: StrOrBytesPath | None) -> Command:
         """Start the child in a cgroup v2 of its own, created for it under the
@@ -620,13 +353,22 @@ class Command:
         to move processes into them (root, or a delegated subtree).
         """
         if parent is None:
-            self._cgroup_parent = None
-            return self
-        path = _to_bytes(parent, "new_cgroup parent")
+            return self._lifetime_set(cgroup_parent=None)
+        path = to_bytes(parent, "new_cgroup parent")
         if not path.startswith(b"/"):
             raise ValueError(f"new_cgroup parent must be an absolute path, got {parent!r}")
-        self._cgroup_parent = path.rstrip(b"/") or b"/"
-        return self
+        return self._lifetime_set(cgroup_parent=path.rstrip(b"/") or b"/")
+
+    def cgroup(self, path: StrOrBytesPath | None) -> Command:
+        """Start the child inside the existing cgroup v2 directory ``path``
+        (CLONE_INTO_CGROUP: it never runs outside it). None turns this off.
+        See :meth:`new_cgroup` for a cgroup of the child's own."""
+        if path is None:
+            return self._lifetime_set(cgroup_path=None)
+        p = to_bytes(path, "cgroup path")
+        if not p.startswith(b"/"):
+            raise ValueError(f"cgroup path must be an absolute path, got {path!r}")
+        return self._lifetime_set(cgroup_path=p)
 
     # -- signals ----------------------------------------------------------------------
     def set_parent_death_signal(self, sig: int) -> Command:
@@ -636,13 +378,11 @@ class Command:
         The kernel ties this to the spawning *thread*: spawn from a
         long-lived thread (the event loop's), not a short-lived worker.
         """
-        self._death_signal = _check_signal(sig, "parent death signal")
-        return self
+        return self._lifetime_set(death_signal=check_signal(sig, "parent death signal"))
 
     def allow_daemonize(self) -> Command:
         """Let the child outlive the parent (no parent-death signal)."""
-        self._death_signal = None
-        return self
+        return self._lifetime_set(death_signal=None)
 
     def keep_sigmask(self) -> Command:
         """Keep the parent's signal mask and ignored signals in the child.
@@ -650,8 +390,7 @@ class Command:
         By default the child starts with an empty mask and every signal at
         its default action.
         """
-        self._keep_sigmask = True
-        return self
+        return self._lifetime_set(keep_sigmask=True)
 
     # -- namespaces and isolation ------------------------------------------------------
     def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
@@ -664,8 +403,8 @@ class Command:
         which lets an unprivileged caller create them (give it an id map:
         :meth:`map_root_user`, :meth:`set_id_maps`). TIME needs Linux 5.6.
         """
-        self._unshare |= to_namespaces(namespaces, "unshare()")
-        return self
+        return self._isolation_set(
+            unshare=self._isolation.unshare | to_namespaces(namespaces, "unshare()"))
 
     def set_namespace(self, file: IO[Any] | int | StrOrBytesPath, ns: Namespace) -> Command:
         """Join an existing namespace of type ``ns`` (setns): ``file`` is an
@@ -673,23 +412,24 @@ class Command:
         opened), or a path to one.
 
         The descriptor is duplicated (close-on-exec) and owned by the
-        Command. The child joins in a fixed order: the user namespace
-        first, the mount namespace last (see :mod:`aunshare.plan`). Joining
-        a PID namespace places the child's children, not the child, in it.
-        Raises ValueError if the file is not a namespace of type ``ns``,
+        Command: this opens the file and checks its type at the call. The
+        child joins in a fixed order: the user namespace first, the mount
+        namespace last (see :mod:`aunshare.plan`). Joining a PID namespace
+        places the child's children, not the child, in it. Raises
+        ValueError if the file is not a namespace of type ``ns``,
         :class:`~aunshare.SetNs` if the path cannot be opened.
         """
         if not isinstance(ns, Namespace) or ns.value not in _SINGLE_NS:
             raise TypeError(f"set_namespace() takes one Namespace member, got {ns!r}")
         if isinstance(file, (str, bytes, os.PathLike)):
-            path = _to_bytes(file, "set_namespace path")
+            path = to_bytes(file, "set_namespace path")
             try:
-                owned = _OwnedFd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                owned = OwnedFd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
             except OSError as exc:
                 raise SetNs(exc.errno or errno.ENOENT, path, f"the {ns.name} namespace file "
                             "to join (e.g. /proc/PID/ns/...)", action="open") from None
         else:
-            owned = _dup_fileobj(file, "set_namespace")
+            owned = dup_fileobj(file, "set_namespace")
         try:
             kind = fcntl.ioctl(owned.fd, NS_GET_NSTYPE)
         except OSError:
@@ -702,8 +442,9 @@ class Command:
                 what = hex(kind)
             raise ValueError(f"set_namespace: {file!r} is a {what} namespace, "
                              f"not {ns.name}")
-        self._setns[ns] = owned
-        return self
+        join = dict(self._isolation.join)
+        join[ns] = owned
+        return self._isolation_set(join=tuple((n, join[n]) for n in JOIN_ORDER if n in join))
 
     def set_id_maps(self, uid_maps: Iterable[UidMap], gid_maps: Iterable[GidMap], *,
                     allow_setgroups: bool | None = None) -> Command:
@@ -719,12 +460,11 @@ class Command:
         """
         if allow_setgroups is not None and not isinstance(allow_setgroups, bool):
             raise TypeError("allow_setgroups must be True, False or None")
-        self._uid_maps = check_maps(uid_maps, UidMap, "set_id_maps uid_maps")  # type: ignore[assignment]
-        self._gid_maps = check_maps(gid_maps, GidMap, "set_id_maps gid_maps")  # type: ignore[assignment]
-        self._allow_setgroups = allow_setgroups
-        self._self_map = None
-        self._unshare |= Namespace.USER
-        return self
+        uids = check_maps(uid_maps, UidMap, "set_id_maps uid_maps")
+        gids = check_maps(gid_maps, GidMap, "set_id_maps gid_maps")
+        return self._isolation_set(uid_maps=uids, gid_maps=gids, allow_setgroups=allow_setgroups,
+                                   self_map=None,
+                                   unshare=self._isolation.unshare | Namespace.USER)
 
     def set_id_map_commands(self, newuidmap: StrOrBytesPath,
                             newgidmap: StrOrBytesPath) -> Command:
@@ -737,9 +477,8 @@ class Command:
         exit :class:`~aunshare.AuxCommandExited`, death by a signal
         :class:`~aunshare.AuxCommandKilled`; their stderr is in the message.
         """
-        self._id_map_commands = (_to_bytes(newuidmap, "newuidmap"),
-                                 _to_bytes(newgidmap, "newgidmap"))
-        return self
+        return self._isolation_set(id_map_commands=(to_bytes(newuidmap, "newuidmap"),
+                                                    to_bytes(newgidmap, "newgidmap")))
 
     def map_root_user(self) -> Command:
         """Be root in a new user namespace: uid and gid 0 inside map to the
@@ -749,20 +488,18 @@ class Command:
         and the fast spawn path stays in use; setgroups is denied in the
         namespace. Replaces :meth:`set_id_maps` and :meth:`map_current_user`.
         """
-        return self._map_self("root")
+        return self._map_self(SelfMap.ROOT)
 
     def map_current_user(self) -> Command:
         """Keep the caller's uid and gid in a new user namespace (each mapped
         to itself; implies ``unshare(Namespace.USER)``). Like
         :meth:`map_root_user`, done by the child itself."""
-        return self._map_self("current")
+        return self._map_self(SelfMap.CURRENT)
 
-    def _map_self(self, how: str) -> Command:
-        self._self_map = how
-        self._uid_maps = self._gid_maps = None
-        self._id_map_commands = None
-        self._unshare |= Namespace.USER
-        return self
+    def _map_self(self, how: SelfMap) -> Command:
+        return self._isolation_set(self_map=how, uid_maps=None, gid_maps=None,
+                                   id_map_commands=None,
+                                   unshare=self._isolation.unshare | Namespace.USER)
 
     def before_unfreeze(self, callback: Callable[[int], Awaitable[object]] | None) -> Command:
         """Await ``callback(pid)`` in the parent after the id maps are written
@@ -774,18 +511,16 @@ class Command:
         """
         if callback is not None and not callable(callback):
             raise TypeError("before_unfreeze() takes an async function of the child's pid")
-        self._before_unfreeze = callback
-        return self
+        return self._isolation_set(before_unfreeze=callback)
 
     def chroot_dir(self, path: StrOrBytesPath) -> Command:
         """chroot to ``path`` before exec; the program and
         :meth:`current_dir` are then looked up inside it (the working
         directory defaults to its "/"). ChangeRoot on failure."""
-        root = _to_bytes(path, "chroot_dir")
+        root = to_bytes(path, "chroot_dir")
         if not root.startswith(b"/"):
             raise ValueError(f"chroot_dir must be an absolute path, got {path!r}")
-        self._chroot = root
-        return self
+        return self._isolation_set(chroot=root)
 
     def pivot_root(self, new_root: StrOrBytesPath, put_old: StrOrBytesPath,
                    unmount: bool = True) -> Command:
@@ -797,31 +532,29 @@ class Command:
         itself first, so it need not be a mount point. The program is
         looked up inside the new root. ChangeRoot on failure.
         """
-        root = _to_bytes(new_root, "pivot_root new_root")
+        root = to_bytes(new_root, "pivot_root new_root")
         if not root.startswith(b"/"):
             raise ValueError(f"pivot_root new_root must be an absolute path, got {new_root!r}")
-        old = _to_bytes(put_old, "pivot_root put_old").strip(b"/")
+        old = to_bytes(put_old, "pivot_root put_old").strip(b"/")
         if not old or old == b"." or b".." in old.split(b"/"):
             raise ValueError("pivot_root put_old must name a directory under new_root "
                              f"(like 'oldroot'), got {put_old!r}")
-        self._pivot = (root.rstrip(b"/") or b"/", old, bool(unmount))
-        return self
+        return self._isolation_set(pivot=PivotRoot(root.rstrip(b"/") or b"/", old,
+                                                   bool(unmount)))
 
     def hostname(self, name: StrOrBytesPath) -> Command:
         """Set the host name in the child's UTS namespace (needs
         ``unshare(Namespace.UTS)`` or a joined one)."""
-        h = _to_bytes(name, "hostname")
+        h = to_bytes(name, "hostname")
         if not 0 < len(h) <= 64:
             raise ValueError(f"hostname must be 1 to 64 bytes, got {len(h)}")
-        self._hostname = h
-        return self
+        return self._isolation_set(hostname=h)
 
     def mount_proc(self, mount: bool = True) -> Command:
         """Mount a fresh /proc in the child (inside the new root, if any), so
         that ``ps`` shows the child's PID namespace. Needs
         ``unshare(Namespace.MOUNT)``, and ``Namespace.PID`` to be useful."""
-        self._mount_proc = bool(mount)
-        return self
+        return self._isolation_set(mount_proc=bool(mount))
 
     def keep_caps(self, caps: Iterable[Capability | int]) -> Command:
         """Give the child exactly these capabilities, kept across a
@@ -840,14 +573,12 @@ class Command:
             if not 0 <= cap <= 63:
                 raise ValueError(f"keep_caps: {cap} is not a capability number (0..63)")
             out.add(int(cap))
-        self._keep_caps = frozenset(out)
-        return self
+        return self._isolation_set(keep_caps=frozenset(out))
 
     def no_new_privs(self, enable: bool = True) -> Command:
         """Set PR_SET_NO_NEW_PRIVS: exec can no longer grant privileges
         (setuid bits and file capabilities are ignored)."""
-        self._no_new_privs = bool(enable)
-        return self
+        return self._isolation_set(no_new_privs=bool(enable))
 
     def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
         """Set a resource limit (``resource.RLIMIT_*``) for the child.
@@ -864,96 +595,103 @@ class Command:
         hi = lim if hard is None and soft is not None else _check_limit(hard, "rlimit hard")
         if lim > hi:
             raise ValueError(f"rlimit soft limit {soft} is above the hard limit {hard}")
-        self._rlimits[resource] = (lim, hi)
-        return self
-
-    def cgroup(self, path: StrOrBytesPath | None) -> Command:
-        """Start the child inside the existing cgroup v2 directory ``path``
-        (CLONE_INTO_CGROUP: it never runs outside it). None turns this off.
-        See :meth:`new_cgroup` for a cgroup of the child's own."""
-        if path is None:
-            self._cgroup_path = None
-            return self
-        p = _to_bytes(path, "cgroup path")
-        if not p.startswith(b"/"):
-            raise ValueError(f"cgroup path must be an absolute path, got {path!r}")
-        self._cgroup_path = p
-        return self
+        limits = {r.resource: r for r in self._isolation.rlimits}
+        limits[resource] = Rlimit(resource, lim, hi)
+        return self._isolation_set(rlimits=tuple(limits[r] for r in sorted(limits)))
 
     # -- running (the async layer) -----------------------------------------------
     async def spawn(self) -> Child:
-        """Start the child; errors before exec are raised here, typed."""
-        from .child import spawn
+        """Start the child; errors before exec are raised here, typed.
 
-        return await spawn(self)
+        Standard streams not set are inherited from the parent.
+        """
+        return await spawn(self.spec())
 
     async def status(self) -> ExitStatus:
-        """Start the child with stdio inherited (unless set) and wait for it."""
-        from .child import spawn
-
-        async with await spawn(self, default_stdio="inherit") as child:
+        """Start the child and wait for it. Standard streams not set are
+        inherited from the parent (see the table in the spawning guide)."""
+        async with await spawn(self.spec()) as child:
             return await child.wait()
 
     async def output(self) -> Output:
-        """Run the child with stdout and stderr piped (unless set) and collect them."""
-        from .child import spawn
-
-        child = await spawn(self, default_stdio="output")
+        """Run the child and collect its output. Standard streams not set:
+        stdin is /dev/null, stdout and stderr are piped and captured."""
+        child = await spawn(self.spec(), DefaultStdio.OUTPUT)
         return await child.wait_with_output()
 
-    def _copy(self) -> Command:
-        """An independent copy (containers copied, owned fds shared), so a
-        helper can adjust a caller's Command without changing it."""
+    def copy(self) -> Command:
+        """An independent copy: changing one leaves the other as it was
+        (:func:`aunshare.run` adjusts a copy of the caller's Command)."""
         new = Command.__new__(Command)
-        for key, value in vars(self).items():
-            if isinstance(value, (list, dict)):
-                value = value.copy()
-            setattr(new, key, value)
+        for name in Command.__slots__:
+            setattr(new, name, getattr(self, name))
         return new
 
     # -- debugging ------------------------------------------------------------------
     def get_argv(self) -> list[bytes]:
         """argv as the child will get it (argv[0] first)."""
-        return [self._arg0 if self._arg0 is not None else self._program, *self._args]
+        return list(self._program.argv)
 
     def __repr__(self) -> str:
-        text = "<Command " + " ".join(_quote(a) for a in [self._program, *self._args])
+        prog, iso, ident, life = self._program, self._isolation, self._identity, self._lifetime
+        text = "<Command " + " ".join(_quote(a) for a in (prog.program, *prog.args))
         extra = []
-        if self._cwd is not None:
-            extra.append(f"cwd={os.fsdecode(self._cwd)!r}")
-        if self._uid is not None:
-            extra.append(f"uid={self._uid}")
-        if self._gid is not None:
-            extra.append(f"gid={self._gid}")
-        if self._env_clear:
+        if prog.arg0 is not None:
+            extra.append(f"arg0={_quote(prog.arg0)}")
+        if prog.cwd is not None:
+            extra.append(f"cwd={os.fsdecode(prog.cwd)!r}")
+        if ident.uid is not None:
+            extra.append(f"uid={ident.uid}")
+        if ident.gid is not None:
+            extra.append(f"gid={ident.gid}")
+        if ident.groups is not None:
+            extra.append(f"groups={list(ident.groups)}")
+        if ident.group_leader:
+            extra.append("group_leader")
+        if prog.env_clear:
             extra.append("env_clear")
-        if self._unshare:
-            extra.append(f"unshare={namespace_names(self._unshare)}")
-        for ns in self._setns:
+        for key, value in prog.env:
+            extra.append(f"env_remove={_quote(key)}" if value is None
+                         else f"env={_quote(key)}={_quote(value)}")
+        for key in prog.env_pid:
+            extra.append(f"env={_quote(key)}=<pid>")
+        if iso.unshare:
+            extra.append(f"unshare={namespace_names(iso.unshare)}")
+        for ns, _ in iso.join:
             extra.append(f"setns={ns.name}")
-        if self._self_map is not None:
-            extra.append(f"map_{self._self_map}_user")
-        elif self._uid_maps is not None:
-            extra.append(f"id_maps={len(self._uid_maps)}+{len(self._gid_maps or ())}")
-        if self._chroot is not None:
-            extra.append(f"chroot={os.fsdecode(self._chroot)!r}")
-        if self._pivot is not None:
-            extra.append(f"pivot_root={os.fsdecode(self._pivot[0])!r}")
-        if self._hostname is not None:
-            extra.append(f"hostname={os.fsdecode(self._hostname)!r}")
-        if self._mount_proc:
+        if iso.self_map is not None:
+            extra.append(f"map_{iso.self_map.value}_user")
+        elif iso.uid_maps is not None:
+            extra.append(f"id_maps={len(iso.uid_maps)}+{len(iso.gid_maps or ())}")
+        if iso.before_unfreeze is not None:
+            extra.append("before_unfreeze")
+        if iso.chroot is not None:
+            extra.append(f"chroot={os.fsdecode(iso.chroot)!r}")
+        if iso.pivot is not None:
+            extra.append(f"pivot_root={os.fsdecode(iso.pivot.new_root)!r}")
+        if iso.hostname is not None:
+            extra.append(f"hostname={os.fsdecode(iso.hostname)!r}")
+        if iso.mount_proc:
             extra.append("mount_proc")
-        if self._keep_caps is not None:
-            names = ",".join(_cap_name(c) for c in sorted(self._keep_caps))
+        if iso.keep_caps is not None:
+            names = ",".join(cap_name(c) for c in sorted(iso.keep_caps))
             extra.append(f"keep_caps=[{names}]")
-        if self._no_new_privs:
+        if iso.no_new_privs:
             extra.append("no_new_privs")
-        for res, (soft, hard) in sorted(self._rlimits.items()):
+        for res, soft, hard in iso.rlimits:
             extra.append(f"rlimit[{res}]={_limit_str(soft)}:{_limit_str(hard)}")
-        if self._death_signal != _signal.SIGKILL:
-            extra.append("allow_daemonize" if self._death_signal is None
-                         else f"death_signal={self._death_signal}")
-        for t, f in sorted(self._fds.items()):
+        if life.death_signal != _signal.SIGKILL:
+            extra.append("allow_daemonize" if life.death_signal is None
+                         else f"death_signal={life.death_signal}")
+        if life.keep_sigmask:
+            extra.append("keep_sigmask")
+        if life.kill_policy is not None:
+            extra.append(f"kill_policy={life.kill_policy!r}")
+        if life.cgroup_parent is not None:
+            extra.append(f"new_cgroup={os.fsdecode(life.cgroup_parent)!r}")
+        if life.cgroup_path is not None:
+            extra.append(f"cgroup={os.fsdecode(life.cgroup_path)!r}")
+        for t, f in self._fds.fds:
             extra.append(f"fd{t}={f!r}")
         if extra:
             text += "; " + ", ".join(extra)

@@ -13,6 +13,8 @@ import signal as _signal
 import subprocess as _subprocess
 from typing import TYPE_CHECKING, Any
 
+from .namespaces import ALL_NAMESPACES, JOIN_ORDER, Namespace
+
 if TYPE_CHECKING:
     from .status import ExitStatus
 
@@ -131,7 +133,7 @@ class WaitError(_OSError):
 class StdioError(_OSError):
     """Setting up one of the child's file descriptors failed."""
 
-    action = "set up fd"
+    action = "set up"
 
 
 class SetUser(_OSError):
@@ -272,84 +274,90 @@ class TimeoutExpired(Error, _subprocess.TimeoutExpired):
 
 
 # Likely causes of a clone3 failure, after clone(2)'s ERRORS section, keyed by
-# errno. Each entry: (condition on the requested flags, text). The condition
-# is a set of feature names that must all be requested, or None for always.
-_FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
+# errno. Each entry: (what the request must include for the cause to apply,
+# text); see _applies.
+_ALWAYS, _NAMESPACE, _NS_USER, _NS_PID, _NS_PRIVILEGED, _CGROUP = range(6)
+_FORK_CAUSES: dict[int, list[tuple[int, str]]] = {
     _errno.EAGAIN: [
-        (None, "too many processes: RLIMIT_NPROC of this user (ulimit -u), "
-               "/proc/sys/kernel/threads-max or /proc/sys/kernel/pid_max is reached"),
-        (frozenset({"pids-cgroup"}), "the pids.max limit of the target cgroup is reached"),
+        (_ALWAYS, "too many processes: RLIMIT_NPROC of this user (ulimit -u), "
+                  "/proc/sys/kernel/threads-max or /proc/sys/kernel/pid_max is reached"),
+        (_CGROUP, "the pids.max limit of the target cgroup (or an ancestor) is reached"),
     ],
     _errno.ENOMEM: [
-        (None, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "
-               "and the memory cgroup limits)"),
+        (_ALWAYS, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "
+                  "and the memory cgroup limits)"),
     ],
     _errno.EPERM: [
-        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
-               "the caller needs write access to cgroup.procs of the common ancestor of "
-               "its own cgroup and the target (a delegated subtree, or root)"),
-        (frozenset({"ns-privileged"}), "creating a namespace other than a user namespace "
-               "needs CAP_SYS_ADMIN; ask for a user namespace too (unshare(Namespace.USER) "
-               "with map_root_user())"),
-        (frozenset({"ns-user"}), "creating a user namespace is refused: the caller is in a "
-               "chroot, or its uid/gid has no mapping in the current user namespace"),
-        (None, "the caller lacks a needed capability for the requested flags"),
+        (_CGROUP, "moving a process into the target cgroup is not allowed: the caller "
+                  "needs write access to cgroup.procs of the common ancestor of its own "
+                  "cgroup and the target (a delegated subtree, or root)"),
+        (_NS_PRIVILEGED, "creating a namespace other than a user namespace needs "
+                         "CAP_SYS_ADMIN; ask for a user namespace too "
+                         "(unshare(Namespace.USER) with map_root_user())"),
+        (_NS_USER, "creating a user namespace is refused: the caller is in a chroot, or "
+                   "its uid/gid has no mapping in the current user namespace"),
+        (_ALWAYS, "the caller lacks a needed capability for the requested flags, or a "
+                  "seccomp filter refuses clone3"),
     ],
     _errno.ENOSPC: [
-        (frozenset({"namespace"}), "a namespace count limit is reached: see {limits} "
-               "(each counts per user and per user namespace, and a limit lowered in an "
-               "ancestor user namespace applies too), or the nesting depth limit of 32 "
-               "user or pid namespaces"),
-        (frozenset({"ns-pid"}), "the pid namespace's init has exited, or its pid limit is reached"),
+        (_NAMESPACE, "a namespace count limit is reached: see {limits} (each counts per "
+                     "user and per user namespace, and a limit lowered in an ancestor user "
+                     "namespace applies too), or the nesting depth limit of 32 user or pid "
+                     "namespaces"),
+        (_NS_PID, "the pid namespace's init has exited, or its pid limit is reached"),
     ],
     _errno.EUSERS: [
-        (frozenset({"ns-user"}), "(kernels before 4.9) the user namespace nesting "
-               "limit is reached, see /proc/sys/user/max_user_namespaces"),
+        (_NS_USER, "(kernels before 4.9) the user namespace nesting limit is reached, "
+                   "see /proc/sys/user/max_user_namespaces"),
     ],
     _errno.EINVAL: [
-        (frozenset({"namespace"}), "an impossible combination of flags, or the kernel "
-               "was built without one of the requested namespaces"),
-        (frozenset({"cgroup"}), "the target cgroup is not a cgroup v2 directory"),
-        (None, "the kernel rejected the clone3 arguments (kernel older than 5.5?)"),
+        (_NAMESPACE, "an impossible combination of flags, or the kernel was built without "
+                     "one of the requested namespaces"),
+        (_CGROUP, "the target cgroup is not a cgroup v2 directory"),
+        (_ALWAYS, "the kernel rejected the clone3 arguments (kernel older than 5.5?)"),
     ],
     _errno.ENOSYS: [
-        (None, "the kernel or an emulator (qemu-user, a seccomp filter) does not "
-               "provide clone3; set AUNSHARE_EXECUTOR=portable"),
+        (_ALWAYS, "the kernel or an emulator (qemu-user, gVisor, a seccomp filter) does "
+                  "not provide clone3"),
     ],
     _errno.EACCES: [
-        (frozenset({"cgroup"}), "moving a process into the new cgroup is not allowed: "
-               "the caller needs write access to cgroup.procs of the common ancestor of "
-               "its own cgroup and the target (a delegated subtree, or root)"),
+        (_CGROUP, "moving a process into the target cgroup is not allowed: the caller "
+                  "needs write access to cgroup.procs of the common ancestor of its own "
+                  "cgroup and the target (a delegated subtree, or root)"),
     ],
     _errno.ENODEV: [
-        (frozenset({"cgroup"}), "the target cgroup was removed while the child was "
-               "being created"),
+        (_CGROUP, "the target cgroup was removed while the child was being created"),
     ],
     _errno.EBUSY: [
-        (frozenset({"cgroup"}), "the target cgroup has controllers enabled in "
-               "cgroup.subtree_control (no internal processes rule)"),
+        (_CGROUP, "the target cgroup has controllers enabled in cgroup.subtree_control "
+                  "(no internal processes rule)"),
     ],
     _errno.EOPNOTSUPP: [
-        (frozenset({"cgroup"}), "the target cgroup is in an invalid state (threaded "
-               "or domain invalid)"),
-    ],
-    _errno.EEXIST: [
-        (frozenset({"set_tid"}), "a requested pid (set_tid) is already in use"),
+        (_CGROUP, "the target cgroup is in an invalid state (threaded or domain invalid)"),
     ],
 }
 
 
-def fork_causes(err: int, features: frozenset[str] = frozenset()) -> str:
-    """Likely causes of a clone3 failure ``err`` for the requested ``features``.
-
-    ``features`` names what the command asked for ("namespace", "user",
-    "pid", "cgroup", "set_tid", ...). Returns "" when nothing is known.
-    """
-    limits = ", ".join(f"/proc/sys/user/max_{f[3:]}_namespaces"
-                       for f in sorted(features) if f.startswith("ns-") and f != "ns-privileged")
-    causes = [text.replace("{limits}", limits or "/proc/sys/user/max_*_namespaces")
-              for cond, text in _FORK_CAUSES.get(err, [])
-              if cond is None or cond <= features]
+def fork_causes(err: int, clone_flags: int = 0, cgroup: bool = False) -> str:
+    """Likely causes of a clone3 failure ``err`` for a clone asking for the
+    namespace flags in ``clone_flags`` and, with ``cgroup``, to start in a
+    cgroup (CLONE_INTO_CGROUP). Returns "" when nothing is known."""
+    new = Namespace(clone_flags & ALL_NAMESPACES)
+    have = {_ALWAYS}
+    if new:
+        have.add(_NAMESPACE)
+    if new & Namespace.USER:
+        have.add(_NS_USER)
+    elif new:
+        have.add(_NS_PRIVILEGED)
+    if new & Namespace.PID:
+        have.add(_NS_PID)
+    if cgroup:
+        have.add(_CGROUP)
+    limits = ", ".join(f"/proc/sys/user/max_{ns.proc_name}_namespaces"
+                       for ns in JOIN_ORDER if new & ns)
+    causes = [text.replace("{limits}", limits) for cond, text in _FORK_CAUSES.get(err, [])
+              if cond in have]
     if not causes:
         return ""
     return "likely causes: " + "; ".join(causes)

@@ -119,10 +119,10 @@ class ChildEvents:
 
     def _check_stops(self) -> None:
         for child in list(self._watched.values()):
-            if child._status is not None or child._pidfd < 0:
+            if child.status is not None or child.pidfd < 0:
                 continue
             try:
-                info, _ = waitid_pidfd(child._pidfd, _WSTOPPED | _WCONTINUED | WNOHANG)
+                info, _ = waitid_pidfd(child.pidfd, _WSTOPPED | _WCONTINUED | WNOHANG)
             except OSError:
                 continue  # exiting: its EXITED event comes from _watch_exit
             if info.si_pid == 0:

@@ -10,7 +10,7 @@ import enum
 from collections.abc import Iterable
 from typing import NamedTuple, Union
 
-__all__ = ["Namespace", "UidMap", "GidMap", "Capability", "JOIN_ORDER"]
+__all__ = ["Namespace", "UidMap", "GidMap", "Capability", "JOIN_ORDER", "self_maps"]
 
 
 class Namespace(enum.IntFlag):
@@ -211,3 +211,11 @@ def cap_name(cap: int) -> str:
         return Capability(cap).name
     except ValueError:
         return f"capability {cap}"
+
+
+def self_maps(root: bool, uid: int, gid: int) -> tuple[UidMap, GidMap]:
+    """The one-line maps of :meth:`Command.map_root_user` (``root``) or
+    :meth:`Command.map_current_user` for a caller with effective ids
+    ``uid``/``gid``: the child writes them itself, or the parent does in a
+    handshake."""
+    return (UidMap(0 if root else uid, uid), GidMap(0 if root else gid, gid))

@@ -1,9 +1,9 @@
 """What the child does between clone and exec, in order: the plan.
 
 This module is the one place that answers "what does the child do?". It
-turns a :class:`~aunshare.command.Command` (plus the descriptors the parent
-prepared for it) into a tuple of :class:`Step` — plain data, one syscall
-each. An executor (:mod:`aunshare.executors`) runs the steps in the child
+turns a frozen :class:`~aunshare.spec.Spec` (plus what the parent prepared
+for this spawn: :class:`Setup`) into a tuple of :class:`Step` — plain data,
+one syscall each. An executor (:mod:`aunshare.executors`) runs the steps in the child
 without Python or libc; the first failing step is reported as
 ``(step index, errno)`` and turned into the step's typed error.
 
@@ -31,10 +31,13 @@ over them whatever the caller's own privileges.
    refuses a pty with make_group_leader (a session leader cannot change
    its group).
 3. the handshake, only when the parent must act before the child goes on
-   (write id maps, run newuidmap/newgidmap, a ``before_unfreeze`` hook):
-   close the child's copy of the wake-up pipe's write end, then block in
-   ``read`` until the parent writes one byte. EOF instead means the parent
-   gave up (or died): the child fails and exits.
+   (write id maps, run newuidmap/newgidmap, a ``before_unfreeze`` hook,
+   tell the child its pid for :meth:`Command.env_var_with_pid`): close the
+   child's copy of the wake-up pipe's write end, then block in ``read``
+   until the parent writes one byte. EOF instead means the parent gave up
+   (or died): the child fails and exits. Then one ``read`` per pid
+   variable, straight into the environment entry execve will pass (the
+   parent writes the digits, NUL-padded to a fixed width).
 4. join existing namespaces (``setns``), user namespace first (it grants
    the capabilities the other joins need), mount namespace last (it
    changes the root and working directory): see ``JOIN_ORDER``.
@@ -93,7 +96,7 @@ import os
 import signal as _signal
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, Union
+from typing import NamedTuple, Union
 
 from . import errors
 from ._linux import (
@@ -102,14 +105,13 @@ from ._linux import (
     PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
 )
-from .namespaces import Namespace, cap_name as _cap_name, namespace_names
-from .policy import KillTarget
+from ._names import fd_name, signal_name
+from .namespaces import Namespace, cap_name, self_maps
+from .spec import SelfMap, Spec
 
-if TYPE_CHECKING:
-    from .command import Command
-
-__all__ = ["Step", "Plan", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "build_plan",
-           "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS"]
+__all__ = ["Step", "Plan", "Setup", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "Slot",
+           "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
+           "PID_SLOT_SIZE"]
 
 # Step flags, understood by every executor (see spawn_x86_64.S).
 USE_PREVIOUS = 1  # the first argument is the previous step's result
@@ -123,10 +125,23 @@ class CStr(NamedTuple):
     data: bytes
 
 
+class Slot(NamedTuple):
+    """A C string ``prefix`` followed by ``size`` bytes the child fills in.
+
+    As a step argument: a pointer to the ``size`` bytes (where a ``read``
+    puts them); as an item of a :class:`CStrArray`: a pointer to the whole
+    string. The same slot (by equality) is one buffer, laid out where it
+    first appears.
+    """
+
+    prefix: bytes
+    size: int
+
+
 class CStrArray(NamedTuple):
     """Argument: pointer to a NULL-terminated array of C strings."""
 
-    items: tuple[bytes, ...]
+    items: tuple[bytes | Slot, ...]
 
 
 class U32Array(NamedTuple):
@@ -153,7 +168,10 @@ class Ptr(NamedTuple):
     name: str
 
 
-Arg = Union[int, CStr, CStrArray, U32Array, Bytes, Ptr]
+Arg = Union[int, CStr, CStrArray, U32Array, Bytes, Ptr, Slot]
+
+# Bytes the parent sends for each pid variable: the digits, NUL-padded.
+PID_SLOT_SIZE = 12
 
 
 class Step(NamedTuple):
@@ -188,7 +206,10 @@ def _fmt_arg(arg: Arg) -> str:
     if isinstance(arg, CStr):
         return repr(arg.data)
     if isinstance(arg, CStrArray):
-        return "[" + ", ".join(repr(i) for i in arg.items) + "]"
+        return "[" + ", ".join(repr(i.prefix + b"<pid>") if isinstance(i, Slot) else repr(i)
+                               for i in arg.items) + "]"
+    if isinstance(arg, Slot):
+        return f"&<{arg.prefix.decode(errors='replace')}...>"
     if isinstance(arg, U32Array):
         return repr(list(arg.items))
     if isinstance(arg, Bytes):
@@ -199,28 +220,20 @@ def _fmt_arg(arg: Arg) -> str:
 
 
 class Plan(NamedTuple):
-    """The child's steps in order, and how it is cloned."""
+    """The child's steps in order, how it is cloned, and what it will be."""
 
     steps: tuple[Step, ...]
     """The syscalls the child makes, in order; the last one is ``execve``."""
     clone_flags: int = 0
-    """Extra clone3 flags (namespaces), beyond the executor's own."""
-    features: frozenset[str] = frozenset()
-    """What was asked for: explains a clone3 failure (see errors.fork_causes),
-    and tells the parent what the child will be ("group": it leads a new
-    process group; "cgroup": it starts in its own cgroup)."""
+    """Extra clone3 flags (namespaces, CLONE_INTO_CGROUP), beyond the executor's own."""
+    leads_group: bool = False
+    """The child leads a new process group (setpgid, or setsid for a pty)."""
+    handshake: bool = False
+    """The child waits on the wake-up pipe for the parent (step 3)."""
 
     def describe(self) -> str:
         """The plan as numbered lines, one syscall each."""
         return "\n".join(f"{i:3d}. {s}" for i, s in enumerate(self.steps))
-
-
-_STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
-
-
-def _fd_name(fd: int) -> str:
-    name = _STDIO_NAMES.get(fd)
-    return f"fd {fd} ({name})" if name else f"fd {fd}"
 
 
 # Back to SIG_DFL for every signal that can be caught or ignored.
@@ -245,14 +258,7 @@ _NEW_SESSION = Step("setsid", (), errors.StdioError, "setsid", "for the pty",
 @functools.lru_cache(maxsize=4)
 def _ctty_step(fd: int) -> Step:
     return Step("ioctl", (fd, TIOCSCTTY, 0), errors.StdioError,
-                "make the controlling terminal (TIOCSCTTY)", _fd_name(fd))
-
-
-# (leads a group, has its own cgroup) -> Plan.features
-_FEATURES = {
-    (False, False): frozenset(), (True, False): frozenset({"group"}),
-    (False, True): frozenset({"cgroup"}), (True, True): frozenset({"group", "cgroup"}),
-}
+                "make the controlling terminal (TIOCSCTTY)", fd_name(fd))
 
 
 @functools.lru_cache(maxsize=64)
@@ -263,16 +269,12 @@ def _close_step(lo: int, hi: int) -> Step:
 
 @functools.lru_cache(maxsize=64)
 def _death_signal_step(sig: int) -> Step:
-    try:
-        signame = _signal.Signals(sig).name
-    except ValueError:
-        signame = f"signal {sig}"
     return Step("prctl", (PR_SET_PDEATHSIG, sig), errors.ParentDeathSignal,
-                "prctl(PR_SET_PDEATHSIG)", signame)
+                "prctl(PR_SET_PDEATHSIG)", signal_name(sig))
 
 
 class Setup(NamedTuple):
-    """What the parent prepared for one spawn, beyond the Command itself."""
+    """What the parent prepared for one spawn, beyond the spec itself."""
 
     program: bytes
     """The resolved path to exec (inside the new root, if any)."""
@@ -295,48 +297,6 @@ class Setup(NamedTuple):
     """(namespace type, descriptor) to setns, in join order."""
     cap_last: int = 40
     """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
-
-
-def check_isolation(cmd: Command) -> None:
-    """Refuse combinations the kernel would reject or that would surprise:
-    ValueError naming both sides and what to do instead."""
-    if not (cmd._unshare or cmd._setns or cmd._hostname or cmd._chroot or cmd._pivot
-            or cmd._mount_proc or cmd._id_map_commands or cmd._cgroup_path):
-        return  # nothing to combine (the common case, on every spawn)
-    new = cmd._unshare
-    joined = Namespace(0)
-    for ns in cmd._setns:
-        joined |= ns
-    both = new & joined
-    if both:
-        raise ValueError(f"{namespace_names(both)} namespace is both created (unshare) and "
-                         "joined (set_namespace); choose one")
-    if joined & Namespace.USER and new:
-        raise ValueError(
-            f"set_namespace(USER) with unshare({namespace_names(new)}): the new namespaces "
-            "would be created before the join, owned by the caller's user namespace, not "
-            "the joined one; create them from a child already in that user namespace")
-    if cmd._self_map is not None and joined & Namespace.USER:
-        raise ValueError(f"map_{cmd._self_map}_user() maps a new user namespace, but the "
-                         "user namespace is joined (set_namespace), not created")
-    if cmd._id_map_commands is not None and cmd._uid_maps is None:
-        raise ValueError("set_id_map_commands() runs newuidmap/newgidmap for the maps of "
-                         "set_id_maps(); call set_id_maps() too")
-    if cmd._hostname is not None and not (new | joined) & Namespace.UTS:
-        raise ValueError("hostname() would rename the host: it needs a UTS namespace, "
-                         "add unshare(Namespace.UTS)")
-    if cmd._chroot is not None and cmd._pivot is not None:
-        raise ValueError("chroot_dir() and pivot_root() both change the root; choose one")
-    if cmd._pivot is not None and not new & Namespace.MOUNT:
-        raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
-                         "root of every process in the caller's: add unshare(Namespace.MOUNT)")
-    if cmd._mount_proc and not new & Namespace.MOUNT:
-        raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
-                         "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
-                         "to see only the child's processes)")
-    if cmd._cgroup_path is not None and cmd._cgroup_parent is not None:
-        raise ValueError("cgroup() places the child in an existing cgroup and new_cgroup() "
-                         "creates one for it; choose one")
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -368,38 +328,30 @@ def _cap_bits(caps: frozenset[int]) -> bytes:
     return struct.pack("=6I", lo, lo, lo, hi, hi, hi)
 
 
-def build_plan(cmd: Command, setup: Setup) -> Plan:
-    """Turn ``cmd`` into the child's steps. Pure: no syscall, no I/O.
+def build_plan(spec: Spec, setup: Setup) -> Plan:
+    """Turn ``spec`` into the child's steps. Pure: no syscall, no I/O.
 
     ``setup`` holds what the parent prepared for this spawn (see
-    :class:`Setup`). Raises ValueError for a combination the Command
-    cannot run (see :func:`check_isolation`), or when the kill policy
-    asks for a cgroup the command does not create.
+    :class:`Setup`); the spec was validated when it was made.
     """
-    policy = cmd._kill_policy
-    kill_target = policy.target if policy is not None else KillTarget.AUTO
-    if kill_target is KillTarget.CGROUP and cmd._cgroup_parent is None:
-        raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
-                         "call Command.new_cgroup(parent) too")
-    check_isolation(cmd)
-    new = cmd._unshare
-    user_ns = bool(new & Namespace.USER) or Namespace.USER in cmd._setns
+    prog, iso, ident, life = spec.program, spec.isolation, spec.identity, spec.lifetime
+    new = iso.unshare
+    user_ns = bool((new | iso.joined) & Namespace.USER)
     steps: list[Step] = []
 
     # 1. descriptors
-    for lo, hi in cmd._close:
+    for lo, hi in spec.fds.close:
         steps.append(_close_step(lo, hi))
     for source, target in setup.fd_moves:
         steps.append(Step("dup3", (source, target, 0), errors.StdioError, "set up",
-                          _fd_name(target)))
+                          fd_name(target)))
 
     # 2. session and process group
-    ctty = cmd._pty_target()
-    group = cmd._group_leader or kill_target is KillTarget.GROUP
+    ctty = spec.fds.pty_target
     if ctty is not None:  # setsid also starts a new process group led by the child
         steps.append(_NEW_SESSION)
         steps.append(_ctty_step(ctty))
-    elif group:
+    elif spec.leads_group:
         steps.append(_GROUP_LEADER)
 
     # 3. handshake
@@ -410,6 +362,11 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
         steps.append(Step("read", (r, Ptr("scratch"), 1, 0, 0, 1), errors.PipeError,
                           "wait on", "the wake-up pipe", EXPECT_ARG5,
                           "the parent gave up on the child before letting it go on"))
+        for key in prog.env_pid:
+            steps.append(Step("read", (r, Slot(key + b"=", PID_SLOT_SIZE), PID_SLOT_SIZE,
+                                       0, 0, PID_SLOT_SIZE),
+                              errors.PipeError, "read its pid from", "the wake-up pipe",
+                              EXPECT_ARG5, f"for env_var_with_pid({os.fsdecode(key)!r})"))
 
     # 4. join namespaces
     for ns, fd in setup.join:
@@ -421,16 +378,15 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
 
     # 5. the child's own id maps (with a handshake the parent writes them,
     # so that a before_unfreeze hook finds them in place)
-    if cmd._self_map is not None and setup.wake is None:
-        uid, gid = setup.euid, setup.egid
-        inside_uid, inside_gid = (0, 0) if cmd._self_map == "root" else (uid, gid)
+    if iso.self_map is not None and setup.wake is None:
+        uid_map, gid_map = self_maps(iso.self_map is SelfMap.ROOT, setup.euid, setup.egid)
         steps.extend(_idmap_steps(b"/proc/self/setgroups", b"deny"))
-        steps.extend(_idmap_steps(b"/proc/self/uid_map", b"%d %d 1\n" % (inside_uid, uid)))
-        steps.extend(_idmap_steps(b"/proc/self/gid_map", b"%d %d 1\n" % (inside_gid, gid)))
+        steps.extend(_idmap_steps(b"/proc/self/uid_map", uid_map.line()))
+        steps.extend(_idmap_steps(b"/proc/self/gid_map", gid_map.line()))
 
     # 6. host name
-    if cmd._hostname is not None:
-        h = cmd._hostname
+    if iso.hostname is not None:
+        h = iso.hostname
         steps.append(Step("sethostname", (CStr(h), len(h)), errors.ChangeRoot,
                           "sethostname", h))
 
@@ -439,17 +395,17 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
         steps.append(Step("mount", (0, CStr(b"/"), 0, MS_REC | MS_PRIVATE, 0),
                           errors.ChangeRoot, "make every mount private under", b"/"))
     root_changed = False
-    if cmd._chroot is not None:
-        root = cmd._chroot
-        if cmd._mount_proc:
+    if iso.chroot is not None:
+        root = iso.chroot
+        if iso.mount_proc:
             steps.append(_proc_step(root.rstrip(b"/") + b"/proc"))
         steps.append(Step("chroot", (CStr(root),), errors.ChangeRoot, "chroot", root))
         # chroot leaves the working directory outside the new root: enter it
         # (a relative current_dir is then taken from there).
         steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
         root_changed = True
-    elif cmd._pivot is not None:
-        new_root, put_old, unmount = cmd._pivot
+    elif iso.pivot is not None:
+        new_root, put_old, unmount = iso.pivot
         steps.append(Step("mount", (CStr(new_root), CStr(new_root), 0, MS_BIND | MS_REC, 0),
                           errors.ChangeRoot, "bind-mount the new root on itself", new_root))
         steps.append(Step("chdir", (CStr(new_root),), errors.ChangeRoot, "chdir", new_root))
@@ -458,107 +414,98 @@ def build_plan(cmd: Command, setup: Setup) -> Plan:
                           detail=f"the old root goes to {os.fsdecode(put_old)!r} under it, "
                                  "which must be an existing directory"))
         steps.append(Step("chdir", (CStr(b"/"),), errors.ChangeRoot, "chdir", b"/"))
-        if cmd._mount_proc:
+        if iso.mount_proc:
             steps.append(_proc_step(b"/proc"))
         if unmount:
             old = b"/" + put_old
             steps.append(Step("umount2", (CStr(old), MNT_DETACH), errors.ChangeRoot,
                               "unmount the old root", old))
         root_changed = True
-    elif cmd._mount_proc:
+    elif iso.mount_proc:
         steps.append(_proc_step(b"/proc"))
 
     # 8. working directory
-    if cmd._cwd is not None:
-        steps.append(Step("chdir", (CStr(cmd._cwd),), errors.Chdir, "chdir", cmd._cwd))
+    if prog.cwd is not None:
+        steps.append(Step("chdir", (CStr(prog.cwd),), errors.Chdir, "chdir", prog.cwd))
 
     # 9. resource limits
-    for res, (soft, hard) in sorted(cmd._rlimits.items()):
+    for res, soft, hard in iso.rlimits:
         steps.append(Step("prlimit64", (0, res, Bytes(struct.pack("=QQ", soft, hard)), 0),
                           errors.SetRlimit, "setrlimit", _rlimit_name(res)))
 
     # 10. identity and capabilities
-    caps = cmd._keep_caps
-    changes_uid = cmd._uid is not None
+    caps = iso.keep_caps
+    changes_uid = ident.uid is not None
     if caps is not None:
         for cap in range(setup.cap_last + 1):
             if cap not in caps:
                 steps.append(Step("prctl", (PR_CAPBSET_DROP, cap), errors.CapSet,
-                                  "drop from the bounding set", _cap_name(cap),
+                                  "drop from the bounding set", cap_name(cap),
                                   detail="dropping needs CAP_SETPCAP (root, or a new user "
                                          "namespace)"))
         if changes_uid:
             steps.append(Step("prctl", (PR_SET_KEEPCAPS, 1), errors.CapSet,
                               "prctl(PR_SET_KEEPCAPS)", 1))
-    groups = cmd._groups
+    groups = ident.groups
     if (groups is None and setup.euid == 0 and not user_ns
-            and (cmd._uid is not None or cmd._gid is not None)):
-        groups = []
+            and (ident.uid is not None or ident.gid is not None)):
+        groups = ()
     if groups is not None:
         steps.append(Step("setgroups", (len(groups), U32Array(tuple(groups))),
                           errors.SetUser, "setgroups", tuple(groups),
                           detail="in a user namespace, setgroups is refused once "
                                  "/proc/PID/setgroups says deny" if user_ns else ""))
-    if cmd._gid is not None:
-        g = cmd._gid
+    if ident.gid is not None:
+        g = ident.gid
         steps.append(Step("setresgid", (g, g, g), errors.SetUser, "setresgid", g,
                           detail="the gid must be mapped in the user namespace"
                           if user_ns else ""))
-    if cmd._uid is not None:
-        u = cmd._uid
+    if ident.uid is not None:
+        u = ident.uid
         steps.append(Step("setresuid", (u, u, u), errors.SetUser, "setresuid", u,
                           detail="the uid must be mapped in the user namespace"
                           if user_ns else ""))
     if caps is not None:
         header = Bytes(struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0))
-        names = ", ".join(_cap_name(c) for c in sorted(caps)) or "none"
+        names = ", ".join(cap_name(c) for c in sorted(caps)) or "none"
         steps.append(Step("capset", (header, Bytes(_cap_bits(caps))), errors.CapSet,
                           "capset", names,
                           detail="only capabilities the child holds can be kept"))
         for cap in sorted(caps):
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
-                              errors.CapSet, "raise the ambient capability", _cap_name(cap)))
-    if cmd._no_new_privs:
+                              errors.CapSet, "raise the ambient capability", cap_name(cap)))
+    if iso.no_new_privs:
         steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
                           "prctl(PR_SET_NO_NEW_PRIVS)", 1))
 
     # 11. parent-death signal, armed after the last credential change
-    if cmd._death_signal is not None:
+    if life.death_signal is not None:
         # In a new pid namespace the parent is outside it: getppid() is 0.
         ppid = 0 if new & Namespace.PID else setup.parent_pid
-        steps.append(_death_signal_step(cmd._death_signal))
+        steps.append(_death_signal_step(life.death_signal))
         steps.append(Step("getppid", (0, 0, 0, 0, 0, ppid), errors.ParentDeathSignal,
                           "check parent pid", ppid, EXPECT_ARG5,
                           "the parent exited before the parent-death signal was armed"))
 
     # 12. signals
-    if cmd._keep_sigmask:
+    if life.keep_sigmask:
         steps.append(_SAVED_MASK)
     else:
         steps.extend(_RESET_SIGNALS)
         steps.append(_EMPTY_MASK)
 
     # 13. exec
-    envp = setup.envp
+    envp: Sequence[bytes | Slot] | None = setup.envp
+    if prog.env_pid:
+        envp = [*(setup.envp or ()), *(Slot(key + b"=", PID_SLOT_SIZE) for key in prog.env_pid)]
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)), env_arg),
                       errors.Exec, "exec", setup.program,
                       detail="the program is looked up inside the new root"
                       if root_changed else ""))
-    has_cgroup = cmd._cgroup_parent is not None or cmd._cgroup_path is not None
-    features = set(_FEATURES[(group or ctty is not None, has_cgroup)])
-    if new:
-        # Names for errors.fork_causes: "namespace", "ns-user", "ns-net", ...;
-        # "ns-privileged": a namespace that needs CAP_SYS_ADMIN without a
-        # new user namespace to grant it.
-        features.add("namespace")
-        features.update(f"ns-{ns.proc_name}" for ns in Namespace if new & ns)
-        if new & ~Namespace.USER and not new & Namespace.USER:
-            features.add("ns-privileged")
-    if setup.wake is not None:
-        features.add("handshake")
-    flags = int(new) | (CLONE_INTO_CGROUP if has_cgroup else 0)
-    return Plan(tuple(steps), flags, frozenset(features))
+    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup else 0)
+    return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 
 
 def _rlimit_name(res: int) -> str:

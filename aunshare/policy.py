@@ -16,12 +16,16 @@ an unreaped zombie its pid, and so its process group id, cannot be reused.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import math
 import signal as _signal
 from dataclasses import dataclass
 
-__all__ = ["KillPolicy", "KillTarget", "DEFAULT_KILL_POLICY"]
+from ._names import check_signal, signal_name
+
+__all__ = ["KillPolicy", "KillTarget", "DEFAULT_KILL_POLICY", "resolve_policy"]
 
 
 class KillTarget(enum.Enum):
@@ -70,11 +74,7 @@ class KillPolicy:
     """Who gets the signals: see :class:`KillTarget`."""
 
     def __post_init__(self) -> None:
-        sig = self.signal
-        if isinstance(sig, bool) or not isinstance(sig, int):
-            raise TypeError(f"KillPolicy signal must be a signal number, not {type(sig).__name__}")
-        if not 1 <= sig <= 64:
-            raise ValueError(f"KillPolicy signal must be a signal number from 1 to 64, got {sig}")
+        sig = check_signal(self.signal, "KillPolicy signal")
         grace = self.grace
         if isinstance(grace, bool) or not isinstance(grace, (int, float)):
             raise TypeError(f"KillPolicy grace must be a number of seconds, "
@@ -101,12 +101,31 @@ class KillPolicy:
         return self.grace == 0 or self.signal == _signal.SIGKILL
 
     def __repr__(self) -> str:
-        try:
-            name = _signal.Signals(self.signal).name
-        except ValueError:
-            name = str(self.signal)
+        name = signal_name(self.signal).replace("signal ", "")
         return f"KillPolicy(signal={name}, grace={self.grace:g}, target={self.target.value!r})"
 
 
 DEFAULT_KILL_POLICY = KillPolicy()
 """SIGTERM, 5 s, SIGKILL, target AUTO: what a child gets unless told otherwise."""
+
+
+@functools.lru_cache(maxsize=256)  # on every spawn; dataclasses.replace is slow
+def resolve_policy(policy: KillPolicy, *, group_leader: bool, cgroup: bool) -> KillPolicy:
+    """``policy`` with its target made concrete for a child that leads its
+    own process group (``group_leader``) and/or has its own cgroup.
+
+    AUTO becomes CGROUP, GROUP or CHILD, in that order of preference. Raises
+    ValueError for a target the child cannot have.
+    """
+    target = policy.target
+    if target is KillTarget.AUTO:
+        target = (KillTarget.CGROUP if cgroup else
+                  KillTarget.GROUP if group_leader else KillTarget.CHILD)
+        return dataclasses.replace(policy, target=target)
+    if target is KillTarget.GROUP and not group_leader:
+        raise ValueError("kill target 'group' needs a child that leads its own process "
+                         "group (Command.make_group_leader(), or this target on the Command)")
+    if target is KillTarget.CGROUP and not cgroup:
+        raise ValueError("kill target 'cgroup' needs a child started in its own cgroup "
+                         "(Command.new_cgroup(parent))")
+    return policy

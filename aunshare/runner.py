@@ -28,7 +28,7 @@ import anyio
 
 from . import errors
 from ._tasks import background_tasks
-from .child import Child, spawn
+from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
 from .policy import KillPolicy
 from .status import ExitStatus
@@ -43,7 +43,7 @@ CommandLike = Union[Command, Sequence[StrOrBytesPath]]
 def _as_command(item: object, what: str) -> tuple[Command, Any]:
     """(a private Command to adjust, the ``args`` to report) for ``item``."""
     if isinstance(item, Command):
-        return item._copy(), [os.fsdecode(a) for a in item.get_argv()]
+        return item.copy(), [os.fsdecode(a) for a in item.get_argv()]
     if isinstance(item, (str, bytes, os.PathLike)):
         raise TypeError(f"{what} takes an argument list or a Command, not a single "
                         f"{type(item).__name__}: aunshare runs no shell (use "
@@ -113,7 +113,7 @@ async def _supervise(child: Child, args: Any, input: bytes | None,
     try:
         with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
             if child.stdin is None and child.stdout is None and child.stderr is None:
-                await child._until_exited()
+                await child.until_exited()
             else:
                 async with anyio.create_task_group() as tg:
                     if child.stdin is not None:
@@ -123,7 +123,7 @@ async def _supervise(child: Child, args: Any, input: bytes | None,
                     if child.stderr is not None:
                         tg.start_soon(_drain, child.stderr, err)
                     # Not reaped yet: its process group stays ours to kill.
-                    await child._until_exited()
+                    await child.until_exited()
         if scope.cancelled_caught:
             status = await child.shutdown()
             _read_ready(child.stdout, out)
@@ -148,7 +148,7 @@ def _prepare(cmd: Command, *, input: bytes | None, capture_output: bool,
         if not isinstance(input, (bytes, bytearray, memoryview)):
             raise TypeError(f"input must be bytes, not {type(input).__name__}")
         cmd.stdin(Stdio.piped())
-    elif stdin_default is not None and 0 not in cmd._fds:
+    elif stdin_default is not None and cmd.spec().fds.get(0) is None:
         cmd.stdin(stdin_default)
     if capture_output:
         cmd.stdout(Stdio.piped()).stderr(Stdio.piped())
@@ -201,7 +201,7 @@ async def run(
     cmd, shown = _as_command(args, "run()")
     _prepare(cmd, input=input, capture_output=capture_output, stdin_default=None, cwd=cwd,
              env=env, kill_policy=kill_policy, process_group=process_group)
-    child = await spawn(cmd)
+    child = await cmd.spawn()
     done = await _supervise(child, shown, None if input is None else bytes(input), timeout)
     code = done.status.returncode
     if check and code != 0:
@@ -283,7 +283,7 @@ async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
              kill_policy=opts.kill_policy, process_group=opts.process_group)
     t0 = time.monotonic()
     try:
-        child = await spawn(cmd)
+        child = await cmd.spawn()
         done = await _supervise(child, shown, None, opts.timeout)
     except errors.TimeoutExpired as exc:
         return JobResult(index, shown, exc.status, exc.output, exc.stderr, exc,

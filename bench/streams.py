@@ -215,11 +215,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--pipe-size", type=parse_size, default=None,
                    help="pipe capacity aunshare asks for (default: the library's, "
-                        f"{aunshare.launch.PIPE_SIZE >> 10} KiB)")
+                        f"{aunshare.descriptors.PIPE_SIZE >> 10} KiB)")
     p.add_argument("--json", metavar="FILE", help="also write the medians as JSON")
     args = p.parse_args()
     if args.pipe_size is not None:
-        aunshare.launch.PIPE_SIZE = args.pipe_size
+        aunshare.descriptors.PIPE_SIZE = args.pipe_size
     rounds = max(1, args.rounds)
 
     all_peers = peers()
@@ -229,7 +229,7 @@ def main() -> None:
     ex = aunshare.executors.get_executor()
     print(f"python {platform.python_version()}, {platform.machine()}, kernel "
           f"{platform.release()}, {os.cpu_count()} cpus; aunshare executor {ex.name}, "
-          f"pipe {aunshare.launch.PIPE_SIZE >> 10} KiB; {args.size / (1 << 20):g} MiB "
+          f"pipe {aunshare.descriptors.PIPE_SIZE >> 10} KiB; {args.size / (1 << 20):g} MiB "
           f"per run, {rounds} rounds", flush=True)
     for run in runs.values():  # warm-up: page in binaries and code paths
         run(min(args.size, 16 << 20))
@@ -267,7 +267,7 @@ def main() -> None:
             "unit": "GB/s (1e9 bytes/s), median over rounds",
             "size": args.size,
             "rounds": rounds,
-            "pipe_size": aunshare.launch.PIPE_SIZE,
+            "pipe_size": aunshare.descriptors.PIPE_SIZE,
             "python": platform.python_version(),
             "kernel": platform.release(),
             "executor": ex.name,

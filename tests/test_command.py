@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aunshare import Command, Fd, KillPolicy, KillTarget, Stdio
-from aunshare.launch import _child_env
+from aunshare.launch import child_env
 from aunshare.plan import CStr, Setup, build_plan
 
 MAX_ID = 2**32 - 2
@@ -24,7 +24,7 @@ MAX_ID = 2**32 - 2
 
 def plan_of(cmd: Command):
     """The child's plan for ``cmd`` (as an unprivileged parent)."""
-    return build_plan(cmd, Setup(b"/bin/true", cmd.get_argv(), None, [], 1234, 1000, 1000))
+    return build_plan(cmd.spec(), Setup(b"/bin/true", cmd.get_argv(), None, [], 1234, 1000, 1000))
 
 
 def is_open(fd: int) -> bool:
@@ -117,26 +117,26 @@ def test_env_types_and_environment():
     env_remove drops a key, later env() calls win."""
     cmd = (Command("p").env_clear().env("A", "1").env(b"B", Path("/b"))
            .envs({"C": b"3", "A": "again"}).env("D", "4").env_remove("D"))
-    assert sorted(_child_env(cmd)) == [b"A=again", b"B=/b", b"C=3"]
+    assert sorted(child_env(cmd.spec())) == [b"A=again", b"B=/b", b"C=3"]
 
 
 def test_env_clear_drops_earlier_settings():
     """env_clear() forgets variables set before it."""
-    assert _child_env(Command("p").env("A", "1").env_clear()) == []
+    assert child_env(Command("p").env("A", "1").env_clear().spec()) == []
 
 
 def test_env_remove_from_parent_environment(monkeypatch):
     """Without env_clear the child gets the parent's environment minus removals."""
     monkeypatch.setenv("AUNSHARE_TEST_VAR", "yes")
     monkeypatch.setenv("AUNSHARE_TEST_KEEP", "kept")
-    env = _child_env(Command("p").env_remove("AUNSHARE_TEST_VAR"))
+    env = child_env(Command("p").env_remove("AUNSHARE_TEST_VAR").spec())
     assert b"AUNSHARE_TEST_KEEP=kept" in env
     assert not any(e.startswith(b"AUNSHARE_TEST_VAR=") for e in env)
 
 
 def test_untouched_environment_is_inherited_live():
     """With no env call at all, the child uses the parent's live environ (None)."""
-    assert _child_env(Command("p")) is None
+    assert child_env(Command("p").spec()) is None
 
 
 def test_ids_at_limits_accepted():
@@ -318,10 +318,10 @@ def test_rejected_call_leaves_command_unchanged(bad):
     """A call that raises does not change the Command (argv, env, repr, plan)."""
     cmd = (Command("/bin/echo").arg("hi").env("K", "v").uid(5).gid(6).groups([7])
            .file_descriptor(3, Fd.piped_write()))
-    before = (cmd.get_argv(), _child_env(cmd), repr(cmd), plan_of(cmd))
+    before = (cmd.get_argv(), child_env(cmd.spec()), repr(cmd), plan_of(cmd))
     with pytest.raises((ValueError, TypeError)):
         bad(cmd)
-    assert (cmd.get_argv(), _child_env(cmd), repr(cmd), plan_of(cmd)) == before
+    assert (cmd.get_argv(), child_env(cmd.spec()), repr(cmd), plan_of(cmd)) == before
 
 
 # -- repr --------------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_dup_file_copy_lives_as_long_as_the_command():
     r, w = os.pipe()
     try:
         cmd = Command("p").stdout(Stdio.dup_file(w)).file_descriptor(3, Fd.dup_file(r))
-        owned = [cmd._fds[1].owned.fd, cmd._fds[3].owned.fd]
+        owned = [cmd.spec().fds.get(1).owned.fd, cmd.spec().fds.get(3).owned.fd]
     finally:
         os.close(r)
         os.close(w)
@@ -450,8 +450,10 @@ def test_kill_policy_defaults_and_normalisation():
 
 
 def test_copy_is_independent():
-    """Command._copy (used by aunshare.run) shares nothing mutable."""
+    """Command.copy (used by aunshare.run) shares nothing mutable."""
     cmd = Command("p").arg("a").env("K", "v").stdout(Stdio.piped())
-    dup = cmd._copy().arg("b").env("K2", "v2").stdin(Stdio.null()).make_group_leader()
+    dup = cmd.copy().arg("b").env("K2", "v2").stdin(Stdio.null()).make_group_leader()
     assert cmd.get_argv() == [b"p", b"a"] and dup.get_argv() == [b"p", b"a", b"b"]
-    assert b"K2" not in cmd._env and 0 not in cmd._fds and not cmd._group_leader
+    spec = cmd.spec()
+    assert all(k != b"K2" for k, _ in spec.program.env) and spec.fds.get(0) is None
+    assert not spec.identity.group_leader

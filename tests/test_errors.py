@@ -4,6 +4,8 @@ nothing left behind."""
 
 from __future__ import annotations
 
+from aunshare import Namespace
+
 import errno
 import os
 
@@ -162,7 +164,8 @@ def test_every_crate_variant_is_exported():
 def test_fork_causes_follow_requested_flags():
     from aunshare.errors import fork_causes
 
-    assert "CAP_SYS_ADMIN" in fork_causes(errno.EPERM, frozenset({"namespace", "ns-privileged"}))
+    assert "CAP_SYS_ADMIN" in fork_causes(errno.EPERM, int(Namespace.NET))
     assert "CAP_SYS_ADMIN" not in fork_causes(errno.EPERM)
-    assert "max_" in fork_causes(errno.ENOSPC, frozenset({"namespace"}))
+    assert "CAP_SYS_ADMIN" not in fork_causes(errno.EPERM, int(Namespace.NET | Namespace.USER))
+    assert "max_net_namespaces" in fork_causes(errno.ENOSPC, int(Namespace.NET))
     assert fork_causes(errno.ENOSPC) == ""

@@ -590,7 +590,7 @@ def setuid_id():
 async def test_no_new_privs_blocks_setuid(setuid_id):
     base = Command(setuid_id).arg("-u").uid(NOBODY).gid(NOBODY)
     assert (await out_of(base)).strip() == "0"      # the setuid bit elevates
-    assert (await out_of(base._copy().no_new_privs())).strip() == str(NOBODY)
+    assert (await out_of(base.copy().no_new_privs())).strip() == str(NOBODY)
 
 
 async def test_rlimit():
@@ -684,7 +684,7 @@ def test_builder_argument_errors():
         Command("true").rlimit(resource.RLIMIT_NOFILE, 10, 5)
     with pytest.raises(ValueError, match="64 bytes"):
         Command("true").hostname("x" * 65)
-    assert Command("true").unshare([Namespace.NET, Namespace.UTS])._unshare == (
+    assert Command("true").unshare([Namespace.NET, Namespace.UTS]).spec().isolation.unshare == (
         Namespace.NET | Namespace.UTS)
 
 

@@ -5,6 +5,8 @@ Pure data: plans are built and encoded, never run.
 
 from __future__ import annotations
 
+import errno
+
 import ctypes
 import signal
 import struct
@@ -26,7 +28,7 @@ RESET_SIGNALS = [s for s in range(1, 65) if s not in (signal.SIGKILL, signal.SIG
 
 def plan_for(cmd: Command, *, euid: int = 1000, fd_moves=(), envp=None, **setup) -> Plan:
     """build_plan with fixed program, argv and parent pid."""
-    return build_plan(cmd, Setup(b"/bin/true", [b"true"], envp, list(fd_moves), PARENT, euid,
+    return build_plan(cmd.spec(), Setup(b"/bin/true", [b"true"], envp, list(fd_moves), PARENT, euid,
                                  setup.pop("egid", 1000), **setup))
 
 
@@ -108,7 +110,7 @@ def test_only_signal_resets_ignore_errors():
 def test_program_argv_passed_through():
     """execve gets exactly the program and argv given to build_plan."""
     cmd = Command("ignored")
-    plan = build_plan(cmd, Setup(b"/usr/bin/env", [b"env", b"-i", b""], None, [], 1, 0))
+    plan = build_plan(cmd.spec(), Setup(b"/usr/bin/env", [b"env", b"-i", b""], None, [], 1, 0))
     assert plan.steps[-1].args[:2] == (CStr(b"/usr/bin/env"), CStrArray((b"env", b"-i", b"")))
     assert plan.steps[-1].subject == b"/usr/bin/env"
 
@@ -125,7 +127,7 @@ def test_default_clone_flags_and_features():
     """A plain command asks for no extra clone flags or features."""
     plan = plan_for(Command("p"))
     assert plan.clone_flags == 0
-    assert plan.features == frozenset()
+    assert not plan.leads_group and not plan.handshake
 
 
 # -- parent death signal ------------------------------------------------------------
@@ -554,7 +556,7 @@ def test_group_kill_target_makes_a_group_leader():
     by_policy = plan_for(Command("p").kill_policy(KillPolicy(target="group")))
     by_builder = plan_for(Command("p").make_group_leader())
     assert names(by_policy) == names(by_builder)
-    assert "setpgid" in names(by_policy) and by_policy.features == frozenset({"group"})
+    assert "setpgid" in names(by_policy) and by_policy.leads_group
     assert "setpgid" not in names(plan_for(Command("p").kill_policy(KillPolicy(target="child"))))
 
 
@@ -564,11 +566,11 @@ def test_new_cgroup_sets_clone_flag_and_feature():
     from aunshare._linux import CLONE_INTO_CGROUP
 
     plan = plan_for(Command("p").new_cgroup("/sys/fs/cgroup/x"))
-    assert plan.clone_flags == CLONE_INTO_CGROUP and plan.features == frozenset({"cgroup"})
+    assert plan.clone_flags == CLONE_INTO_CGROUP and not plan.leads_group
     assert names(plan) == names(plan_for(Command("p")))
-    causes = errors.fork_causes(16, plan.features)  # EBUSY
+    causes = errors.fork_causes(16, plan.clone_flags, cgroup=True)  # EBUSY
     assert "cgroup.subtree_control" in causes
-    assert "common ancestor" in errors.fork_causes(13, plan.features)  # EACCES
+    assert "common ancestor" in errors.fork_causes(13, plan.clone_flags, cgroup=True)  # EACCES
     assert errors.fork_causes(16) == ""
 
 
@@ -591,13 +593,15 @@ def test_group_kill_target_with_descriptor_moves():
 
 
 
-def test_unshare_sets_clone_flags_and_features():
+def test_unshare_sets_clone_flags_and_fork_causes():
     plan = plan_for(Command("x").unshare(Namespace.NET | Namespace.PID).map_root_user())
     assert plan.clone_flags == Namespace.NET | Namespace.PID | Namespace.USER
-    assert {"namespace", "ns-net", "ns-pid", "ns-user"} <= plan.features
-    assert "ns-privileged" not in plan.features
+    causes = errors.fork_causes(errno.ENOSPC, plan.clone_flags)
+    assert "max_user_namespaces" in causes and "max_net_namespaces" in causes
+    assert "pid namespace's init" in causes
+    assert "CAP_SYS_ADMIN" not in errors.fork_causes(errno.EPERM, plan.clone_flags)
     alone = plan_for(Command("x").unshare(Namespace.NET))
-    assert "ns-privileged" in alone.features
+    assert "CAP_SYS_ADMIN" in errors.fork_causes(errno.EPERM, alone.clone_flags)
 
 
 def test_full_isolation_order():
@@ -666,7 +670,7 @@ def test_handshake_steps_follow_the_session():
     close, read = plan.steps[2], plan.steps[3]
     assert close.args == (51,) and close.flags == IGNORE_ERROR
     assert read.args == (50, Ptr("scratch"), 1, 0, 0, 1) and read.flags == EXPECT_ARG5
-    assert "handshake" in plan.features
+    assert plan.handshake
     assert "openat" not in seq  # the parent writes the maps
 
 

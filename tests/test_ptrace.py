@@ -58,15 +58,16 @@ PARENT = textwrap.dedent("""
     async def main():
         sys.stdin.buffer.read(1)  # go: the tracer is attached
         cmd = build(sys.argv[1])
-        started = start(cmd)
+        started = start(cmd.spec())
         if started.wake_fd >= 0:  # maps written while the child waits
-            from aunshare.child import _handshake
-            await _handshake(cmd, started)
+            from aunshare.spawn import _handshake
+            await _handshake(started)
         if started.report_fd >= 0:  # portable executor or handshake: wait for exec
-            from aunshare.child import _await_exec
+            from aunshare.spawn import _await_exec
             await _await_exec(started)
         waitid_pidfd(started.pidfd, WEXITED)
         print(json.dumps([s.syscall for s in started.plan.steps]))
+        started.close()
 
     anyio.run(main)
 """)

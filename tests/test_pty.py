@@ -117,17 +117,19 @@ async def test_pty_as_another_user(no_leaks):
 
 
 def test_contradictions_are_refused():
-    with pytest.raises(ValueError, match=r"stdout\(Stdio.pty\(\)\) conflicts with "
-                                         r"make_group_leader\(\)"):
-        Command("sh").make_group_leader().stdout(Stdio.pty())
+    """Combinations are refused when the Command is frozen (spec(), which
+    every spawn does), whatever order the calls came in."""
+    with pytest.raises(ValueError, match=r"make_group_leader\(\) conflicts with "
+                                         r"stdout\(Stdio.pty\(\)\)"):
+        Command("sh").make_group_leader().stdout(Stdio.pty()).spec()
     with pytest.raises(ValueError, match=r"make_group_leader\(\) conflicts with "
                                          r"stdin\(Stdio.pty\(\)\)"):
-        Command("sh").stdin(Stdio.pty()).make_group_leader()
-    Command("sh").stdin(Stdio.pty()).make_group_leader(False)  # not asked: fine
-    with pytest.raises(ValueError, match=r"stdout\(Stdio.pty\(rows=30\)\) conflicts with "
-                                         r"stdin\(Stdio.pty\(rows=24\)\)"):
-        Command("sh").stdin(Stdio.pty(rows=24)).stdout(Stdio.pty(rows=30))
-    Command("sh").stdin(Stdio.pty(rows=24)).stdout(Stdio.pty(rows=24, cols=100))
+        Command("sh").stdin(Stdio.pty()).make_group_leader().spec()
+    Command("sh").stdin(Stdio.pty()).make_group_leader(False).spec()  # not asked: fine
+    with pytest.raises(ValueError, match=r"Stdio.pty\(rows=...\) is given different values "
+                                         r"\(24, 30\)"):
+        Command("sh").stdin(Stdio.pty(rows=24)).stdout(Stdio.pty(rows=30)).spec()
+    Command("sh").stdin(Stdio.pty(rows=24)).stdout(Stdio.pty(rows=24, cols=100)).spec()
     with pytest.raises(ValueError, match="between 0 and 65535"):
         Stdio.pty(rows=70000)
     with pytest.raises(TypeError, match="cols must be an int"):

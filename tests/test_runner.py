@@ -56,7 +56,7 @@ async def test_run_cwd_env_and_command(no_leaks, tmp_path):
     cmd = Command("sh").args(["-c", "echo $X"]).env("X", "from-command")
     res = await aunshare.run(cmd, capture_output=True)
     assert res.stdout == b"from-command\n" and res.args == ["sh", "-c", "echo $X"]
-    assert cmd._fds == {} and not cmd._group_leader  # the caller's Command is untouched
+    assert cmd.spec().fds.fds == () and not cmd.spec().identity.group_leader  # the caller's Command is untouched
 
 
 async def test_run_check(no_leaks):

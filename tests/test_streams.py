@@ -454,7 +454,7 @@ async def test_take_pipe_errors(no_leaks):
 
 async def test_pipes_are_enlarged(no_leaks):
     """The stdio pipes get the larger capacity (F_SETPIPE_SZ) where allowed."""
-    from aunshare.launch import PIPE_SIZE
+    from aunshare.descriptors import PIPE_SIZE
 
     child = await Command("true").stdin(Stdio.piped()).stdout(Stdio.piped()).spawn()
     async with child:

@@ -128,7 +128,7 @@ async def test_cancel_between_clone_and_exec_native_alongside(no_leaks):
             child = await _spawn_and_cancel_at_first_wait(Command("sleep").arg("100"))
             if child is None:
                 break
-            assert child.spawn_mode == "fork" and child.returncode == -signal.SIGTERM
+            assert child.spawn_mode == "pipe" and child.returncode == -signal.SIGTERM
         else:
             pytest.fail("the cancellation never arrived between clone and exec")
         assert live_children() == [other.pid]
@@ -445,11 +445,11 @@ async def test_cgroup_bad_parent(no_leaks, tmp_path):
 
 async def test_cgroup_wait_empty_without_inotify(no_leaks, cgroup_parent):
     """The polling fallback of wait_cgroup_empty sees the cgroup empty too."""
-    from aunshare.supervise import wait_cgroup_empty
+    from aunshare.cgroup import wait_empty as wait_cgroup_empty
 
     child = await Command("sh").args(["-c", "sleep 0.2 &"]).new_cgroup(cgroup_parent).spawn()
     await child.wait()
-    path = child._cgroup
+    path = os.fsencode(child.cgroup)
     assert path is not None  # the background sleep is still in it
     with anyio.fail_after(3):
         await wait_cgroup_empty(path, use_inotify=False)
@@ -574,13 +574,13 @@ async def test_spawn_alongside_other_children_watches_the_pipe(no_leaks):
     so it keeps serving them. Both report errors the same way."""
     native = get_executor().name == "native"
     lone = await Command("true").spawn()
-    assert lone.spawn_mode == ("vfork" if native else "fork")
+    assert lone.spawn_mode == ("vfork" if native else "pipe")
     await lone.wait()
     async with await Command("sleep").arg("100").kill_policy(KillPolicy(grace=0)).spawn() as other:
         os.environ["AUNSHARE_ALONGSIDE"] = "seen"
         try:
             child = await Command("printenv").arg("AUNSHARE_ALONGSIDE").stdout(Stdio.piped()).spawn()
-            assert child.spawn_mode == "fork"
+            assert child.spawn_mode == "pipe"
             assert (await child.wait_with_output()).stdout == b"seen\n"
         finally:
             del os.environ["AUNSHARE_ALONGSIDE"]

@@ -22,6 +22,14 @@ class Executor(Protocol):
     """Clones a child that runs an encoded plan."""
 
     name: str
+    """"native" or "portable"."""
+    can_vfork: bool
+    """It can put the spawning thread to sleep until the child has exec'd
+    (CLONE_VFORK), reporting a failure in the table: no error pipe needed."""
+    shares_memory: bool
+    """Its child shares the parent's memory until exec (CLONE_VM): a child
+    running alongside the parent must get copies of what the parent may
+    change meanwhile (the environment), and the table must stay alive."""
 
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:

@@ -83,6 +83,8 @@ class NativeExecutor:
     """Runs a plan from machine code in a CLONE_VM child (see module doc)."""
 
     name = "native"
+    can_vfork = True
+    shares_memory = True
 
     def __init__(self) -> None:
         self._fn = load()

@@ -66,6 +66,8 @@ class PortableExecutor:
     """Runs a plan from Python in a fork-like child (see module doc)."""
 
     name = "portable"
+    can_vfork = False
+    shares_memory = False
 
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:

@@ -21,7 +21,7 @@ import ctypes
 import struct
 
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
-from ..plan import CONSTANT_RUNS, Bytes, CStr, CStrArray, Plan, Ptr, U32Array
+from ..plan import CONSTANT_RUNS, Bytes, CStr, CStrArray, Plan, Ptr, Slot, U32Array
 
 __all__ = ["Table", "encode", "environ_pointer", "environ_copy", "HEADER_SIZE", "STEP_SIZE"]
 
@@ -124,7 +124,9 @@ def _data_size(arg: object) -> int:
         n = len(arg.data) + 1  # type: ignore[attr-defined]
     elif t is CStrArray:
         items = arg.items  # type: ignore[attr-defined]
-        n = 8 * (len(items) + 1) + sum(map(len, items)) + len(items)
+        n = 8 * (len(items) + 1) + sum(map(_item_size, items))
+    elif t is Slot:
+        n = _item_size(arg)
     elif t is U32Array:
         n = 4 * len(arg.items)  # type: ignore[attr-defined]
     elif t is Bytes:
@@ -132,6 +134,14 @@ def _data_size(arg: object) -> int:
     else:
         return 0
     return (n + 7) & ~7
+
+
+def _item_size(item: bytes | Slot) -> int:
+    # A slot is counted wherever it appears, though laid out once: a few
+    # spare bytes, never too few.
+    if type(item) is Slot:
+        return len(item.prefix) + item.size + 8
+    return len(item) + 1
 
 
 def _encode_run(run: tuple, start: int) -> bytes:
@@ -169,6 +179,17 @@ def encode(plan: Plan) -> Table:
     _Q.pack_into(buf, 0, _MASK64)  # the mask held during clone: all signals
 
     pos = data_off
+    slots: dict[Slot, int] = {}  # where each slot's string was laid out
+
+    def place(slot: Slot) -> int:
+        nonlocal pos
+        addr = slots.get(slot)
+        if addr is None:  # the zeroed buffer supplies the blank digits and the NUL
+            addr = slots[slot] = base + pos
+            buf[pos:pos + len(slot.prefix)] = slot.prefix
+            pos = (pos + len(slot.prefix) + slot.size + 8) & ~7
+        return addr
+
     off = HEADER_SIZE + CLONE_ARGS_SIZE
     nums = SYSCALLS
     idx = 0
@@ -199,10 +220,15 @@ def encode(plan: Plan) -> Table:
                 vals.append(base + arr)
                 pos += 8 * (len(items) + 1)
                 for i, item in enumerate(items):
+                    if type(item) is Slot:
+                        _Q.pack_into(buf, arr + 8 * i, place(item))
+                        continue
                     _Q.pack_into(buf, arr + 8 * i, base + pos)
                     buf[pos:pos + len(item)] = item
                     pos += len(item) + 1
                 pos = (pos + 7) & ~7
+            elif t is Slot:
+                vals.append(place(a) + len(a.prefix))
             elif t is U32Array:
                 vals.append(base + pos)
                 struct.pack_into(f"={len(a.items)}I", buf, pos, *a.items)

@@ -1,0 +1,278 @@
+"""The frozen spec: everything a :class:`~aunshare.Command` says, as one
+immutable, hashable record made of small records by concern.
+
+``Command.spec()`` makes one; the plan (:mod:`aunshare.plan`), the parent's
+preparation (:mod:`aunshare.launch`) and the handshake read only these
+public fields, and the plan cache is keyed by the spec itself, so a field
+added here can never be forgotten by the cache. Combinations that cannot
+run are refused here, in one place, when the spec is made (:func:`Spec`'s
+constructor raises ValueError naming both sides and what to do).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ._names import STDIO_NAMES
+from .fds import Fd, FdKind, OwnedFd
+from .namespaces import GidMap, Namespace, UidMap, namespace_names
+from .policy import KillPolicy, KillTarget
+
+__all__ = [
+    "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
+    "SelfMap", "PivotRoot", "Rlimit",
+]
+
+
+class SelfMap(enum.Enum):
+    """Which one-line id maps the child writes for itself."""
+
+    ROOT = "root"
+    """uid/gid 0 inside map to the caller's effective ids."""
+    CURRENT = "current"
+    """The caller's ids map to themselves."""
+
+
+class PivotRoot(NamedTuple):
+    """:meth:`Command.pivot_root`'s arguments, normalised."""
+
+    new_root: bytes
+    put_old: bytes
+    """Relative to ``new_root``."""
+    unmount: bool
+
+
+class Rlimit(NamedTuple):
+    """One :meth:`Command.rlimit`: resource, soft and hard limit (2**64-1 is unlimited)."""
+
+    resource: int
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSpec:
+    """What is executed, with which arguments and environment, where."""
+
+    program: bytes
+    """As given: looked up in PATH at spawn when it has no slash."""
+    args: tuple[bytes, ...] = ()
+    """Arguments after argv[0]."""
+    arg0: bytes | None = None
+    """argv[0]; None: the program as given."""
+    env_clear: bool = False
+    """Start from an empty environment rather than the parent's."""
+    env: tuple[tuple[bytes, bytes | None], ...] = ()
+    """Edits in order: (key, value), value None removes the key."""
+    env_pid: tuple[bytes, ...] = ()
+    """Variables set to the child's own pid (as it sees it)."""
+    cwd: bytes | None = None
+    """Working directory (inside the new root, if any)."""
+
+    @property
+    def argv(self) -> tuple[bytes, ...]:
+        """argv as the child gets it."""
+        return (self.program if self.arg0 is None else self.arg0, *self.args)
+
+    def env_value(self, key: bytes) -> tuple[bool, bytes | None]:
+        """(whether the edits set or remove ``key``, the last value given)."""
+        found, value = False, None
+        for k, v in self.env:
+            if k == key:
+                found, value = True, v
+        return found, value
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorSpec:
+    """The child's descriptors: what each number gets, and what is closed."""
+
+    fds: tuple[tuple[int, Fd], ...] = ()
+    """(target, what it gets), sorted by target; absent stdio is inherited."""
+    close: tuple[tuple[int, int], ...] = ((3, 2**31 - 1),)
+    """Inclusive ranges marked close-on-exec before the targets are set."""
+
+    def get(self, target: int) -> Fd | None:
+        """What ``target`` gets, or None when not set."""
+        for t, fd in self.fds:
+            if t == target:
+                return fd
+        return None
+
+    @property
+    def pty_target(self) -> int | None:
+        """The first standard stream that is a pty, or None."""
+        for t, fd in self.fds:
+            if t < 3 and fd.kind is FdKind.PTY:
+                return t
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """Who the child is: ids, groups, process group."""
+
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] | None = None
+    group_leader: bool = False
+    """:meth:`Command.make_group_leader`."""
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationSpec:
+    """Namespaces, id maps, root, capabilities and limits."""
+
+    unshare: Namespace = Namespace(0)
+    join: tuple[tuple[Namespace, OwnedFd], ...] = ()
+    """Namespaces to join, in join order (user first, mount last)."""
+    uid_maps: tuple[UidMap, ...] | None = None
+    gid_maps: tuple[GidMap, ...] | None = None
+    allow_setgroups: bool | None = None
+    id_map_commands: tuple[bytes, bytes] | None = None
+    """(newuidmap, newgidmap) to write ``uid_maps``/``gid_maps`` with."""
+    self_map: SelfMap | None = None
+    before_unfreeze: Callable[[int], Awaitable[object]] | None = None
+    chroot: bytes | None = None
+    pivot: PivotRoot | None = None
+    hostname: bytes | None = None
+    mount_proc: bool = False
+    keep_caps: frozenset[int] | None = None
+    no_new_privs: bool = False
+    rlimits: tuple[Rlimit, ...] = ()
+    """Sorted by resource."""
+
+    @property
+    def joined(self) -> Namespace:
+        """The namespace types joined."""
+        out = Namespace(0)
+        for ns, _ in self.join:
+            out |= ns
+        return out
+
+    @property
+    def new_root(self) -> bytes | None:
+        """The directory that becomes the child's root, if any."""
+        if self.chroot is not None:
+            return self.chroot
+        return self.pivot.new_root if self.pivot is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeSpec:
+    """How the child is tied to the parent and stopped."""
+
+    death_signal: int | None = 9
+    """Parent-death signal (SIGKILL by default); None: may outlive the parent."""
+    keep_sigmask: bool = False
+    kill_policy: KillPolicy | None = None
+    cgroup_parent: bytes | None = None
+    """:meth:`Command.new_cgroup`: a cgroup of its own is made under this."""
+    cgroup_path: bytes | None = None
+    """:meth:`Command.cgroup`: start inside this existing cgroup."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A frozen Command. Constructing one validates the combination."""
+
+    program: ProgramSpec
+    fds: DescriptorSpec = DescriptorSpec()
+    identity: IdentitySpec = IdentitySpec()
+    isolation: IsolationSpec = IsolationSpec()
+    lifetime: LifetimeSpec = LifetimeSpec()
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        # Hashed on every spawn (the plan cache key): compute it once.
+        object.__setattr__(self, "_hash", hash((self.program, self.fds, self.identity,
+                                                self.isolation, self.lifetime)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def kill_target(self) -> KillTarget:
+        """The target of the Command's kill policy (AUTO when none was set)."""
+        policy = self.lifetime.kill_policy
+        return policy.target if policy is not None else KillTarget.AUTO
+
+    @property
+    def leads_group(self) -> bool:
+        """The child leads a process group of its own (setpgid or setsid)."""
+        return (self.identity.group_leader or self.kill_target is KillTarget.GROUP
+                or self.fds.pty_target is not None)
+
+    @property
+    def own_cgroup(self) -> bool:
+        """The child is created in a cgroup made for it."""
+        return self.lifetime.cgroup_parent is not None
+
+    @property
+    def parent_maps(self) -> bool:
+        """The parent writes id maps (or runs newuidmap) while the child waits."""
+        return self.isolation.uid_maps is not None
+
+    @property
+    def needs_handshake(self) -> bool:
+        """The parent must act between clone and exec: the child waits for it."""
+        iso = self.isolation
+        return (iso.uid_maps is not None or iso.before_unfreeze is not None
+                or bool(self.program.env_pid))
+
+
+def _validate(spec: Spec) -> None:
+    iso, life = spec.isolation, spec.lifetime
+    pty = spec.fds.pty_target
+    if pty is not None:
+        if spec.identity.group_leader:
+            raise ValueError(f"make_group_leader() conflicts with {STDIO_NAMES[pty]}"
+                             "(Stdio.pty()): a pty makes the child a session leader "
+                             "(setsid), which already leads its own process group "
+                             "and cannot be moved to another; drop make_group_leader()")
+        sizes = {fd.size for t, fd in spec.fds.fds if t < 3 and fd.kind is FdKind.PTY}
+        for i, what in enumerate(("rows", "cols")):
+            given = {s[i] for s in sizes if s is not None and s[i] is not None}
+            if len(given) > 1:
+                raise ValueError(f"Stdio.pty({what}=...) is given different values "
+                                 f"({', '.join(map(str, sorted(given)))}) on different "
+                                 "standard streams: they share one terminal, which has "
+                                 "one window size")
+    if spec.kill_target is KillTarget.CGROUP and life.cgroup_parent is None:
+        raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
+                         "call Command.new_cgroup(parent) too")
+    if life.cgroup_path is not None and life.cgroup_parent is not None:
+        raise ValueError("cgroup() places the child in an existing cgroup and new_cgroup() "
+                         "creates one for it; choose one")
+    new, joined = iso.unshare, iso.joined
+    both = new & joined
+    if both:
+        raise ValueError(f"{namespace_names(both)} namespace is both created (unshare) and "
+                         "joined (set_namespace); choose one")
+    if joined & Namespace.USER and new:
+        raise ValueError(
+            f"set_namespace(USER) with unshare({namespace_names(new)}): the new namespaces "
+            "would be created before the join, owned by the caller's user namespace, not "
+            "the joined one; create them from a child already in that user namespace")
+    if iso.self_map is not None and joined & Namespace.USER:
+        raise ValueError(f"map_{iso.self_map.value}_user() maps a new user namespace, but "
+                         "the user namespace is joined (set_namespace), not created")
+    if iso.id_map_commands is not None and iso.uid_maps is None:
+        raise ValueError("set_id_map_commands() runs newuidmap/newgidmap for the maps of "
+                         "set_id_maps(); call set_id_maps() too")
+    if iso.hostname is not None and not (new | joined) & Namespace.UTS:
+        raise ValueError("hostname() would rename the host: it needs a UTS namespace, "
+                         "add unshare(Namespace.UTS)")
+    if iso.chroot is not None and iso.pivot is not None:
+        raise ValueError("chroot_dir() and pivot_root() both change the root; choose one")
+    if iso.pivot is not None and not new & Namespace.MOUNT:
+        raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
+                         "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if iso.mount_proc and not new & Namespace.MOUNT:
+        raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
+                         "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
+                         "to see only the child's processes)")
