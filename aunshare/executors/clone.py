@@ -17,6 +17,12 @@ What clone(2) cannot do:
 * CLONE_PARENT_SETTID together with CLONE_PIDFD (both use ``parent_tid``):
   the pid is clone's return value instead.
 
+And what emulators do not take, found by EINVAL and then avoided: user-mode
+qemu before 8.0 rejects CLONE_PIDFD (the parent then opens the pidfd with
+pidfd_open: the unreaped child's pid cannot be reused meanwhile), and it
+makes threads only with CLONE_VM, turning CLONE_VM|CLONE_VFORK into a plain
+fork (the native routine then runs in a fork-like child).
+
 The outcome is remembered for the process: once clone3 is found refused,
 spawns go straight to clone(2).
 """
@@ -25,15 +31,22 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
+import signal
+import struct
+from typing import TYPE_CHECKING
 
 from .. import errors
 from .._linux import (
-    CLONE_CLEAR_SIGHAND, CLONE_INTO_CGROUP, CLONE_PARENT_SETTID, CLONE_VFORK, CLONE_VM,
-    SYSCALLS, libc,
+    CLONE_CLEAR_SIGHAND, CLONE_INTO_CGROUP, CLONE_PARENT_SETTID, CLONE_PIDFD, CLONE_VFORK,
+    CLONE_VM, SYSCALLS, libc, syscall,
 )
 
+if TYPE_CHECKING:
+    from .table import Table
+
 __all__ = ["REFUSED", "IntoCgroupUnavailable", "State", "state", "clone3_usable",
-           "into_cgroup", "legacy_flags", "failure"]
+           "into_cgroup", "legacy_flags", "degrade", "learn", "open_pidfd", "failure"]
 
 # What clone3 answers where it is refused rather than failing on its merits.
 REFUSED = (errno.ENOSYS, errno.EPERM)
@@ -50,16 +63,17 @@ class State:
     """How this process clones (one instance, :data:`state`).
 
     ``clone3`` is None until known; ``refusal`` is the errno clone3 gave
-    when it was found refused. ``shared_vm`` turns False where clone(2)
-    rejects CLONE_VM without CLONE_THREAD (user-mode qemu makes threads
-    only): the native routine then runs in a fork-like child.
+    when it was found refused. ``pidfd`` turns False where clone(2) rejects
+    CLONE_PIDFD, ``shared_vm`` where it rejects CLONE_VM without
+    CLONE_THREAD (both: user-mode qemu).
     """
 
-    __slots__ = ("clone3", "refusal", "shared_vm")
+    __slots__ = ("clone3", "refusal", "pidfd", "shared_vm")
 
     def __init__(self) -> None:
         self.clone3: bool | None = None
         self.refusal = 0
+        self.pidfd = True
         self.shared_vm = True
 
     def refused(self, err: int) -> None:
@@ -123,10 +137,50 @@ def legacy_flags(flags: int) -> int:
             f"a new time namespace is created only by clone3, which this system "
             f"refuses ({why})", action="clone")
     flags &= ~(CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID)
-    if not state.shared_vm and flags & CLONE_VM:
+    if not state.pidfd:
+        flags &= ~CLONE_PIDFD
+    if not state.shared_vm:
         flags &= ~(CLONE_VM | CLONE_VFORK)
     assert flags <= _LOW32
     return flags
+
+
+def degrade(flags: int) -> int:
+    """After clone(2) said EINVAL: ``flags`` without the next thing an
+    emulator may not take (CLONE_PIDFD, then CLONE_VM), or 0 when nothing
+    is left to drop."""
+    if flags & CLONE_PIDFD:
+        return flags & ~CLONE_PIDFD
+    if flags & CLONE_VM:
+        return flags & ~(CLONE_VM | CLONE_VFORK)
+    return 0
+
+
+def learn(asked: int, used: int) -> None:
+    """Remember what a successful clone(2) with ``used`` had to drop of ``asked``."""
+    dropped = asked & ~used
+    if dropped & CLONE_PIDFD:
+        state.pidfd = False
+    if dropped & CLONE_VM:
+        state.shared_vm = False
+
+
+def open_pidfd(table: Table, pid: int) -> None:
+    """For a child cloned without CLONE_PIDFD: open its pidfd and put it in
+    the header slot CLONE_PIDFD fills. Until the parent reaps it the child's
+    pid stays its own, so this names the right process. If it fails, the
+    child is killed and reaped and a Fork error raised."""
+    try:
+        fd = syscall("pidfd_open", pid, 0)  # close-on-exec by definition
+    except OSError as exc:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise errors.Fork(exc.errno, None, "cloned without CLONE_PIDFD, and pidfd_open "
+                          "of the child failed", action="pidfd_open") from None
+    struct.pack_into("=i", table.buf, 24, fd)
 
 
 def failure(tried: list[tuple[str, int]], flags: int) -> errors.Fork:

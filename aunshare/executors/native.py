@@ -184,18 +184,19 @@ class NativeExecutor:
 
     def _start_legacy(self, table: Table, flags: int, errfd: int, vfork: bool) -> int:
         tried = [("clone3", _clone.state.refusal)]
-        cflags = legacy_flags(flags)
-        pid = self._clone(table, cflags, errfd, vfork)
-        if (pid == -errno.EINVAL and cflags & CLONE_VM and _clone.state.shared_vm):
-            # clone(2) that takes CLONE_VM for threads only (user-mode qemu):
-            # the routine runs in a fork-like child just as well.
-            tried.append(("clone", -pid))
-            pid = self._clone(table, cflags & ~(CLONE_VM | CLONE_VFORK), errfd, vfork)
-            if pid >= 0:
-                _clone.state.shared_vm = False
+        cflags = asked = legacy_flags(flags)
+        while (pid := self._clone(table, cflags, errfd, vfork)) == -errno.EINVAL:
+            tried.append(("clone", errno.EINVAL))
+            cflags = _clone.degrade(cflags)
+            if not cflags:
+                break
         if pid < 0:
-            tried.append(("clone", -pid))
+            if pid != -errno.EINVAL:
+                tried.append(("clone", -pid))
             raise _clone.failure(tried, flags)
+        _clone.learn(asked, cflags)
+        if not cflags & CLONE_PIDFD:
+            _clone.open_pidfd(table, pid)
         return pid
 
     def _clone(self, table: Table, cflags: int, errfd: int, vfork: bool) -> int:

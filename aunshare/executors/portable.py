@@ -102,14 +102,23 @@ class PortableExecutor:
             if -pid == errno.EPERM and clone3_usable():
                 return pid  # clone3 works here: the flags themselves are refused
             _clone.state.refused(-pid)
-        cflags = legacy_flags(flags)
-        # Without CLONE_PARENT_SETTID (clone(2) refuses it beside CLONE_PIDFD)
-        # the pid is clone's return value.
-        pid = _clone_and_run(table, rows, errfd, functools.partial(
-            _sc, SYSCALLS["clone"], cflags | signal.SIGCHLD, 0, table.base + 24, 0, 0, 0),
-            legacy=True)
-        if pid < 0:
-            raise _clone.failure([("clone3", _clone.state.refusal), ("clone", -pid)], flags)
+        cflags = asked = legacy_flags(flags)
+        tried = [("clone3", _clone.state.refusal)]
+        while True:
+            # Without CLONE_PARENT_SETTID (clone(2) refuses it beside
+            # CLONE_PIDFD) the pid is clone's return value.
+            pid = _clone_and_run(table, rows, errfd, functools.partial(
+                _sc, SYSCALLS["clone"], cflags | signal.SIGCHLD, 0, table.base + 24, 0, 0, 0),
+                legacy=True)
+            if pid >= 0:
+                break
+            tried.append(("clone", -pid))
+            if pid != -errno.EINVAL or not cflags & CLONE_PIDFD:
+                raise _clone.failure(tried, flags)
+            cflags &= ~CLONE_PIDFD  # an emulator without it (qemu before 8.0)
+        _clone.learn(asked, cflags)
+        if not cflags & CLONE_PIDFD:
+            _clone.open_pidfd(table, pid)
         return pid
 
 
