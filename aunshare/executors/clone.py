@@ -145,15 +145,15 @@ def legacy_flags(flags: int) -> int:
     return flags
 
 
-def degrade(flags: int) -> int:
+def degrade(flags: int) -> int | None:
     """After clone(2) said EINVAL: ``flags`` without the next thing an
-    emulator may not take (CLONE_PIDFD, then CLONE_VM), or 0 when nothing
-    is left to drop."""
+    emulator may not take (CLONE_PIDFD, then CLONE_VM), or None when
+    nothing is left to drop."""
     if flags & CLONE_PIDFD:
         return flags & ~CLONE_PIDFD
     if flags & CLONE_VM:
         return flags & ~(CLONE_VM | CLONE_VFORK)
-    return 0
+    return None
 
 
 def learn(asked: int, used: int) -> None:

@@ -187,9 +187,10 @@ class NativeExecutor:
         cflags = asked = legacy_flags(flags)
         while (pid := self._clone(table, cflags, errfd, vfork)) == -errno.EINVAL:
             tried.append(("clone", errno.EINVAL))
-            cflags = _clone.degrade(cflags)
-            if not cflags:
+            fewer = _clone.degrade(cflags)
+            if fewer is None:
                 break
+            cflags = fewer
         if pid < 0:
             if pid != -errno.EINVAL:
                 tried.append(("clone", -pid))
