@@ -162,3 +162,28 @@ def test_both_refused_names_each_attempt(executor):
     assert kind == "Fork" and err == errno.EPERM
     assert "clone3: ENOSYS; clone: EPERM" in message, message
     assert out["executor"] == [executor, "clone", False]
+
+
+def test_flags_clone_cannot_take(monkeypatch):
+    """What clone(2) cannot do is refused by name, before any clone."""
+    from aunshare import errors
+    from aunshare._linux import (CLONE_CLEAR_SIGHAND, CLONE_INTO_CGROUP, CLONE_PARENT_SETTID,
+                                 CLONE_PIDFD, CLONE_VFORK, CLONE_VM)
+    from aunshare.executors import clone
+
+    fresh = clone.State()
+    fresh.refused(errno.ENOSYS)
+    monkeypatch.setattr(clone, "state", fresh)
+    asked = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID
+    assert clone.legacy_flags(asked) == CLONE_VM | CLONE_VFORK | CLONE_PIDFD
+    with pytest.raises(clone.IntoCgroupUnavailable, match="cgroup.procs") as info:
+        clone.legacy_flags(CLONE_PIDFD | CLONE_INTO_CGROUP)
+    assert isinstance(info.value, errors.Fork) and "clone3: ENOSYS" in str(info.value)
+    with pytest.raises(errors.Fork, match="time namespace"):
+        clone.legacy_flags(0x80)
+    # What an emulator rejects goes in this order, and is remembered.
+    assert clone.degrade(CLONE_VM | CLONE_VFORK | CLONE_PIDFD) == CLONE_VM | CLONE_VFORK
+    assert clone.degrade(CLONE_VM | CLONE_VFORK) == 0
+    assert clone.degrade(0) is None
+    clone.learn(CLONE_VM | CLONE_PIDFD, 0)
+    assert clone.legacy_flags(asked) == 0
