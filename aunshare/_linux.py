@@ -21,7 +21,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "getppid": 110, "setsid": 112, "setgroups": 116, "setresuid": 117,
         "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
         "openat": 257, "setns": 308, "unshare": 272, "chroot": 161,
-        "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435,
+        "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435, "clone": 56,
         "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
         "pivot_root": 155, "prlimit64": 302, "capset": 126,
     },
@@ -32,7 +32,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
         "exit": 93, "waitid": 95, "openat": 56, "setns": 268, "unshare": 97,
         "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
-        "clone3": 435, "close_range": 436, "sethostname": 161, "mount": 40,
+        "clone3": 435, "clone": 220, "close_range": 436, "sethostname": 161, "mount": 40,
         "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91,
     },
 }

@@ -15,6 +15,7 @@ if [ "$(id -u)" = 0 ]; then
     # static busybox (a minimal root) and newuidmap/newgidmap.
     need=()
     command -v as >/dev/null && command -v objcopy >/dev/null || need+=(binutils)
+    command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
     [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
     command -v newuidmap >/dev/null || need+=(uidmap)
     if [ ${#need[@]} -gt 0 ]; then

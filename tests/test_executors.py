@@ -16,15 +16,39 @@ from aunshare.executors.native import CODE
 HERE = os.path.join(os.path.dirname(__file__), "..", "aunshare", "executors")
 
 
-@pytest.mark.skipif(ARCH != "x86_64", reason=f"the native routine is x86_64; this is {ARCH}")
+def _assemble(tmp_path, source: str, tools: tuple[str, str], *as_flags: str) -> bytes:
+    """Assemble ``source`` (in this package) and return its .text bytes."""
+    gas, objcopy = tools
+    if shutil.which(gas) is None or shutil.which(objcopy) is None:
+        pytest.skip(f"GNU binutils ({gas}, {objcopy}) are not installed")
+    obj, binary = tmp_path / "spawn.o", tmp_path / "spawn.bin"
+    subprocess.run([gas, *as_flags, "-o", obj, os.path.join(HERE, source)], check=True)
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", obj, binary], check=True)
+    return binary.read_bytes()
+
+
+def _tools(arch: str) -> tuple[str, str]:
+    """The host's own binutils for its architecture, else the cross ones."""
+    if arch == ARCH:
+        return ("as", "objcopy")
+    return (f"{arch}-linux-gnu-as", f"{arch}-linux-gnu-objcopy")
+
+
 def test_native_bytes_match_assembly_source(tmp_path):
     """Re-assemble spawn_x86_64.S with GNU as and compare with the shipped bytes."""
-    if shutil.which("as") is None or shutil.which("objcopy") is None:
-        pytest.skip("GNU binutils (as, objcopy) are not installed")
-    obj, binary = tmp_path / "spawn.o", tmp_path / "spawn.bin"
-    subprocess.run(["as", "--64", "-o", obj, os.path.join(HERE, "spawn_x86_64.S")], check=True)
-    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", obj, binary], check=True)
-    assert binary.read_bytes() == CODE["x86_64"]
+    code = _assemble(tmp_path, "spawn_x86_64.S", _tools("x86_64"), "--64")
+    assert code == CODE["x86_64"]
+
+
+def test_aarch64_bytes_match_assembly_source(tmp_path):
+    """Re-assemble spawn_aarch64.S (natively or with the cross assembler)."""
+    code = _assemble(tmp_path, "spawn_aarch64.S", _tools("aarch64"))
+    assert code == CODE["aarch64"]
+
+
+def test_routines_fit_one_page():
+    """load() maps one page (4 KiB at least) for a routine."""
+    assert all(len(code) <= 4096 for code in CODE.values())
 
 
 def test_selected_executor_matches_environment():

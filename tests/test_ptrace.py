@@ -30,7 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 _WALL = 0x40000000
 _O_TRACESYSGOOD, _O_TRACEFORK, _O_TRACEVFORK, _O_TRACECLONE = 1, 2, 4, 8
 _O_TRACEEXEC, _O_EXITKILL = 0x10, 0x100000
-_GETTID, _GETPID = 186, 39  # x86_64
+# Per architecture: gettid and getpid (the portable child's prologue), and
+# where a syscall-entry stop shows the syscall number (x86_64: orig_rax;
+# aarch64: x8, which the kernel leaves intact at the stop).
+_GETTID, _GETPID = {"x86_64": (186, 39), "aarch64": (178, 172)}.get(ARCH, (-1, -1))
+_NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
 
 PARENT = textwrap.dedent("""
     import json, sys
@@ -108,7 +112,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
             entering = not in_syscall.get(wpid, False)
             in_syscall[wpid] = entering
             if entering and wpid in recording:
-                nr = ptrace.ptrace_getregs(wpid).orig_rax
+                nr = getattr(ptrace.ptrace_getregs(wpid), _NR_REGISTER)
                 recording[wpid].append(nr)
                 if nr == execve:
                     done[wpid] = recording.pop(wpid)
@@ -139,7 +143,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
     return plan, spawned[0]
 
 
-@pytest.mark.skipif(ARCH != "x86_64", reason="the register layout used here is x86_64's")
+@pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
 @pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):

@@ -1,4 +1,5 @@
-"""The portable executor: a fork-like clone3 and the plan run from Python.
+"""The portable executor: a fork-like clone3 (or clone(2), where clone3 is
+refused: see :mod:`.clone`) and the plan run from Python.
 
 For architectures without a native routine, systems that refuse executable
 memory, or ``AUNSHARE_EXECUTOR=portable``. The child is a copy of the
@@ -21,6 +22,7 @@ to prefer.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import gc
 import operator
@@ -28,10 +30,12 @@ import os
 import signal
 import struct
 from collections import deque
-from itertools import repeat
+from itertools import repeat, tee
 
 from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS
 from ..plan import EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS
+from . import clone as _clone
+from .clone import REFUSED, clone3_usable, legacy_flags
 from .table import Table
 
 __all__ = ["PortableExecutor"]
@@ -69,48 +73,96 @@ class PortableExecutor:
     can_vfork = False
     shares_memory = False
 
+    @property
+    def into_cgroup(self) -> bool:
+        """Whether CLONE_INTO_CGROUP can be honoured (clone3 is not refused)."""
+        return _clone.into_cgroup()
+
+    @property
+    def clone_syscall(self) -> str:
+        """"clone3", or "clone" once clone3 was found refused in this process."""
+        return "clone" if _clone.state.clone3 is False else "clone3"
+
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:
         """Clone and run ``table`` in the child; return the pid or -errno.
 
         The child is a separate copy, so it always reports on ``errfd``
         (``vfork`` is ignored: the parent must watch the pipe to EOF).
+        Where clone3 is refused, clone(2) is used (see :mod:`.clone`), and
+        a failure of both raises :class:`~aunshare.errors.Fork`.
         """
         # CLONE_PARENT_SETTID: the pid lands in the header (parent's copy only)
-        table.set_clone(CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID | clone_flags,
-                        signal.SIGCHLD, cgroup=cgroup_fd)
-        exit_nr = SYSCALLS["exit"]
+        flags = CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID | clone_flags
         rows = table.rows()
-        old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)
-        table.set_saved_mask(_mask_bits(old))
-        gc_enabled = gc.isenabled()
-        gc.disable()  # no collection (and no finalizer) may run in the child
-        me = os.getpid()
-        clone = functools.partial(_sc, SYSCALLS["clone3"], table.clone_args, CLONE_ARGS_SIZE,
-                                  0, 0, 0, 0)
-        try:
-            # No bytecode may run from PyOS_BeforeFork to the end of the
-            # clone's bookkeeping: between them this thread holds the
-            # interpreter's runtime and import locks, and bytecode can hand
-            # the GIL to a thread that then waits for those locks (seen on
-            # 3.13: a deadlock with a thread being started). In the child,
-            # the interpreter would also check for pending work at the end
-            # of the call that returns from clone3, and a GIL drop request
-            # copied from another thread would wait forever for a thread the
-            # copy does not have. So the whole sequence is chained in C:
-            # before-fork, clone3, then by clone3's result the parent's
-            # after-fork (pid or -1) or the child's (0).
-            results = map(operator.call, (_before_fork, clone))
-            after = map(_AFTER.get, results, repeat(_after_fork_parent))
-            deque(map(operator.call, after), 0)
-            if os.getpid() != me:
-                _run_child(table, rows, errfd, exit_nr)
-            pid = table.child_pid() or -ctypes.get_errno()
-        finally:
-            if gc_enabled:
-                gc.enable()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if _clone.state.clone3 is not False:
+            table.set_clone(flags, signal.SIGCHLD, cgroup=cgroup_fd)
+            pid = _clone_and_run(table, rows, errfd, functools.partial(
+                _sc, SYSCALLS["clone3"], table.clone_args, CLONE_ARGS_SIZE, 0, 0, 0, 0))
+            if pid >= 0 or -pid not in REFUSED:
+                return pid
+            if -pid == errno.EPERM and clone3_usable():
+                return pid  # clone3 works here: the flags themselves are refused
+            _clone.state.refused(-pid)
+        cflags = asked = legacy_flags(flags)
+        tried = [("clone3", _clone.state.refusal)]
+        while True:
+            # Without CLONE_PARENT_SETTID (clone(2) refuses it beside
+            # CLONE_PIDFD) the pid is clone's return value.
+            pid = _clone_and_run(table, rows, errfd, functools.partial(
+                _sc, SYSCALLS["clone"], cflags | signal.SIGCHLD, 0, table.base + 24, 0, 0, 0),
+                legacy=True)
+            if pid >= 0:
+                break
+            tried.append(("clone", -pid))
+            if pid != -errno.EINVAL or not cflags & CLONE_PIDFD:
+                raise _clone.failure(tried, flags)
+            cflags &= ~CLONE_PIDFD  # an emulator without it (qemu before 8.0)
+        _clone.learn(asked, cflags)
+        if not cflags & CLONE_PIDFD:
+            _clone.open_pidfd(table, pid)
         return pid
+
+
+def _clone_and_run(table: Table, rows: list[tuple[int, ...]], errfd: int,
+                   clone: functools.partial, legacy: bool = False) -> int:
+    """Clone with ``clone`` (a ctypes call of clone3 or clone); the child runs
+    the plan and never returns. Returns the pid or -errno."""
+    exit_nr = SYSCALLS["exit"]
+    old = signal.pthread_sigmask(signal.SIG_SETMASK, _ALL)
+    table.set_saved_mask(_mask_bits(old))
+    gc_enabled = gc.isenabled()
+    gc.disable()  # no collection (and no finalizer) may run in the child
+    me = os.getpid()
+    try:
+        # No bytecode may run from PyOS_BeforeFork to the end of the
+        # clone's bookkeeping: between them this thread holds the
+        # interpreter's runtime and import locks, and bytecode can hand
+        # the GIL to a thread that then waits for those locks (seen on
+        # 3.13: a deadlock with a thread being started). In the child,
+        # the interpreter would also check for pending work at the end
+        # of the call that returns from clone3, and a GIL drop request
+        # copied from another thread would wait forever for a thread the
+        # copy does not have. So the whole sequence is chained in C:
+        # before-fork, clone3, then by clone3's result the parent's
+        # after-fork (pid or -1) or the child's (0). tee keeps the
+        # results, for clone(2)'s pid.
+        results, kept = tee(map(operator.call, (_before_fork, clone)))
+        after = map(_AFTER.get, results, repeat(_after_fork_parent))
+        deque(map(operator.call, after), 0)
+        if os.getpid() != me:
+            _run_child(table, rows, errfd, exit_nr)
+        if legacy:
+            pid = list(kept)[1]
+            if pid < 0:
+                pid = -ctypes.get_errno()
+        else:
+            pid = table.child_pid() or -ctypes.get_errno()
+    finally:
+        if gc_enabled:
+            gc.enable()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
 
 
 def _run_child(table: Table, rows: list[tuple[int, ...]], errfd: int, exit_nr: int) -> None:

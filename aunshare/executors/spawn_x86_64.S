@@ -13,7 +13,11 @@
 #          2 = ignore a failure of this step
 #          4 = fail with ESRCH unless the result equals argument six
 #
-# Parent: returns the child's pid, or -errno from clone3.
+# ca_size == 0 selects clone(2) instead of clone3 (where clone3 is refused):
+# flags|exit signal come from ca+0, the stack top from ca+40, and the address
+# CLONE_PIDFD stores the pidfd at from ca+8; child_tid and tls are 0.
+#
+# Parent: returns the child's pid, or -errno from clone3 (or clone).
 # Child: runs the steps in order, touching no stack and no libc. On the
 # first failure it stores (code, errno) in the header, writes the same
 # 8 bytes to errfd when errfd >= 0, and exits with status 127.
@@ -40,10 +44,22 @@ aunshare_spawn:
         lea     rdx, [r15+8]
         mov     r10d, 8
         syscall
+        test    rbp, rbp
+        jz      .Lclone
         mov     rdi, rbx
         mov     rsi, rbp
         mov     eax, 435
         syscall
+        jmp     .Lcloned
+.Lclone:
+        mov     rdi, [rbx]
+        mov     rsi, [rbx+40]
+        mov     rdx, [rbx+8]
+        xor     r10d, r10d
+        xor     r8d, r8d
+        mov     eax, 56
+        syscall
+.Lcloned:
         test    rax, rax
         jz      .Lchild
         # Parent (or clone3 failure): restore the caller's mask.

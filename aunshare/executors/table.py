@@ -6,7 +6,7 @@ executors use this layout; the native one runs it from machine code, the
 portable one from a forked Python.
 
 Header: +0 full signal mask, +8 saved mask, +16 u32 step index, +20 u32 errno,
-+24 the pidfd clone3 returns, +28 the child's pid (with CLONE_PARENT_SETTID),
++24 the pidfd clone3 (or clone) returns, +28 the child's pid (with CLONE_PARENT_SETTID),
 +32 eight scratch bytes the child may write (the handshake reads into them).
 Step (72 bytes): syscall number, six arguments, flags, code (= step index).
 
@@ -86,6 +86,14 @@ class Table:
         """Fill struct clone_args; with CLONE_PIDFD the pidfd lands in the header."""
         _CLONE.pack_into(self.buf, HEADER_SIZE, flags, self.base + 24, 0, self.base + 28,
                          exit_signal, stack, stack_size, 0, 0, 0, cgroup)
+
+    def set_clone_legacy(self, flags: int, exit_signal: int, stack_top: int = 0) -> None:
+        """Fill the same struct for clone(2) (an executor calls it with size 0):
+        flags with the exit signal in the low byte, the stack's top (clone(2)
+        takes the initial stack pointer, not the area) and, where CLONE_PIDFD
+        stores the pidfd, the same header slot clone3 uses."""
+        _CLONE.pack_into(self.buf, HEADER_SIZE, flags | exit_signal, self.base + 24, 0, 0, 0,
+                         stack_top, 0, 0, 0, 0, 0)
 
     def set_first_arg(self, index: int, value: int) -> None:
         """Change the first argument of step ``index`` (a reused table's dup3
