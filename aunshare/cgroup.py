@@ -138,6 +138,18 @@ def open_dir(path: bytes) -> int:
     return fd
 
 
+def move(path: bytes, pid: int) -> None:
+    """Move ``pid`` into the cgroup ``path`` (where CLONE_INTO_CGROUP is not
+    available); the child is still waiting, so it has run nothing outside."""
+    try:
+        with open(path + b"/cgroup.procs", "wb", buffering=0) as f:
+            f.write(b"%d" % pid)
+    except OSError as exc:
+        raise errors.CgroupError(exc.errno or _errno.EIO, path,
+                                 f"moving the child {pid} in through cgroup.procs",
+                                 action="join cgroup") from None
+
+
 def populated(path: bytes) -> bool:
     """True while a live process is in ``path`` or below (zombies do not count)."""
     try:

@@ -11,6 +11,7 @@ descriptor closed and its own cgroup removed.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno
 import os
@@ -18,7 +19,7 @@ import signal as _signal
 
 from . import cgroup as _cgroup
 from . import errors
-from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
+from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
@@ -94,7 +95,7 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "reusable")
+                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -109,6 +110,8 @@ class Pending:
         self.wake_fd = -1           # the handshake's wake-up pipe (write end)
         self.cgroup: bytes | None = None  # the child's own cgroup, if any
         self.cgroup_fd = -1
+        # Where clone3 is refused: the cgroup the handshake moves the child into.
+        self.join_cgroup: bytes | None = None
         self.reusable: tuple[object, _Prepared] | None = None
 
     def close(self) -> None:
@@ -285,7 +288,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     """
     executor = get_executor()
     pending = Pending(spec, executor)
-    handshake = spec.needs_handshake
+    life = spec.lifetime
+    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    into_cgroup = executor.into_cgroup
+    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         fds = dict(spec.fds.fds)
@@ -303,7 +309,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
 
         key = None
         shares_memory = executor.shares_memory
-        if shares_memory and all(fd == owned.fd for (_, fd), (_, owned)
+        reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
+        if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
                                  in zip(join, spec.isolation.join)):
             key = _cache_key(spec, moves, default_stdio, vfork)
         prepared = _take(key) if key is not None else None
@@ -311,18 +318,20 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             plan, table = prepared.plan, prepared.table
             prepared.reuse(moves)
         else:
-            plan = _build(spec, moves, shares_memory and not vfork, wake, join)
+            plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
+                          reset_caught)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
         if not vfork:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
-        life = spec.lifetime
         if life.cgroup_parent is not None:
             pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
         elif life.cgroup_path is not None:
             pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
+        if in_cgroup and not into_cgroup:
+            pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
         opened.close_child_side()
         if pending.cgroup_fd >= 0:
@@ -348,8 +357,25 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     return pending
 
 
+def caught_signals() -> tuple[int, ...]:
+    """The signals this process has a handler for (not SIG_DFL or SIG_IGN)."""
+    out = []
+    old = ctypes.create_string_buffer(152)  # struct sigaction; the handler comes first
+    for sig in range(1, 65):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP) or _sigaction(sig, None, old) != 0:
+            continue
+        if ctypes.c_void_p.from_buffer(old).value not in (None, 0, 1):
+            out.append(sig)
+    return tuple(out)
+
+
+_sigaction = libc.sigaction
+_sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
-           wake: tuple[int, int] | None, join: list[tuple[Namespace, int]]) -> Plan:
+           wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -367,7 +393,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         # live environ, which the parent may reallocate meanwhile.
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
-                  wake, join, _cap_last() if iso.keep_caps is not None else 40)
+                  wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
+                  reset_caught)
     return build_plan(spec, setup)
 
 

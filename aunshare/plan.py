@@ -297,6 +297,12 @@ class Setup(NamedTuple):
     """(namespace type, descriptor) to setns, in join order."""
     cap_last: int = 40
     """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
+    into_cgroup: bool = True
+    """The clone can create the child inside its cgroup (CLONE_INTO_CGROUP);
+    False where clone3 is refused: the parent then moves it in the handshake."""
+    reset_caught: tuple[int, ...] = ()
+    """Signals the parent catches, to reset where the clone cannot
+    (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -489,6 +495,9 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
 
     # 12. signals
     if life.keep_sigmask:
+        for sig in setup.reset_caught:
+            steps.append(Step("rt_sigaction", (sig, Ptr("sigaction_default"), 0, 8),
+                              errors.NixError, "reset signal", sig, IGNORE_ERROR))
         steps.append(_SAVED_MASK)
     else:
         steps.extend(_RESET_SIGNALS)
@@ -504,7 +513,7 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                       detail="the program is looked up inside the new root"
                       if root_changed else ""))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
-    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup else 0)
+    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 
 

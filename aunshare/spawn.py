@@ -19,6 +19,7 @@ import os
 
 import anyio
 
+from . import cgroup as _cgroup
 from . import errors
 from .child import Child, Output, busy, reap_orphans
 from .fds import Fd, FdKind
@@ -74,6 +75,8 @@ async def _handshake(pending: Pending) -> None:
     """The parent's part while the child waits, then let it go on."""
     spec, pid = pending.spec, pending.pid
     iso = spec.isolation
+    if pending.join_cgroup is not None:  # clone3 refused: no CLONE_INTO_CGROUP
+        _cgroup.move(pending.join_cgroup, pid)
     if iso.self_map is not None:  # the child's one-line maps, written for it
         uid_map, gid_map = self_maps(iso.self_map is SelfMap.ROOT, os.geteuid(), os.getegid())
         write_maps(pid, (uid_map,), (gid_map,), False)

@@ -98,6 +98,14 @@ SCRIPT = textwrap.dedent(r"""
         ns = await (Command("/bin/cat").arg("/proc/self/uid_map").unshare(Namespace.USER)
                     .map_root_user().output())
         out["userns"] = ns.stdout.decode().split()
+        parent = os.environ.get("TEST_CGROUP_PARENT")
+        if parent:  # no CLONE_INTO_CGROUP: the handshake moves it in first
+            child = await (Command("/bin/cat").arg("/proc/self/cgroup").new_cgroup(parent)
+                           .stdout(Stdio.piped()).spawn())
+            async with child:
+                out["cgroup"] = [(await child.stdout.read_all()).decode(), child.cgroup,
+                                 child.handshake]
+            out["cgroup_left"] = child.cgroup
         ex = get_executor()
         out["executor"] = [ex.name, ex.clone_syscall, ex.into_cgroup]
         return out
@@ -107,12 +115,14 @@ SCRIPT = textwrap.dedent(r"""
 
 
 def _run(executor: str, clone3_err: int, clone_err: int = 0,
-         strace: str | None = None) -> dict:
+         strace: str | None = None, cgroup_parent: str | None = None) -> dict:
     argv = [sys.executable, "-c", SCRIPT, str(clone3_err), str(clone_err)]
     if strace:
         argv = ["strace", "-f", "-qq", "-e", "trace=clone,clone3", "-o", strace, *argv]
     env = dict(os.environ, AUNSHARE_EXECUTOR=executor,
                PYTHONPATH=os.pathsep.join([REPO, *sys.path]))
+    if cgroup_parent:
+        env["TEST_CGROUP_PARENT"] = cgroup_parent
     proc = subprocess.run(argv, env=env, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
     return json.loads(proc.stdout.decode().splitlines()[-1])
@@ -127,9 +137,14 @@ needs_filter = pytest.mark.skipif(ARCH not in ("x86_64", "aarch64"),
 @pytest.mark.parametrize("refusal", [errno.ENOSYS, errno.EPERM],
                          ids=["ENOSYS", "EPERM"])
 @pytest.mark.parametrize("executor", EXECUTORS)
-def test_spawns_through_clone_when_clone3_is_refused(executor, refusal, tmp_path):
+def test_spawns_through_clone_when_clone3_is_refused(executor, refusal, tmp_path,
+                                                     cgroup_parent):
     trace = str(tmp_path / "trace") if shutil.which("strace") else None
-    out = _run(executor, refusal, strace=trace)
+    out = _run(executor, refusal, strace=trace, cgroup_parent=cgroup_parent)
+    # Its own cgroup, joined through cgroup.procs while it waited, then removed.
+    text, path, handshake = out["cgroup"]
+    assert handshake and path.startswith(cgroup_parent + "/aunshare-")
+    assert path.endswith(text.strip().rpartition("/")[2]) and out["cgroup_left"] is None
     assert out["echo"] == "hi\n"
     assert out["missing"] == errno.ENOENT
     assert out["missing_concurrent"] == errno.ENOENT

@@ -31,6 +31,12 @@ class Executor(Protocol):
     running alongside the parent must get copies of what the parent may
     change meanwhile (the environment), and the table must stay alive."""
 
+    @property
+    def into_cgroup(self) -> bool:
+        """The child can be created inside a cgroup (CLONE_INTO_CGROUP); False
+        where clone3 is refused, and with it CLONE_CLEAR_SIGHAND."""
+        ...
+
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:
         """Start the child; return its pid or -errno from clone3. ``cgroup_fd``

@@ -188,20 +188,7 @@ def failure(tried: list[tuple[str, int]], flags: int) -> errors.Fork:
     and its errno, then the likely causes of the last one."""
     err = tried[-1][1]
     attempts = "; ".join(f"{name}: {errno.errorcode.get(e, e)}" for name, e in tried)
-    causes = errors.fork_causes(err, _features(flags))
+    causes = errors.fork_causes(err, flags, bool(flags & CLONE_INTO_CGROUP))
     detail = f"tried {attempts}" + (f"; {causes}" if causes else "")
     return errors.Fork(err, None, detail, action=tried[-1][0])
-
-
-def _features(flags: int) -> frozenset[str]:
-    """The plan features fork_causes understands, as far as the flags tell."""
-    from ..namespaces import Namespace
-
-    new = [ns for ns in Namespace if flags & ns]
-    if not new:
-        return frozenset()
-    out = {"namespace", *(f"ns-{ns.proc_name}" for ns in new)}
-    if Namespace.USER not in new:
-        out.add("ns-privileged")
-    return frozenset(out)
 
