@@ -328,6 +328,15 @@ _FORK_CAUSES: dict[int, list[tuple[frozenset[str] | None, str]]] = {
                "/proc/sys/kernel/threads-max or /proc/sys/kernel/pid_max is reached"),
         (frozenset({"pids-cgroup"}), "the pids.max limit of the target cgroup is reached"),
     ],
+    _errno.EMFILE: [
+        (None, "too many open files: the process's RLIMIT_NOFILE (ulimit -n) is reached; "
+               "clone3 must create a pidfd for the child, so one descriptor must be free "
+               "beyond those the spawn itself opens"),
+    ],
+    _errno.ENFILE: [
+        (None, "the system-wide limit on open files (/proc/sys/fs/file-max) is reached; "
+               "clone3 must create a pidfd for the child"),
+    ],
     _errno.ENOMEM: [
         (None, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "
                "and the memory cgroup limits)"),

@@ -250,3 +250,48 @@ async def test_exec_not_executable_is_permission_error(no_leaks, tmp_path):
     with pytest.raises(PermissionError) as info:
         await Command(plain).status()
     assert isinstance(info.value, aunshare.Exec)
+
+
+# -- clone3 out of descriptors ------------------------------------------------------
+
+def test_fork_causes_for_descriptor_limits():
+    from aunshare.errors import fork_causes
+
+    assert "RLIMIT_NOFILE" in fork_causes(errno.EMFILE) and "pidfd" in fork_causes(errno.EMFILE)
+    assert "file-max" in fork_causes(errno.ENFILE)
+
+
+def test_fork_error_from_rlimit_nofile():
+    """With RLIMIT_NOFILE lowered step by step, the spawn fails first for
+    lack of a pipe or a pidfd; where clone3 is what fails, the Fork error
+    explains the pidfd. Run in a process of its own: the limit is per
+    process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, resource, anyio, aunshare
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        async def main():
+            for n in range(3, len(os.listdir("/proc/self/fd")) + 20):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+                try:
+                    await aunshare.Command("/bin/true").status()
+                except aunshare.Fork as exc:
+                    print(exc.errno, exc)
+                    return
+                except aunshare.CreatePipe:
+                    continue
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                print("no Fork error before the spawn succeeded at", n)
+                return
+        anyio.run(main)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    err, _, message = out.stdout.strip().partition(" ")
+    assert err == str(errno.EMFILE), out.stdout
+    assert message.startswith("clone3: Too many open files (os error 24); likely causes:")
+    assert "RLIMIT_NOFILE" in message and "pidfd" in message
