@@ -47,6 +47,7 @@ NS_TYPES = {
     "ipc": Namespace.IPC, "net": Namespace.NET, "pid": Namespace.PID,
     "cgroup": Namespace.CGROUP, "time": Namespace.TIME,
 }
+NS_TYPES_BY_NAME = {ns.name: kind for kind, ns in NS_TYPES.items()}
 
 RLIMITS = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
            for name in dir(resource) if name.startswith("RLIMIT_")}
@@ -58,6 +59,71 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
              signal.SIGUSR1, signal.SIGUSR2)
 KEYBOARD = (signal.SIGINT, signal.SIGQUIT)
 STOPPING = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+# The flag that creates each namespace, by Namespace member name.
+NS_FLAGS = {"USER": "--user", "NET": "--net", "PID": "--pid", "MOUNT": "--mount",
+            "UTS": "--uts", "IPC": "--ipc", "CGROUP": "--cgroup", "TIME": "--time"}
+
+
+def _ns_flags(names: str) -> str:
+    """``"USER|NET"`` -> ``"--user --net"``."""
+    return " ".join(NS_FLAGS.get(n, n) for n in names.split("|"))
+
+
+def _ns_types(names: str) -> str:
+    """``"USER|NET"`` -> ``"user, net"``: the TYPE names of --setns."""
+    return ", ".join(NS_TYPES_BY_NAME.get(n, n.lower()) for n in names.split("|"))
+
+
+# The library's messages and likely causes name its Python API
+# ("unshare(Namespace.USER) with map_root_user()"); a user of the command
+# needs the flags instead. Whole phrases first, then single names; a call
+# is matched with its "()" so that prose and syscall names such as
+# pivot_root(2) stay as they are.
+_NS = r"[A-Z]+(?:\|[A-Z]+)*"
+API_TO_CLI: list[tuple[str, Any]] = [
+    (r"unshare\(Namespace\.USER\) with map_root_user\(\)", "-r/--map-root-user"),
+    (rf"({_NS}) namespace is both created \(unshare\) and joined \(set_namespace\)",
+     lambda m: f"the {_ns_types(m[1])} namespace{'s are' if '|' in m[1] else ' is'} both "
+               f"created ({_ns_flags(m[1])}) and joined (--setns)"),
+    (rf"set_namespace\(USER\) with unshare\(({_NS})\)",
+     lambda m: f"--setns user:PATH with {_ns_flags(m[1])}"),
+    (rf"unshare\(Namespace\.({_NS})\)", lambda m: _ns_flags(m[1])),
+    (rf"unshare\(({_NS})\)", lambda m: _ns_flags(m[1])),
+    (r"\(and Namespace\.PID\b", "(and --pid"),
+    (r"Namespace\.([A-Z]+)", lambda m: _ns_flags(m[1])),
+    (r"\(set_namespace\)", "(--setns)"),
+    (r"^set_namespace: ", ""),
+    (r"is a ([A-Z]+) namespace, not ([A-Z]+)",
+     lambda m: f"is a {_ns_types(m[1])} namespace, not {_ns_types(m[2])}"),
+    (r"root or set_id_map_commands\(\) with newuidmap/newgidmap and /etc/subuid, "
+     r"/etc/subgid entries", "root"),
+    (r"\(root, or a new user namespace\)", "(root, or a new user namespace: -r/--map-root-user)"),
+    (r"map_root_user\(\)", "-r/--map-root-user"),
+    (r"map_current_user\(\)", "--map-current-user"),
+    (r"set_id_maps\(\)", "--map-user/--map-group"),
+    (r"hostname\(\)", "--hostname"),
+    (r"mount_proc\(\)", "--mount-proc"),
+    (r"pivot_root\(\)", "--pivot-root"),
+    (r"chroot_dir\(\)", "--chroot"),
+    (r"current_dir\(\)", "--chdir"),
+    (r"keep_caps\(\)", "--keep-caps"),
+    (r"no_new_privs\(\)", "--no-new-privs"),
+    (r"rlimit\(\)", "--rlimit"),
+    (r"\buid\(\)", "--uid"),
+    (r"\bgid\(\)", "--gid"),
+    (r"\bgroups\(\)", "--groups"),
+]
+
+
+def cli_text(message: str) -> str:
+    """``message`` (an error's text) with the Python API it names replaced by
+    this command's flags."""
+    import re  # only on the error path
+
+    for pattern, replacement in API_TO_CLI:
+        message = re.sub(pattern, replacement, message)
+    return message
 
 EPILOG = """\
 examples:
@@ -365,7 +431,7 @@ def build_command(args: argparse.Namespace) -> Command:
         try:
             cmd.set_namespace(path, kind)
         except (ValueError, Error) as exc:  # a missing or wrong file: a setup failure
-            raise SetupFailed(f"--setns {kind.proc_name}:{path}: {exc}") from None
+            raise SetupFailed(f"--setns {kind.proc_name}:{path}: {cli_text(str(exc))}") from None
 
     if args.map_root_user:
         cmd.map_root_user()
@@ -542,9 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.pid is not None or isinstance(exc, Error):
             raise
         # an option combination the library refuses before any process exists
-        parser.error(one_line(exc))
+        parser.error(one_line(cli_text(str(exc))))
     except (Error, OSError) as exc:
-        error = one_line(exc)
+        error = one_line(cli_text(str(exc)))
         code = error_exit_code(exc)
     else:
         assert run.status is not None
