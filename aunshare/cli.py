@@ -517,10 +517,46 @@ def _in_foreground() -> bool:
         return False
 
 
-def write_report(path: str, report: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+class Report:
+    """The ``--json-status`` file, opened before anything runs so that an
+    unwritable path fails at once rather than after the program ran.
+
+    Opening creates the file if needed but keeps what it holds: an earlier
+    report is replaced only when the new one is written. A file created
+    here is removed again by :meth:`discard` (a usage error found later).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            self.fd = os.open(path, flags | os.O_EXCL, 0o666)
+            self.created = True
+        except FileExistsError:
+            self.fd = os.open(path, flags)
+            self.created = False
+
+    def write(self, report: dict[str, Any]) -> None:
+        """Replace the file's content with ``report`` and close it."""
+        with open(self.fd, "w", encoding="utf-8") as f:
+            self.fd = -1
+            try:
+                f.truncate(0)
+            except OSError:  # a pipe or a terminal: nothing to truncate
+                pass
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+    def discard(self) -> None:
+        """Close without writing; remove the file if it was created here."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 class _Run:
@@ -592,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     the exit status."""
     parser = build_parser()
     args = parse_args(parser, argv)
+    report: Report | None = None
+    if args.json_status:
+        try:
+            report = Report(args.json_status)
+        except OSError as exc:
+            say(f"--json-status {args.json_status}: {exc.strerror or exc}; nothing was run")
+            return EXIT_SETUP
     run = _Run()
     error: str | None = None
     try:
@@ -600,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(repr(cmd))
         anyio.run(_supervise, cmd, args, run)
     except KeyboardInterrupt:  # before the child was started or after it was reaped
+        if report is not None:
+            report.discard()
         return 128 + signal.SIGINT
     except SetupFailed as exc:
         error = one_line(exc)
@@ -608,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.pid is not None or isinstance(exc, Error):
             raise
         # an option combination the library refuses before any process exists
+        if report is not None:
+            report.discard()
         parser.error(one_line(cli_text(str(exc))))
     except (Error, OSError) as exc:
         error = one_line(cli_text(str(exc)))
@@ -617,10 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_TIMEOUT if run.timed_out else exit_code(run.status)
     if error is not None:
         say(error)
-    if args.json_status:
+    if report is not None:
         try:
-            write_report(args.json_status, report_of(run, code, error))
-        except OSError as exc:
+            report.write(report_of(run, code, error))
+        except OSError as exc:  # e.g. the file system filled up meanwhile
             say(f"--json-status {args.json_status}: {exc.strerror}")
             if code == 0:
                 code = EXIT_SETUP

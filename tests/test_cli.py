@@ -222,6 +222,29 @@ def test_json_status(tmp_path):
     assert data["error"].startswith("exec no-such-program-here")
 
 
+def test_json_status_unwritable_runs_nothing(tmp_path):
+    marker = tmp_path / "MARKER"
+    res = aunshare("--json-status", "/nonexistent-dir/x.json", "--", "touch", str(marker))
+    assert res.returncode == 125
+    assert one_error_line(res) == ("aunshare: --json-status /nonexistent-dir/x.json: "
+                                   "No such file or directory; nothing was run")
+    assert not marker.exists()
+    res = aunshare("--json-status", str(tmp_path), "--", "touch", str(marker))
+    assert res.returncode == 125 and "Is a directory" in one_error_line(res)
+    assert not marker.exists()
+
+
+def test_json_status_replaces_an_old_report_and_leaves_none_on_usage_error(tmp_path):
+    report = tmp_path / "st.json"
+    report.write_text("x" * 10000)
+    assert aunshare("--json-status", str(report), "--", "true").returncode == 0
+    assert json.loads(report.read_text())["exit_code"] == 0
+    fresh = tmp_path / "fresh.json"
+    res = aunshare("--json-status", str(fresh), "--setns", "uts:/proc/self/ns/uts", "--uts",
+                   "--", "true")
+    assert res.returncode == 2 and not fresh.exists()
+
+
 def test_verbose():
     res = aunshare("-v", "-r", "--net", "--", "sh", "-c", "echo $$")
     assert res.returncode == 0
