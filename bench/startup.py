@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -43,19 +44,29 @@ def cases(python: str, script: str | None) -> dict[str, list[str]]:
     return found
 
 
-def run_once(argv: list[str]) -> tuple[float, int]:
-    """Wall time in ms of one run of ``argv`` (output discarded), and its
-    wait status. posix_spawn keeps the measuring side's cost small."""
+def run_once(argv: list[str]) -> tuple[float, float, int]:
+    """Wall time and CPU time (user + system, the process and what it
+    waited for) in ms of one run of ``argv`` (output discarded), and its
+    wait status. posix_spawn keeps the measuring side's cost small; the
+    CPU time is steadier than the wall time on a loaded machine."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1)]
         start = time.perf_counter()
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed = (time.perf_counter() - start) * 1000
     finally:
         os.close(devnull)
-    return elapsed, status
+    return elapsed, (usage.ru_utime + usage.ru_stime) * 1000, status
+
+
+def bytecode_cached(python: str) -> bool:
+    """Whether ``python`` finds compiled bytecode for aunshare's modules."""
+    probe = ("import importlib.util, os, aunshare.cli as m; "
+             "print(os.path.exists(importlib.util.cache_from_source(m.__file__)))")
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    return out.stdout.strip() == "True"
 
 
 def main() -> int:
@@ -76,20 +87,23 @@ def main() -> int:
         print("no aunshare console script found: skipping that case", file=sys.stderr)
 
     times: dict[str, list[float]] = {name: [] for name in todo}
+    cpu: dict[str, list[float]] = {name: [] for name in todo}
     failed: dict[str, int] = {}
     for name, argv in todo.items():  # one unmeasured run each: warm the page cache
         run_once(argv)
     for _ in range(args.runs):
         for name, argv in todo.items():
-            elapsed, status = run_once(argv)
+            elapsed, used, status = run_once(argv)
             times[name].append(elapsed)
+            cpu[name].append(used)
             if status != 0:
                 failed[name] = status
 
-    print(f"{'case':34} {'median':>8} {'min':>8} {'max':>8}   target (ms)")
+    print(f"{'wall time, ms':34} {'median':>8} {'min':>8} {'max':>8} {'cpu med':>8}   target")
     for name, values in times.items():
         med = statistics.median(values)
-        line = f"{name:34} {med:8.1f} {min(values):8.1f} {max(values):8.1f}"
+        line = (f"{name:34} {med:8.1f} {min(values):8.1f} {max(values):8.1f} "
+                f"{statistics.median(cpu[name]):8.1f}")
         target = TARGETS.get(name)
         if target is not None:
             line += f"   {target:.0f}: x{med / target:.2f}"
@@ -98,6 +112,9 @@ def main() -> int:
         print(line)
     print(f"{args.runs} runs each, interleaved; {os.cpu_count()} CPUs; "
           f"python {sys.version.split()[0]} at {args.python}")
+    if not bytecode_cached(args.python):
+        print("note: aunshare's modules have no cached bytecode (PYTHONDONTWRITEBYTECODE?): "
+              "every run above compiled them; an installed package would not")
     return 0
 
 
