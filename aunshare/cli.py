@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import errno
 import grp
-import json
 import math
 import os
 import pwd
@@ -22,17 +21,19 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import __version__
-from .child import Child
 from .command import Command
 from .errors import Error, Exec
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import KillPolicy
-from .status import ExitStatus
+
+if TYPE_CHECKING:
+    from .child import Child
+    from .status import ExitStatus
 
 __all__ = ["build_command", "build_parser", "main"]
 
@@ -293,6 +294,33 @@ def grace_seconds(text: str) -> float:
 
 # -- the parser --------------------------------------------------------------------
 
+def _terminal_columns() -> int:
+    """The terminal's width as shutil.get_terminal_size() finds it ($COLUMNS,
+    then stdout's terminal, else 80)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, given the width so that it does not import
+    shutil (and with it bz2, lzma...) each time an option is added, which
+    a run without --help does many times; the same width as argparse's."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aunshare",
@@ -300,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run PROGRAM in new (or joined) Linux namespaces, with id maps,\n"
                     "a changed root, trimmed capabilities and limits, and wait for it.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         allow_abbrev=False,
     )
     ns = p.add_argument_group("namespaces")
@@ -544,6 +572,8 @@ class Report:
                 f.truncate(0)
             except OSError:  # a pipe or a terminal: nothing to truncate
                 pass
+            import json  # only here: a run without --json-status does not pay for it
+
             json.dump(report, f, indent=2)
             f.write("\n")
 
