@@ -274,6 +274,9 @@ def test_fork_error_from_rlimit_nofile():
         import os, resource, anyio, aunshare
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         async def main():
+            # one spawn first, so that every module it needs is imported
+            # while the limit still allows opening files
+            await aunshare.Command("/bin/true").status()
             for n in range(3, len(os.listdir("/proc/self/fd")) + 20):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
                 try:
