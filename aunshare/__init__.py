@@ -22,34 +22,73 @@ The pieces, from data to the event loop:
 * :mod:`aunshare.cli` - the ``aunshare`` command.
 """
 
-from .child import Child, Output
-from .command import Command
-from .fds import Fd, Stdio
-from .errors import (
-    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CalledProcessError, CapSet,
-    CgroupError, ChangeRoot, Chdir, CreatePipe, Error, Exec, Fork, LineTooLong, NixError,
-    ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetRlimit, SetUser, StdioError,
-    TimeoutExpired, UnknownError, WaitError,
-)
-from .namespaces import Capability, GidMap, Namespace, UidMap
-from .events import ChildEvent, ChildEventKind, ChildEvents, child_events, reap_zombies
-from .policy import KillPolicy, KillTarget
-from .runner import JobResult, run, run_as_completed, run_many
-from .spec import Spec
-from .status import ExitStatus, ResourceUsage
-from .streams import PipeReader, PipeWriter
+from __future__ import annotations
+
+# Not typing.TYPE_CHECKING: importing typing costs more than this whole
+# module. Type checkers treat any TYPE_CHECKING constant as true.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Command", "Spec", "Stdio", "Fd", "Child", "Output", "ExitStatus", "ResourceUsage",
-    "PipeReader", "PipeWriter", "KillPolicy", "KillTarget",
-    "Namespace", "UidMap", "GidMap", "Capability",
-    "run", "run_many", "run_as_completed", "JobResult",
-    "child_events", "reap_zombies", "ChildEvent", "ChildEventKind", "ChildEvents",
-    "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
-    "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-    "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
-    "TimeoutExpired",
-]
+# Public name -> the submodule that defines it. ``import aunshare`` loads
+# none of them: each is imported on first use of one of its names (PEP 562),
+# so a program (or the ``aunshare`` command) pays only for what it uses.
+# When a name moves to another module, change it here, and in the
+# TYPE_CHECKING block below.
+_LAZY: dict[str, str] = {
+    "Command": "command", "Spec": "spec", "Stdio": "fds", "Fd": "fds",
+    "Child": "child", "Output": "child",
+    "ExitStatus": "status", "ResourceUsage": "status",
+    "PipeReader": "streams", "PipeWriter": "streams",
+    "KillPolicy": "policy", "KillTarget": "policy",
+    "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
+    "Capability": "namespaces",
+    "run": "runner", "run_many": "runner", "run_as_completed": "runner",
+    "JobResult": "runner",
+    "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
+    "ChildEventKind": "events", "ChildEvents": "events",
+    **{name: "errors" for name in (
+        "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
+        "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
+        "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+        "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+        "CalledProcessError", "TimeoutExpired")},
+}
+
+__all__ = list(_LAZY)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports
+    from typing import Any
+
+    from .child import Child, Output
+    from .command import Command
+    from .fds import Fd, Stdio
+    from .errors import (
+        AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CalledProcessError, CapSet,
+        CgroupError, ChangeRoot, Chdir, CreatePipe, Error, Exec, Fork, LineTooLong,
+        NixError, ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetRlimit,
+        SetUser, StdioError, TimeoutExpired, UnknownError, WaitError,
+    )
+    from .events import ChildEvent, ChildEventKind, ChildEvents, child_events, reap_zombies
+    from .namespaces import Capability, GidMap, Namespace, UidMap
+    from .policy import KillPolicy, KillTarget
+    from .runner import JobResult, run, run_as_completed, run_many
+    from .spec import Spec
+    from .status import ExitStatus, ResourceUsage
+    from .streams import PipeReader, PipeWriter
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` and cache the name here."""
+    module = _LAZY.get(name)
+    if module is None:  # AttributeError also lets "from . import submodule" work
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

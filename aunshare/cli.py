@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import errno
 import grp
-import json
 import math
 import os
 import pwd
@@ -22,17 +21,19 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import __version__
-from .child import Child
 from .command import Command
 from .errors import Error, Exec
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import KillPolicy
-from .status import ExitStatus
+
+if TYPE_CHECKING:
+    from .child import Child
+    from .status import ExitStatus
 
 __all__ = ["build_command", "build_parser", "main"]
 
@@ -47,6 +48,7 @@ NS_TYPES = {
     "ipc": Namespace.IPC, "net": Namespace.NET, "pid": Namespace.PID,
     "cgroup": Namespace.CGROUP, "time": Namespace.TIME,
 }
+NS_TYPES_BY_NAME = {ns.name: kind for kind, ns in NS_TYPES.items()}
 
 RLIMITS = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
            for name in dir(resource) if name.startswith("RLIMIT_")}
@@ -58,6 +60,71 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
              signal.SIGUSR1, signal.SIGUSR2)
 KEYBOARD = (signal.SIGINT, signal.SIGQUIT)
 STOPPING = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+# The flag that creates each namespace, by Namespace member name.
+NS_FLAGS = {"USER": "--user", "NET": "--net", "PID": "--pid", "MOUNT": "--mount",
+            "UTS": "--uts", "IPC": "--ipc", "CGROUP": "--cgroup", "TIME": "--time"}
+
+
+def _ns_flags(names: str) -> str:
+    """``"USER|NET"`` -> ``"--user --net"``."""
+    return " ".join(NS_FLAGS.get(n, n) for n in names.split("|"))
+
+
+def _ns_types(names: str) -> str:
+    """``"USER|NET"`` -> ``"user, net"``: the TYPE names of --setns."""
+    return ", ".join(NS_TYPES_BY_NAME.get(n, n.lower()) for n in names.split("|"))
+
+
+# The library's messages and likely causes name its Python API
+# ("unshare(Namespace.USER) with map_root_user()"); a user of the command
+# needs the flags instead. Whole phrases first, then single names; a call
+# is matched with its "()" so that prose and syscall names such as
+# pivot_root(2) stay as they are.
+_NS = r"[A-Z]+(?:\|[A-Z]+)*"
+API_TO_CLI: list[tuple[str, Any]] = [
+    (r"unshare\(Namespace\.USER\) with map_root_user\(\)", "-r/--map-root-user"),
+    (rf"({_NS}) namespace is both created \(unshare\) and joined \(set_namespace\)",
+     lambda m: f"the {_ns_types(m[1])} namespace{'s are' if '|' in m[1] else ' is'} both "
+               f"created ({_ns_flags(m[1])}) and joined (--setns)"),
+    (rf"set_namespace\(USER\) with unshare\(({_NS})\)",
+     lambda m: f"--setns user:PATH with {_ns_flags(m[1])}"),
+    (rf"unshare\(Namespace\.({_NS})\)", lambda m: _ns_flags(m[1])),
+    (rf"unshare\(({_NS})\)", lambda m: _ns_flags(m[1])),
+    (r"\(and Namespace\.PID\b", "(and --pid"),
+    (r"Namespace\.([A-Z]+)", lambda m: _ns_flags(m[1])),
+    (r"\(set_namespace\)", "(--setns)"),
+    (r"^set_namespace: ", ""),
+    (r"is a ([A-Z]+) namespace, not ([A-Z]+)",
+     lambda m: f"is a {_ns_types(m[1])} namespace, not {_ns_types(m[2])}"),
+    (r"root or set_id_map_commands\(\) with newuidmap/newgidmap and /etc/subuid, "
+     r"/etc/subgid entries", "root"),
+    (r"\(root, or a new user namespace\)", "(root, or a new user namespace: -r/--map-root-user)"),
+    (r"map_root_user\(\)", "-r/--map-root-user"),
+    (r"map_current_user\(\)", "--map-current-user"),
+    (r"set_id_maps\(\)", "--map-user/--map-group"),
+    (r"hostname\(\)", "--hostname"),
+    (r"mount_proc\(\)", "--mount-proc"),
+    (r"pivot_root\(\)", "--pivot-root"),
+    (r"chroot_dir\(\)", "--chroot"),
+    (r"current_dir\(\)", "--chdir"),
+    (r"keep_caps\(\)", "--keep-caps"),
+    (r"no_new_privs\(\)", "--no-new-privs"),
+    (r"rlimit\(\)", "--rlimit"),
+    (r"\buid\(\)", "--uid"),
+    (r"\bgid\(\)", "--gid"),
+    (r"\bgroups\(\)", "--groups"),
+]
+
+
+def cli_text(message: str) -> str:
+    """``message`` (an error's text) with the Python API it names replaced by
+    this command's flags."""
+    import re  # only on the error path
+
+    for pattern, replacement in API_TO_CLI:
+        message = re.sub(pattern, replacement, message)
+    return message
 
 EPILOG = """\
 examples:
@@ -227,6 +294,33 @@ def grace_seconds(text: str) -> float:
 
 # -- the parser --------------------------------------------------------------------
 
+def _terminal_columns() -> int:
+    """The terminal's width as shutil.get_terminal_size() finds it ($COLUMNS,
+    then stdout's terminal, else 80)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, given the width so that it does not import
+    shutil (and with it bz2, lzma...) each time an option is added, which
+    a run without --help does many times; the same width as argparse's."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aunshare",
@@ -234,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run PROGRAM in new (or joined) Linux namespaces, with id maps,\n"
                     "a changed root, trimmed capabilities and limits, and wait for it.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         allow_abbrev=False,
     )
     ns = p.add_argument_group("namespaces")
@@ -365,7 +459,7 @@ def build_command(args: argparse.Namespace) -> Command:
         try:
             cmd.set_namespace(path, kind)
         except (ValueError, Error) as exc:  # a missing or wrong file: a setup failure
-            raise SetupFailed(f"--setns {kind.proc_name}:{path}: {exc}") from None
+            raise SetupFailed(f"--setns {kind.proc_name}:{path}: {cli_text(str(exc))}") from None
 
     if args.map_root_user:
         cmd.map_root_user()
@@ -451,10 +545,48 @@ def _in_foreground() -> bool:
         return False
 
 
-def write_report(path: str, report: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+class Report:
+    """The ``--json-status`` file, opened before anything runs so that an
+    unwritable path fails at once rather than after the program ran.
+
+    Opening creates the file if needed but keeps what it holds: an earlier
+    report is replaced only when the new one is written. A file created
+    here is removed again by :meth:`discard` (a usage error found later).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            self.fd = os.open(path, flags | os.O_EXCL, 0o666)
+            self.created = True
+        except FileExistsError:
+            self.fd = os.open(path, flags)
+            self.created = False
+
+    def write(self, report: dict[str, Any]) -> None:
+        """Replace the file's content with ``report`` and close it."""
+        with open(self.fd, "w", encoding="utf-8") as f:
+            self.fd = -1
+            try:
+                f.truncate(0)
+            except OSError:  # a pipe or a terminal: nothing to truncate
+                pass
+            import json  # only here: a run without --json-status does not pay for it
+
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+    def discard(self) -> None:
+        """Close without writing; remove the file if it was created here."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 class _Run:
@@ -526,6 +658,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     the exit status."""
     parser = build_parser()
     args = parse_args(parser, argv)
+    report: Report | None = None
+    if args.json_status:
+        try:
+            report = Report(args.json_status)
+        except OSError as exc:
+            say(f"--json-status {args.json_status}: {exc.strerror or exc}; nothing was run")
+            return EXIT_SETUP
     run = _Run()
     error: str | None = None
     try:
@@ -534,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(repr(cmd))
         anyio.run(_supervise, cmd, args, run)
     except KeyboardInterrupt:  # before the child was started or after it was reaped
+        if report is not None:
+            report.discard()
         return 128 + signal.SIGINT
     except SetupFailed as exc:
         error = one_line(exc)
@@ -542,19 +683,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.pid is not None or isinstance(exc, Error):
             raise
         # an option combination the library refuses before any process exists
-        parser.error(one_line(exc))
+        if report is not None:
+            report.discard()
+        parser.error(one_line(cli_text(str(exc))))
     except (Error, OSError) as exc:
-        error = one_line(exc)
+        error = one_line(cli_text(str(exc)))
         code = error_exit_code(exc)
     else:
         assert run.status is not None
         code = EXIT_TIMEOUT if run.timed_out else exit_code(run.status)
     if error is not None:
         say(error)
-    if args.json_status:
+    if report is not None:
         try:
-            write_report(args.json_status, report_of(run, code, error))
-        except OSError as exc:
+            report.write(report_of(run, code, error))
+        except OSError as exc:  # e.g. the file system filled up meanwhile
             say(f"--json-status {args.json_status}: {exc.strerror}")
             if code == 0:
                 code = EXIT_SETUP

@@ -40,13 +40,24 @@ class _OSError(Error, OSError):
 
     ``action`` names the step ("exec", "chdir", ...), ``filename`` what it
     acted on, ``detail`` adds likely causes or context.
+
+    An instance is also the :class:`OSError` subclass that ``OSError(errno,
+    ...)`` would give (``Exec(ENOENT, ...)`` is a :class:`FileNotFoundError`),
+    through a subclass made once per (class, OSError subclass) pair that keeps
+    the class's name, module and docstring.
     """
 
     action = "?"
 
+    def __new__(cls, errno: int, filename: object = None, detail: str = "",
+                *, action: str | None = None) -> _OSError:
+        # With __new__ overridden, OSError.__new__ parses (errno, strerror,
+        # filename) itself and OSError.__init__ does nothing, so the fields
+        # are set here; __init__ adds ours.
+        return super().__new__(_errno_class(cls, errno), errno, os.strerror(errno), filename)
+
     def __init__(self, errno: int, filename: object = None, detail: str = "",
                  *, action: str | None = None) -> None:
-        super().__init__(errno, os.strerror(errno), filename)
         if action is not None:
             self.action = action
         self.detail = detail
@@ -68,11 +79,48 @@ class _OSError(Error, OSError):
         return msg
 
     def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) sane
-        return (_rebuild, (type(self), self.errno, self.filename, self.detail, self.action))
+        # Name the public class: the per-errno subclass is not importable.
+        return (_rebuild, (_public_class(type(self)), self.errno, self.filename,
+                           self.detail, self.action))
 
 
 def _rebuild(cls, errno, filename, detail, action):
     return cls(errno, filename, detail, action=action)
+
+
+# (class, errno) -> the class to instantiate; (class, OSError subclass) -> the
+# subclass deriving from both. Both stay small: a few dozen errnos at most.
+_by_errno: dict[tuple[type, int], type] = {}
+_by_base: dict[tuple[type, type], type] = {}
+
+
+def _public_class(cls: type) -> type:
+    """The class an errno-specific subclass was made from (else ``cls``)."""
+    return cls.__dict__.get("_errno_of", cls)
+
+
+def _errno_class(cls: type, err: object) -> type:
+    """``cls``, or its subclass that is also the OSError subclass CPython
+    picks for ``err`` (FileNotFoundError for ENOENT, ...)."""
+    cls = _public_class(cls)  # re-raising type(exc)(other_errno) starts afresh
+    if not isinstance(err, int):
+        return cls
+    key = (cls, err)
+    found = _by_errno.get(key)
+    if found is not None:
+        return found
+    base = type(OSError(err, ""))  # CPython's own errno -> subclass mapping
+    if base is OSError or issubclass(cls, base):
+        found = cls
+    else:
+        found = _by_base.get((cls, base))
+        if found is None:
+            found = type(cls)(cls.__name__, (cls, base), {
+                "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__, "_errno_of": cls,
+            })
+            found = _by_base.setdefault((cls, base), found)
+    return _by_errno.setdefault(key, found)
 
 
 class NixError(_OSError):
@@ -282,6 +330,15 @@ _FORK_CAUSES: dict[int, list[tuple[int, str]]] = {
         (_ALWAYS, "too many processes: RLIMIT_NPROC of this user (ulimit -u), "
                   "/proc/sys/kernel/threads-max or /proc/sys/kernel/pid_max is reached"),
         (_CGROUP, "the pids.max limit of the target cgroup (or an ancestor) is reached"),
+    ],
+    _errno.EMFILE: [
+        (None, "too many open files: the process's RLIMIT_NOFILE (ulimit -n) is reached; "
+               "clone3 must create a pidfd for the child, so one descriptor must be free "
+               "beyond those the spawn itself opens"),
+    ],
+    _errno.ENFILE: [
+        (None, "the system-wide limit on open files (/proc/sys/fs/file-max) is reached; "
+               "clone3 must create a pidfd for the child"),
     ],
     _errno.ENOMEM: [
         (_ALWAYS, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "

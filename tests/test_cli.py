@@ -6,8 +6,10 @@ status, the one-line error on stderr, the JSON report.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +18,7 @@ import time
 
 import pytest
 
-from aunshare import Command, Exec
+from aunshare import Command, Exec, Stdio
 from aunshare.executors import get_executor
 from conftest import NOBODY, REPO, process_gone
 
@@ -220,6 +222,29 @@ def test_json_status(tmp_path):
     assert data["error"].startswith("exec no-such-program-here")
 
 
+def test_json_status_unwritable_runs_nothing(tmp_path):
+    marker = tmp_path / "MARKER"
+    res = aunshare("--json-status", "/nonexistent-dir/x.json", "--", "touch", str(marker))
+    assert res.returncode == 125
+    assert one_error_line(res) == ("aunshare: --json-status /nonexistent-dir/x.json: "
+                                   "No such file or directory; nothing was run")
+    assert not marker.exists()
+    res = aunshare("--json-status", str(tmp_path), "--", "touch", str(marker))
+    assert res.returncode == 125 and "Is a directory" in one_error_line(res)
+    assert not marker.exists()
+
+
+def test_json_status_replaces_an_old_report_and_leaves_none_on_usage_error(tmp_path):
+    report = tmp_path / "st.json"
+    report.write_text("x" * 10000)
+    assert aunshare("--json-status", str(report), "--", "true").returncode == 0
+    assert json.loads(report.read_text())["exit_code"] == 0
+    fresh = tmp_path / "fresh.json"
+    res = aunshare("--json-status", str(fresh), "--setns", "uts:/proc/self/ns/uts", "--uts",
+                   "--", "true")
+    assert res.returncode == 2 and not fresh.exists()
+
+
 def test_verbose():
     res = aunshare("-v", "-r", "--net", "--", "sh", "-c", "echo $$")
     assert res.returncode == 0
@@ -315,7 +340,9 @@ def test_usage_errors_exit_2(args):
 def test_option_conflict_found_by_the_library_is_a_usage_error():
     res = aunshare("--setns", "uts:/proc/self/ns/uts", "--uts", "true")
     assert res.returncode == 2
-    assert "aunshare: error:" in res.stderr and "UTS" in res.stderr
+    assert "aunshare: error: the uts namespace is both created (--uts) and joined " \
+        "(--setns); choose one" in res.stderr
+    assert not API_NAMES.search(res.stderr), res.stderr
 
 
 def test_help_and_version():
@@ -379,4 +406,123 @@ async def test_fake_root_net_as_nobody():
     assert out.status.code == 125
     err = out.stderr.decode()
     assert err.count("\n") == 1 and err.startswith("aunshare: clone3"), err
-    assert "Operation not permitted" in err and "map_root_user" in err
+    assert "Operation not permitted" in err and "(-r/--map-root-user)" in err
+
+
+# -- messages name the command's flags, not the Python API --------------------------
+
+# What the library's texts say to a Python caller: a call such as
+# map_root_user(), a Namespace member, set_namespace.
+API_NAMES = re.compile(r"\b[a-z_]+\(\)|Namespace\.|\bunshare\(|set_namespace|set_id_map")
+
+
+async def without_caps(*args: str):
+    """``aunshare ARGS`` run by root with every capability dropped, the
+    bounding set included: refused what an unprivileged user is refused
+    (new namespaces other than a user namespace, maps of other ids,
+    capability changes), and able to run this interpreter wherever it is."""
+    return await (Command(sys.executable).args(["-m", "aunshare", *args])
+                  .envs(cli_env()).keep_caps([]).stdin(Stdio.null()).output())
+
+
+def error_line_of(out) -> str:
+    err = out.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("aunshare: "), err
+    assert not API_NAMES.search(err), err
+    return err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_fork_eperm_hint_names_the_flag():
+    out = await without_caps("--net", "--", "true")
+    assert out.status.code == 125
+    err = error_line_of(out)
+    assert err.startswith("aunshare: clone3: Operation not permitted")
+    assert "ask for a user namespace too (-r/--map-root-user)" in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_capability_hint_names_the_flag():
+    out = await without_caps("--keep-caps", "", "--", "true")
+    assert out.status.code == 125
+    err = error_line_of(out)
+    assert "Operation not permitted" in err
+    assert "(root, or a new user namespace: -r/--map-root-user)" in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_id_map_hint_names_no_api():
+    out = await without_caps("--map-user", "5", "--", "true")
+    assert out.status.code == 125
+    err = error_line_of(out)
+    assert "uid_map: Operation not permitted" in err and "ranges need root" in err
+
+
+def test_setns_user_with_new_namespaces_names_the_flags():
+    res = aunshare("--setns", "user:/proc/self/ns/user", "--net", "--", "true")
+    assert res.returncode == 2
+    assert "aunshare: error: --setns user:PATH with --net: the new namespaces" in res.stderr
+    assert not API_NAMES.search(res.stderr), res.stderr
+
+
+def test_setns_wrong_file_names_no_api():
+    res = aunshare("--setns", "net:/proc/self/ns/uts", "--", "true")
+    assert res.returncode == 125
+    line = one_error_line(res)
+    assert line == ("aunshare: --setns net:/proc/self/ns/uts: '/proc/self/ns/uts' is a uts "
+                    "namespace, not net")
+    res = aunshare("--setns", "net:/etc/hostname", "--", "true")
+    assert res.returncode == 125
+    line = one_error_line(res)
+    assert "'/etc/hostname' is not a namespace file" in line
+    assert not API_NAMES.search(line), line
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_builder_refusals_translate_to_flags(tmp_path):
+    """Each refusal of the builder the command could meet, through the
+    translation the command applies to what it prints."""
+    from aunshare import Namespace
+    from aunshare.cli import cli_text
+
+    own_user_ns = "/proc/self/ns/user"
+    cases = [
+        (Command("true").hostname("x"), "--hostname would rename the host: it needs a UTS "
+                                        "namespace, add --uts"),
+        (Command("true").pivot_root(str(tmp_path), "old"),
+         "--pivot-root needs a new mount namespace, or it would change the root of every "
+         "process in the caller's: add --mount"),
+        (Command("true").mount_proc(), "add --mount (and --pid to see only"),
+        (Command("true").chroot_dir("/").unshare(Namespace.MOUNT).pivot_root(str(tmp_path), "old"),
+         "--chroot and --pivot-root both change the root"),
+        (Command("true").unshare(Namespace.NET | Namespace.USER)
+         .set_namespace("/proc/self/ns/net", Namespace.NET),
+         "the net namespace is both created (--net) and joined (--setns)"),
+        (Command("true").unshare(Namespace.NET | Namespace.UTS)
+         .set_namespace(own_user_ns, Namespace.USER),
+         "--setns user:PATH with --uts --net: the new namespaces"),
+        (Command("true").map_root_user().set_namespace(own_user_ns, Namespace.USER), "--setns"),
+        (Command("true").map_current_user().set_namespace(own_user_ns, Namespace.USER),
+         "--setns"),
+    ]
+    for cmd, want in cases:
+        with pytest.raises(ValueError) as info:
+            await cmd.status()
+        text = cli_text(str(info.value))
+        assert want in text, (str(info.value), text)
+        assert not API_NAMES.search(text), (str(info.value), text)
+
+
+def test_every_fork_cause_names_no_api():
+    from aunshare.cli import cli_text
+    from aunshare.errors import fork_causes
+
+    every = frozenset({"namespace", "ns-privileged", "ns-user", "ns-net", "ns-pid",
+                       "cgroup", "pids-cgroup", "set_tid"})
+    for err in errno.errorcode:
+        text = cli_text(fork_causes(err, every))
+        assert not API_NAMES.search(text), text

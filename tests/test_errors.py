@@ -138,7 +138,8 @@ async def test_error_pickles_and_keeps_fields():
 
     exc = aunshare.Exec(errno.ENOENT, b"/x", "detail here")
     back = pickle.loads(pickle.dumps(exc))
-    assert type(back) is aunshare.Exec and back.errno == errno.ENOENT
+    assert type(back) is type(exc) and back.errno == errno.ENOENT
+    assert isinstance(back, aunshare.Exec) and isinstance(back, FileNotFoundError)
     assert str(back) == str(exc) == "exec /x: No such file or directory (os error 2); detail here"
 
 
@@ -169,3 +170,134 @@ def test_fork_causes_follow_requested_flags():
     assert "CAP_SYS_ADMIN" not in fork_causes(errno.EPERM, int(Namespace.NET | Namespace.USER))
     assert "max_net_namespaces" in fork_causes(errno.ENOSPC, int(Namespace.NET))
     assert fork_causes(errno.ENOSPC) == ""
+
+
+# -- errno -> OSError subclass, as OSError(errno, ...) would be ---------------------
+
+OSERROR_CLASSES = [
+    aunshare.NixError, aunshare.CreatePipe, aunshare.Fork, aunshare.Exec, aunshare.Chdir,
+    aunshare.ParentDeathSignal, aunshare.PipeError, aunshare.WaitError, aunshare.StdioError,
+    aunshare.SetUser, aunshare.ChangeRoot, aunshare.SetIdMap, aunshare.SetPGid,
+    aunshare.SetNs, aunshare.CgroupError, aunshare.SetRlimit, aunshare.CapSet,
+]
+
+ERRNO_CLASSES = [
+    (errno.ENOENT, FileNotFoundError), (errno.EACCES, PermissionError),
+    (errno.EPERM, PermissionError), (errno.EEXIST, FileExistsError),
+    (errno.ENOTDIR, NotADirectoryError), (errno.EISDIR, IsADirectoryError),
+    (errno.EINTR, InterruptedError), (errno.ECHILD, ChildProcessError),
+    (errno.EPIPE, BrokenPipeError), (errno.ESHUTDOWN, BrokenPipeError),
+    (errno.ECONNREFUSED, ConnectionRefusedError), (errno.ECONNRESET, ConnectionResetError),
+    (errno.ECONNABORTED, ConnectionAbortedError), (errno.ESRCH, ProcessLookupError),
+    (errno.EAGAIN, BlockingIOError), (errno.EWOULDBLOCK, BlockingIOError),
+    (errno.EINPROGRESS, BlockingIOError), (errno.ETIMEDOUT, TimeoutError),
+]
+
+
+def test_every_errno_class_is_listed():
+    from aunshare import errors
+
+    found = {cls for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors._OSError)
+             and cls is not errors._OSError}
+    assert found == set(OSERROR_CLASSES)
+
+
+@pytest.mark.parametrize("cls", OSERROR_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("err,base", ERRNO_CLASSES,
+                         ids=[errno.errorcode[e] for e, _ in ERRNO_CLASSES])
+def test_errno_gives_the_oserror_subclass(cls, err, base):
+    import pickle
+
+    assert type(OSError(err, "")) is base  # what the expectation rests on
+    exc = cls(err, "/some/path", "some detail", action="act")
+    assert isinstance(exc, base) and isinstance(exc, cls)
+    assert isinstance(exc, aunshare.Error) and isinstance(exc, OSError)
+    assert type(exc).__name__ == cls.__name__
+    assert type(exc).__module__ == cls.__module__ and type(exc).__qualname__ == cls.__qualname__
+    assert repr(exc) == f"{cls.__name__}({err}, {os.strerror(err)!r})"
+    assert str(exc) == f"act /some/path: {os.strerror(err)} (os error {err}); some detail"
+    assert (exc.errno, exc.strerror, exc.filename) == (err, os.strerror(err), "/some/path")
+    assert type(cls(err)) is type(exc)  # one subclass per pair, made once
+    with pytest.raises(base):
+        raise exc
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is type(exc) and str(back) == str(exc) and back.action == "act"
+
+
+@pytest.mark.parametrize("cls", OSERROR_CLASSES, ids=lambda c: c.__name__)
+def test_errno_without_a_subclass_stays_plain(cls):
+    exc = cls(errno.ENOEXEC, "x")
+    assert type(exc) is cls
+    assert not isinstance(exc, (FileNotFoundError, PermissionError, BlockingIOError))
+
+
+def test_same_oserror_subclass_shares_one_class():
+    assert type(aunshare.Exec(errno.EPIPE)) is type(aunshare.Exec(errno.ESHUTDOWN))
+    # built again from an errno-specific instance's type: the new errno decides
+    first = aunshare.Exec(errno.ENOENT)
+    again = type(first)(errno.EACCES)
+    assert isinstance(again, PermissionError) and not isinstance(again, FileNotFoundError)
+
+
+async def test_exec_not_found_is_file_not_found(no_leaks):
+    with pytest.raises(FileNotFoundError) as info:
+        await Command("/nonexistent").status()
+    assert isinstance(info.value, aunshare.Exec)
+    assert info.value.errno == errno.ENOENT and info.value.filename == b"/nonexistent"
+
+
+async def test_exec_not_executable_is_permission_error(no_leaks, tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("not a program")
+    with pytest.raises(PermissionError) as info:
+        await Command(plain).status()
+    assert isinstance(info.value, aunshare.Exec)
+
+
+# -- clone3 out of descriptors ------------------------------------------------------
+
+def test_fork_causes_for_descriptor_limits():
+    from aunshare.errors import fork_causes
+
+    assert "RLIMIT_NOFILE" in fork_causes(errno.EMFILE) and "pidfd" in fork_causes(errno.EMFILE)
+    assert "file-max" in fork_causes(errno.ENFILE)
+
+
+def test_fork_error_from_rlimit_nofile():
+    """With RLIMIT_NOFILE lowered step by step, the spawn fails first for
+    lack of a pipe or a pidfd; where clone3 is what fails, the Fork error
+    explains the pidfd. Run in a process of its own: the limit is per
+    process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, resource, anyio, aunshare
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        async def main():
+            # one spawn first, so that every module it needs is imported
+            # while the limit still allows opening files
+            await aunshare.Command("/bin/true").status()
+            for n in range(3, len(os.listdir("/proc/self/fd")) + 20):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+                try:
+                    await aunshare.Command("/bin/true").status()
+                except aunshare.Fork as exc:
+                    print(exc.errno, exc)
+                    return
+                except aunshare.CreatePipe:
+                    continue
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                print("no Fork error before the spawn succeeded at", n)
+                return
+        anyio.run(main)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    err, _, message = out.stdout.strip().partition(" ")
+    assert err == str(errno.EMFILE), out.stdout
+    assert message.startswith("clone3: Too many open files (os error 24); likely causes:")
+    assert "RLIMIT_NOFILE" in message and "pidfd" in message
