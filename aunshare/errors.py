@@ -332,13 +332,13 @@ _FORK_CAUSES: dict[int, list[tuple[int, str]]] = {
         (_CGROUP, "the pids.max limit of the target cgroup (or an ancestor) is reached"),
     ],
     _errno.EMFILE: [
-        (None, "too many open files: the process's RLIMIT_NOFILE (ulimit -n) is reached; "
-               "clone3 must create a pidfd for the child, so one descriptor must be free "
-               "beyond those the spawn itself opens"),
+        (_ALWAYS, "too many open files: the process's RLIMIT_NOFILE (ulimit -n) is "
+                  "reached; clone3 must create a pidfd for the child, so one descriptor "
+                  "must be free beyond those the spawn itself opens"),
     ],
     _errno.ENFILE: [
-        (None, "the system-wide limit on open files (/proc/sys/fs/file-max) is reached; "
-               "clone3 must create a pidfd for the child"),
+        (_ALWAYS, "the system-wide limit on open files (/proc/sys/fs/file-max) is "
+                  "reached; clone3 must create a pidfd for the child"),
     ],
     _errno.ENOMEM: [
         (_ALWAYS, "not enough memory for a new task (see RLIMIT_AS, overcommit settings "
