@@ -28,7 +28,7 @@ from __future__ import annotations
 # module. Type checkers treat any TYPE_CHECKING constant as true.
 TYPE_CHECKING = False
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Public name -> the submodule that defines it. ``import aunshare`` loads
 # none of them: each is imported on first use of one of its names (PEP 562),

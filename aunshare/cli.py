@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import __version__
+from ._version import __version__
 from .command import Command
 from .errors import Error, Exec
 from .namespaces import Capability, GidMap, Namespace, UidMap
