@@ -180,3 +180,15 @@ async def run_unprivileged(code: str, *, check: bool = True) -> aunshare.Output:
         raise AssertionError(f"unprivileged snippet failed: {out.status}\n"
                              f"{out.stderr.decode(errors='replace')}")
     return out
+
+
+@pytest.fixture
+async def no_leaks():
+    """Fail the test if it leaves a descriptor, a zombie or a running child
+    behind (measured inside the running event loop, which has descriptors
+    of its own)."""
+    before = open_fds()
+    yield
+    assert zombie_children() == []
+    assert live_children() == []
+    assert open_fds() == before

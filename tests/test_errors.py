@@ -18,16 +18,6 @@ from conftest import open_fds, run_unprivileged, zombie_children
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def no_leaks():
-    """Fail the test if it leaves a descriptor or a zombie behind (measured
-    inside the running event loop, which has descriptors of its own)."""
-    before = open_fds()
-    yield
-    assert open_fds() == before
-    assert zombie_children() == []
-
-
 async def test_exec_not_found(no_leaks):
     with pytest.raises(aunshare.Exec) as info:
         await Command("/no/such/program").arg("x").stdout(Stdio.piped()).spawn()

@@ -19,15 +19,6 @@ from conftest import live_children, open_fds, process_gone, zombie_children
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def no_leaks():
-    before = open_fds()
-    yield
-    assert zombie_children() == []
-    assert live_children() == []
-    assert open_fds() == before
-
-
 async def eventually(predicate, timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():

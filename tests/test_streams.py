@@ -23,15 +23,6 @@ from conftest import open_fds, process_gone, zombie_children
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def no_leaks():
-    """Fail the test if it leaves a descriptor or a zombie behind."""
-    before = open_fds()
-    yield
-    assert open_fds() == before
-    assert zombie_children() == []
-
-
 @contextlib.contextmanager
 def _unwrapped():
     """Re-raise a task group's single exception as itself."""

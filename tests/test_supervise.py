@@ -22,16 +22,6 @@ pytestmark = pytest.mark.anyio
 TREE = ["-c", "sleep 100 & sleep 100"]  # a child with a grandchild in the background
 
 
-@pytest.fixture
-async def no_leaks():
-    """The test leaves no descriptor, no zombie and no running child behind."""
-    before = open_fds()
-    yield
-    assert zombie_children() == []
-    assert live_children() == []
-    assert open_fds() == before
-
-
 async def eventually(predicate, timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():

@@ -1,0 +1,189 @@
+"""The frozen spec: immutable, hashable, validated once, and complete.
+
+The completeness test walks every field of every record of the spec: a
+field added to the spec without an alternative value here fails it, and
+so does a field whose change reaches neither the plan nor the plan cache
+key (a stale plan would then be reused for it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+
+import anyio
+import pytest
+
+from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare.fds import OwnedFd
+from aunshare.launch import DefaultStdio, _cache_key
+from aunshare.plan import Setup, build_plan
+from aunshare.spec import PivotRoot, Rlimit, SelfMap
+
+pytestmark = pytest.mark.anyio
+
+
+def _base() -> Command:
+    return (Command("/bin/true").unshare(Namespace.USER | Namespace.MOUNT | Namespace.UTS)
+            .file_descriptor(5, Fd.read_null()))
+
+
+async def _hook(pid: int) -> None:
+    pass
+
+
+_NS_FD = OwnedFd(os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+
+# record -> field -> the changes that give the field another value (with
+# whatever else a valid spec then needs).
+ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
+    "program": {
+        "program": {"program": b"/bin/false"},
+        "args": {"args": (b"x",)},
+        "arg0": {"arg0": b"zero"},
+        "env_clear": {"env_clear": True},
+        "env": {"env": ((b"K", b"v"),)},
+        "env_pid": {"env_pid": (b"MYPID",)},
+        "cwd": {"cwd": b"/tmp"},
+    },
+    "fds": {
+        "fds": {"fds": ((5, Fd.write_null()),)},
+        "close": {"close": ((3, 9),)},
+    },
+    "identity": {
+        "uid": {"uid": 7},
+        "gid": {"gid": 7},
+        "groups": {"groups": (7,)},
+        "group_leader": {"group_leader": True},
+    },
+    "isolation": {
+        "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.NET},
+        "join": {"join": ((Namespace.NET, _NS_FD),)},
+        "uid_maps": {"uid_maps": (UidMap(0, 1000),)},
+        "gid_maps": {"uid_maps": (), "gid_maps": (GidMap(0, 1000),)},
+        "allow_setgroups": {"uid_maps": (), "allow_setgroups": True},
+        "id_map_commands": {"uid_maps": (), "id_map_commands": (b"/a", b"/b")},
+        "self_map": {"self_map": SelfMap.CURRENT},
+        "before_unfreeze": {"before_unfreeze": _hook},
+        "chroot": {"chroot": b"/srv"},
+        "pivot": {"pivot": PivotRoot(b"/srv", b"old", True)},
+        "hostname": {"hostname": b"box"},
+        "mount_proc": {"mount_proc": True},
+        "keep_caps": {"keep_caps": frozenset({12})},
+        "no_new_privs": {"no_new_privs": True},
+        "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
+    },
+    "lifetime": {
+        "death_signal": {"death_signal": 15},
+        "keep_sigmask": {"keep_sigmask": True},
+        "kill_policy": {"kill_policy": KillPolicy(grace=1)},
+        "cgroup_parent": {"cgroup_parent": b"/sys/fs/cgroup/x"},
+        "cgroup_path": {"cgroup_path": b"/sys/fs/cgroup/y"},
+    },
+}
+
+
+def _plan(spec: Spec):
+    moves = [(100 + t, t) for t, _ in spec.fds.fds]
+    join = [(ns, 300 + i) for i, (ns, _) in enumerate(spec.isolation.join)]
+    wake = (200, 201) if spec.needs_handshake else None
+    setup = Setup(b"/bin/true", spec.program.argv, None, moves, 1, 1000, 1000, wake, join)
+    return build_plan(spec, setup), _cache_key(spec, moves, DefaultStdio.INHERIT, True)
+
+
+def _records(spec: Spec) -> list[str]:
+    return [f.name for f in dataclasses.fields(spec) if not f.name.startswith("_")]
+
+
+def test_every_field_reaches_the_plan_or_the_cache_key():
+    base = _base().spec()
+    base_plan, base_key = _plan(base)
+    assert set(_records(base)) == set(ALTERNATIVES), "a record of the spec has no entry here"
+    for record in _records(base):
+        value = getattr(base, record)
+        names = {f.name for f in dataclasses.fields(value)}
+        missing = names - set(ALTERNATIVES[record])
+        assert not missing, f"spec.{record} fields without an alternative here: {missing}"
+        for name in sorted(names):
+            changed = dataclasses.replace(value, **ALTERNATIVES[record][name])
+            assert getattr(changed, name) != getattr(value, name), (record, name)
+            spec = dataclasses.replace(base, **{record: changed})
+            plan, key = _plan(spec)
+            assert plan != base_plan or key != base_key, (
+                f"changing spec.{record}.{name} changes neither the plan nor the cache key")
+            if key is not None and base_key is not None:
+                assert key != base_key, f"spec.{record}.{name} is not in the cache key"
+
+
+def test_spec_is_frozen_hashable_and_cached():
+    cmd = _base()
+    spec = cmd.spec()
+    assert cmd.spec() is spec  # made once until the Command changes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.program = spec.program  # type: ignore[misc]
+    assert hash(spec) == hash(_base().spec()) and spec == _base().spec()
+    cmd.arg("more")
+    assert cmd.spec() is not spec and cmd.spec().program.args == (b"more",)
+    assert spec.program.args == ()  # the earlier spec did not change
+
+
+def test_validation_happens_when_the_spec_is_made():
+    cmd = Command("true").pivot_root("/srv", "old")  # fine so far: order is free
+    with pytest.raises(ValueError, match="pivot_root\\(\\) needs a new mount namespace"):
+        cmd.spec()
+    cmd.unshare(Namespace.MOUNT)
+    assert cmd.spec().isolation.pivot == PivotRoot(b"/srv", b"old", True)
+
+
+def test_copy_shares_no_state():
+    cmd = _base().env("A", "1")
+    dup = cmd.copy().arg("x").env("B", "2").stdin(Stdio.null())
+    assert cmd.spec().program.args == () and cmd.spec().fds.get(0) is None
+    assert dict(dup.spec().program.env) == {b"A": b"1", b"B": b"2"}
+
+
+async def test_env_var_with_pid(no_leaks):
+    """The child finds its own pid (as it sees it) in the variable."""
+    out = await (Command("sh").args(["-c", 'echo "$MYPID $$ $OTHER"'])
+                 .env("OTHER", "kept").env_var_with_pid("MYPID").output())
+    mine, shell, other = out.stdout.decode().split()
+    assert mine == shell and other == "kept"
+    # A new pid namespace: the child is pid 1 there.
+    out = await (Command("sh").args(["-c", 'echo "$MYPID $$"']).unshare(Namespace.PID)
+                 .map_root_user().env_var_with_pid("MYPID").output())
+    assert out.stdout.decode().split() == ["1", "1"]
+    # env() after env_var_with_pid() for the same key wins, and vice versa.
+    cmd = Command("sh").args(["-c", 'echo "$V"']).env_var_with_pid("V").env("V", "x")
+    assert (await cmd.output()).stdout == b"x\n"
+    assert not cmd.spec().needs_handshake
+
+
+def test_repr_shows_environment_and_arg0():
+    cmd = (Command("ls").arg0("my-ls").env("A", "1").env_remove("B")
+           .env_var_with_pid("P"))
+    text = repr(cmd)
+    assert 'arg0="my-ls"' in text and 'env="A"="1"' in text
+    assert 'env_remove="B"' in text and 'env="P"=<pid>' in text
+
+
+@pytest.mark.parametrize("bad, kind", [(1.9, TypeError), (True, TypeError), ("TERM", TypeError),
+                                       (-1, ValueError), (0, ValueError), (65, ValueError)])
+async def test_child_signal_validates(no_leaks, bad, kind):
+    async with await Command("sleep").arg("10").spawn() as child:
+        with pytest.raises(kind, match="Child.signal\\(\\)"):
+            child.signal(bad)
+        assert child.try_wait() is None  # nothing was sent
+        child.kill()
+
+
+async def test_descriptor_above_the_limit_names_the_limit(no_leaks):
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = soft + 10
+    with pytest.raises(OSError) as info:
+        await Command("true").file_descriptor(target, Fd.read_null()).status()
+    text = str(info.value)
+    assert "RLIMIT_NOFILE" in text and "fd fd" not in text
+    assert f"set up fd {target}" in text and info.value.errno in (errno.EINVAL, errno.EMFILE)
