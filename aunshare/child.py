@@ -23,6 +23,7 @@ cancellation back only once the child is gone and reaped.
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 import fcntl
 import os
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import anyio
+import sniffio
 
 from . import cgroup as _cgroup
 from . import errors
@@ -95,6 +97,19 @@ def reap_orphans() -> None:
             except ValueError:
                 continue  # another thread took it
             os.close(pidfd)
+
+
+def _set_result(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop when the current task is an asyncio one
+    (not a trio task, even one run as a guest of an asyncio loop)."""
+    if sniffio.current_async_library() != "asyncio":
+        return None
+    return asyncio.get_running_loop()
 
 
 def _status(info: Siginfo, ru: Rusage) -> ExitStatus:
@@ -163,6 +178,7 @@ class Child:
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
+        self._readable: asyncio.Future[None] | None = None  # the asyncio fast wait
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
         self._group_leader = plan.leads_group
         self._cgroup, pending.cgroup = pending.cgroup, None
@@ -217,6 +233,8 @@ class Child:
         return errors.WaitError(err.errno or _errno.ECHILD, err.filename, err.detail)
 
     def _reap(self, options: int) -> ExitStatus | None:
+        if self._status is not None:  # another task reaped it meanwhile
+            return self._status
         if self._wait_error is not None:
             raise self._lost()
         try:
@@ -245,10 +263,16 @@ class Child:
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
             if self._waiting:  # try_wait() reaped while a task waits on the fd
-                try:
-                    anyio.notify_closing(fd)
-                except RuntimeError:  # no event loop in this thread
-                    pass
+                fut = self._readable
+                if fut is not None:
+                    fut.get_loop().remove_reader(fd)
+                    if not fut.done():
+                        fut.set_exception(anyio.ClosedResourceError())
+                else:
+                    try:
+                        anyio.notify_closing(fd)
+                    except RuntimeError:  # no event loop in this thread
+                        pass
             os.close(fd)
 
     def try_wait(self) -> ExitStatus | None:
@@ -268,8 +292,22 @@ class Child:
                 await self._waiter.wait()
                 continue
             self._waiting = True
+            fd = self._pidfd
+            loop = _asyncio_loop()
             try:
-                await anyio.wait_readable(self._pidfd)
+                if loop is None:
+                    await anyio.wait_readable(fd)
+                else:
+                    # The loop's own reader: anyio.wait_readable costs more
+                    # per spawn than the rest of the async layer together.
+                    fut = self._readable = loop.create_future()
+                    loop.add_reader(fd, _set_result, fut)
+                    try:
+                        await fut
+                    finally:
+                        self._readable = None
+                        if self._pidfd == fd:
+                            loop.remove_reader(fd)
                 self._exited = True
             except anyio.ClosedResourceError:
                 pass  # reaped by try_wait() meanwhile: the status is set
@@ -292,8 +330,12 @@ class Child:
             if self._stopping is not None:  # shutdown() reaps; wait for it
                 await self._stopping.wait()
                 continue
-            if self._reap(WEXITED | WNOHANG) is None:
+            if not self._exited:
+                # No reap attempt first: a child waited for was mostly just
+                # spawned, and the loop wakes at once if it has exited.
                 await self.until_exited()
+                continue
+            self._reap(WEXITED | WNOHANG)
         if self._cgroup is not None and not _cgroup.populated(self._cgroup):
             if _cgroup.remove(self._cgroup):
                 self._cgroup = None

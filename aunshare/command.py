@@ -35,8 +35,8 @@ from .policy import KillPolicy
 from .child import Child, Output
 from .spawn import DefaultStdio, spawn
 from .spec import (
-    DescriptorSpec, IdentitySpec, IsolationSpec, LifetimeSpec, PivotRoot, ProgramSpec, Rlimit,
-    SelfMap, Spec,
+    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, PivotRoot, ProgramSpec,
+    Rlimit, SelfMap, Spec,
 )
 from .status import ExitStatus
 
@@ -118,10 +118,10 @@ class Command:
         if not prog:
             raise ValueError("program must not be empty")
         self._program = ProgramSpec(prog)
-        self._fds = DescriptorSpec()
-        self._identity = IdentitySpec()
-        self._isolation = IsolationSpec()
-        self._lifetime = LifetimeSpec()
+        self._fds = DEFAULT_FDS
+        self._identity = DEFAULT_IDENTITY
+        self._isolation = DEFAULT_ISOLATION
+        self._lifetime = DEFAULT_LIFETIME
         self._spec: Spec | None = None
 
     # Every change goes through these: the frozen spec is made again after one.

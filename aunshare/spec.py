@@ -27,6 +27,12 @@ __all__ = [
 ]
 
 
+def _hashed(record: object, *values: object) -> None:
+    """Store the hash of a record's values: specs are hashed on every spawn
+    (the plan cache key), records are immutable, so hash them once."""
+    object.__setattr__(record, "_hash", hash(values))
+
+
 class SelfMap(enum.Enum):
     """Which one-line id maps the child writes for itself."""
 
@@ -71,6 +77,14 @@ class ProgramSpec:
     """Variables set to the child's own pid (as it sees it)."""
     cwd: bytes | None = None
     """Working directory (inside the new root, if any)."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _hashed(self, self.program, self.args, self.arg0, self.env_clear, self.env, self.env_pid,
+                self.cwd)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def argv(self) -> tuple[bytes, ...]:
@@ -94,6 +108,13 @@ class DescriptorSpec:
     """(target, what it gets), sorted by target; absent stdio is inherited."""
     close: tuple[tuple[int, int], ...] = ((3, 2**31 - 1),)
     """Inclusive ranges marked close-on-exec before the targets are set."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _hashed(self, self.fds, self.close)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def get(self, target: int) -> Fd | None:
         """What ``target`` gets, or None when not set."""
@@ -120,6 +141,13 @@ class IdentitySpec:
     groups: tuple[int, ...] | None = None
     group_leader: bool = False
     """:meth:`Command.make_group_leader`."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _hashed(self, self.uid, self.gid, self.groups, self.group_leader)
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +172,15 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
+                self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
+                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def joined(self) -> Namespace:
@@ -173,6 +210,14 @@ class LifetimeSpec:
     """:meth:`Command.new_cgroup`: a cgroup of its own is made under this."""
     cgroup_path: bytes | None = None
     """:meth:`Command.cgroup`: start inside this existing cgroup."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _hashed(self, self.death_signal, self.keep_sigmask, self.kill_policy, self.cgroup_parent,
+                self.cgroup_path)
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +225,15 @@ class Spec:
     """A frozen Command. Constructing one validates the combination."""
 
     program: ProgramSpec
-    fds: DescriptorSpec = DescriptorSpec()
-    identity: IdentitySpec = IdentitySpec()
-    isolation: IsolationSpec = IsolationSpec()
-    lifetime: LifetimeSpec = LifetimeSpec()
+    fds: DescriptorSpec = field(default_factory=lambda: DEFAULT_FDS)
+    identity: IdentitySpec = field(default_factory=lambda: DEFAULT_IDENTITY)
+    isolation: IsolationSpec = field(default_factory=lambda: DEFAULT_ISOLATION)
+    lifetime: LifetimeSpec = field(default_factory=lambda: DEFAULT_LIFETIME)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
-        # Hashed on every spawn (the plan cache key): compute it once.
-        object.__setattr__(self, "_hash", hash((self.program, self.fds, self.identity,
-                                                self.isolation, self.lifetime)))
+        _hashed(self, self.program, self.fds, self.identity, self.isolation, self.lifetime)
 
     def __hash__(self) -> int:
         return self._hash
@@ -225,7 +268,18 @@ class Spec:
                 or bool(self.program.env_pid))
 
 
+# The records of a Command that sets nothing: shared (they are immutable),
+# so a plain Command costs one record of its own.
+DEFAULT_FDS = DescriptorSpec()
+DEFAULT_IDENTITY = IdentitySpec()
+DEFAULT_ISOLATION = IsolationSpec()
+DEFAULT_LIFETIME = LifetimeSpec()
+
+
 def _validate(spec: Spec) -> None:
+    if (spec.isolation is DEFAULT_ISOLATION and spec.lifetime is DEFAULT_LIFETIME
+            and spec.fds is DEFAULT_FDS and spec.identity is DEFAULT_IDENTITY):
+        return  # nothing to combine (the common case, on every spawn)
     iso, life = spec.isolation, spec.lifetime
     pty = spec.fds.pty_target
     if pty is not None:

@@ -6,6 +6,10 @@ Peers, each timed around one complete "start /bin/true and wait for it":
   under ``anyio.run`` on each backend.
 * ``posix_spawn`` - ``os.posix_spawn`` + ``os.waitpid``, no event loop: the
   reference every ratio is taken against.
+* ``floor (asyncio|trio|uvloop)`` - the least any event-loop waiter can do:
+  ``os.posix_spawn``, ``pidfd_open``, the pidfd awaited with the loop's own
+  primitive (asyncio/uvloop ``loop.add_reader``, trio ``wait_readable``), then
+  ``waitid``. aunshare on each backend is judged against its backend's floor.
 * ``asyncio.create_subprocess_exec`` (plain asyncio loop), ``trio.run_process``,
   ``anyio.run_process`` (asyncio backend) and ``uvloop create_subprocess_exec``,
   each called as a user would write it (their default stdio included:
@@ -46,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import anyio  # noqa: E402
 
 import aunshare  # noqa: E402
+import aunshare.executors  # noqa: E402
 
 try:
     import trio
@@ -100,6 +105,46 @@ def _trio_run_process_once() -> object:
     return trio.run_process([TRUE])
 
 
+_P_PIDFD = 3
+
+
+def _posix_spawn_pidfd() -> int:
+    pid = os.posix_spawn(TRUE, [TRUE], os.environ)
+    return os.pidfd_open(pid)
+
+
+async def _asyncio_floor_once() -> None:
+    fd = _posix_spawn_pidfd()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(fd, fut.set_result, None)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+    os.waitid(_P_PIDFD, fd, os.WEXITED)
+    os.close(fd)
+
+
+async def _trio_floor_once() -> None:
+    fd = _posix_spawn_pidfd()
+    await trio.lowlevel.wait_readable(fd)
+    os.waitid(_P_PIDFD, fd, os.WEXITED)
+    os.close(fd)
+
+
+def _asyncio_floor_batch(n: int, skip: int) -> list[int]:
+    return asyncio.run(_timed(_asyncio_floor_once, n, skip))
+
+
+def _uvloop_floor_batch(n: int, skip: int) -> list[int]:
+    return uvloop.run(_timed(_asyncio_floor_once, n, skip))
+
+
+def _trio_floor_batch(n: int, skip: int) -> list[int]:
+    return trio.run(_timed, _trio_floor_once, n, skip)
+
+
 def _aunshare_batch(backend: str, options: dict | None = None) -> Batch:
     def run(n: int, skip: int) -> list[int]:
         return anyio.run(_timed, _aunshare_once, n, skip, backend=backend,
@@ -144,6 +189,9 @@ def peers() -> dict[str, Batch | None]:
         "aunshare (trio)": _aunshare_batch("trio") if trio else None,
         "aunshare (uvloop)": _aunshare_batch("asyncio", {"use_uvloop": True}) if uvloop else None,
         REFERENCE: _posix_spawn_batch,
+        "floor (asyncio)": _asyncio_floor_batch,
+        "floor (trio)": _trio_floor_batch if trio else None,
+        "floor (uvloop)": _uvloop_floor_batch if uvloop else None,
         ASYNCIO_PEER: _asyncio_batch,
         "trio.run_process": _trio_batch if trio else None,
         "anyio.run_process (asyncio)": _anyio_batch,
@@ -246,6 +294,17 @@ def print_report(names: list[str], missing: set[str], results: dict[str, dict]) 
     ratios = [r for r in (r_s, r_b) if r is not None]
     print(f"{AUNSHARE} / {REFERENCE}: small {x(r_s)}, 2 GiB {x(r_b, 'skipped')} "
           f"(target <= 1.10x){verdict(max(ratios) if ratios else None, lambda r: r <= 1.10)}")
+    for backend in ("asyncio", "trio", "uvloop"):
+        mine, floor = f"aunshare ({backend})", f"floor ({backend})"
+        for size, stats in (("small", small), ("2 GiB", big)):
+            m, f = cell(stats, mine, "median_us"), cell(stats, floor, "median_us")
+            if m and f:
+                print(f"{mine} / {floor}, {size}: {m / f:.3f}x "
+                      f"(target <= 1.03x){verdict(m / f, lambda r: r <= 1.03)}")
+    for mine, peer in ((AUNSHARE, ASYNCIO_PEER), ("aunshare (trio)", "trio.run_process")):
+        m, c = cell(small, mine, "median_us"), cell(small, peer, "median_us")
+        if m and c:
+            print(f"{mine} / {peer}: small {m / c:.3f}x")
     c_s = cell(small, ASYNCIO_PEER, "median_us")
     r_c = a_s / c_s if a_s and c_s else None
     print(f"{AUNSHARE} / {ASYNCIO_PEER}: small {x(r_c)} "

@@ -192,3 +192,17 @@ async def no_leaks():
     assert zombie_children() == []
     assert live_children() == []
     assert open_fds() == before
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans_left():
+    """A test must not leave a Child it dropped while running: aunshare
+    would keep its pidfd until it exits (to reap it), which the next
+    test's descriptor accounting would see."""
+    yield
+    import gc
+
+    from aunshare.child import _orphans
+
+    gc.collect()
+    assert not _orphans, f"children dropped while running: {_orphans}"

@@ -84,9 +84,8 @@ async def test_no_clone_after_the_deadline(anyio_backend_name):
 
     async def one() -> None:
         nonlocal started
-        child = await Command("true").spawn()
-        started += 1
-        await child.wait()
+        async with await Command("true").spawn():
+            started += 1
 
     tasks = 400
     with anyio.move_on_after(0.02):
