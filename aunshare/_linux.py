@@ -10,27 +10,27 @@ import ctypes
 import os
 import platform
 
-__all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid", "pidfd_send_signal"]
+__all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid_pidfd", "pidfd_send_signal"]
 
 # Syscall numbers per architecture. Only the ones the plan or the parent uses.
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {
         "read": 0, "write": 1, "close": 3, "rt_sigaction": 13, "rt_sigprocmask": 14,
         "ioctl": 16,
-        "dup3": 292, "fcntl": 72, "chdir": 80, "fchdir": 81, "setpgid": 109,
+        "dup3": 292, "chdir": 80, "setpgid": 109,
         "getppid": 110, "setsid": 112, "setgroups": 116, "setresuid": 117,
         "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
-        "openat": 257, "setns": 308, "unshare": 272, "chroot": 161,
+        "openat": 257, "setns": 308, "chroot": 161,
         "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435, "clone": 56,
         "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
         "pivot_root": 155, "prlimit64": 302, "capset": 126,
     },
     "aarch64": {
         "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
-        "rt_sigprocmask": 135, "dup3": 24, "fcntl": 25, "chdir": 49, "fchdir": 50,
+        "rt_sigprocmask": 135, "dup3": 24, "chdir": 49,
         "setpgid": 154, "getppid": 173, "setsid": 157, "setgroups": 159,
         "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
-        "exit": 93, "waitid": 95, "openat": 56, "setns": 268, "unshare": 97,
+        "exit": 93, "waitid": 95, "openat": 56, "setns": 268,
         "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
         "clone3": 435, "clone": 220, "close_range": 436, "sethostname": 161, "mount": 40,
         "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91,
@@ -57,7 +57,7 @@ CLONE_ARGS_SIZE = 88  # struct clone_args up to and including .cgroup
 P_PIDFD = 3
 WEXITED = 4
 WNOHANG = 1
-CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+CLD_EXITED, CLD_DUMPED = 1, 3
 
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
@@ -82,7 +82,6 @@ TIOCGPTPEER = 0x5441     # _IO('T', 0x41): open the slave from the master (Linux
 F_SETPIPE_SZ = 1031
 CLOSE_RANGE_CLOEXEC = 4
 SIG_SETMASK = 2
-NSIG = 64  # the kernel's signal numbers run 1..64
 
 libc = ctypes.CDLL(None, use_errno=True)
 _syscall = libc.syscall
@@ -142,8 +141,6 @@ def waitid_pidfd(pidfd: int, options: int) -> tuple[Siginfo, Rusage]:
         raise OSError(err, os.strerror(err))
     return info, ru
 
-
-waitid = waitid_pidfd
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:

@@ -47,7 +47,7 @@ from ._names import STDIO_NAMES, check_signal
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus, ResourceUsage
-from .streams import PipeReader, PipeWriter
+from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
 
 __all__ = ["Child", "Output", "busy", "reap_orphans"]
@@ -373,16 +373,6 @@ class Child:
         # A pty master is closed only once the child is reaped: closing the
         # last one hangs up the terminal, and the kernel sends SIGHUP to the
         # child even in the moment between closing its descriptors and exit.
-        async def feed(stream: PipeWriter) -> None:
-            try:
-                if input:
-                    await stream.send(input)
-            except anyio.BrokenResourceError:
-                pass  # the child stopped reading: its exit status tells the story
-            finally:
-                if not stream.is_tty:
-                    await stream.aclose()
-
         async def drain(stream: PipeReader, which: int) -> None:
             nonlocal out, err
             data = await stream.read_all()
@@ -396,7 +386,7 @@ class Child:
         try:
             async with anyio.create_task_group() as tg:
                 if stdin is not None:
-                    tg.start_soon(feed, stdin)
+                    tg.start_soon(send_then_close, stdin, input)
                 if self.stdout is not None:
                     tg.start_soon(drain, self.stdout, 1)
                 if self.stderr is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import signal as _signal
 import subprocess as _subprocess
 from typing import TYPE_CHECKING, Any
 
+from ._names import signal_name
 from .namespaces import ALL_NAMESPACES, JOIN_ORDER, Namespace
 
 if TYPE_CHECKING:
@@ -254,11 +254,7 @@ class AuxCommandKilled(Error):
         self.signal = signal
         self.command = command
         self.stderr = stderr
-        try:
-            name = _signal.Signals(signal).name
-        except ValueError:
-            name = f"signal {signal}"
-        msg = f"{command} was killed by {name}"
+        msg = f"{command} was killed by {signal_name(signal)}"
         text = stderr.decode(errors="replace").strip()
         if text:
             msg = f"{msg}: {text}"

@@ -32,7 +32,7 @@ from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
 from .policy import KillPolicy
 from .status import ExitStatus
-from .streams import PipeReader, PipeWriter
+from .streams import PipeReader, send_then_close
 
 __all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
 
@@ -65,16 +65,6 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
 
 
-async def _feed(stream: PipeWriter, data: bytes) -> None:
-    try:
-        if data:
-            await stream.send(data)
-    except anyio.BrokenResourceError:
-        pass  # the child closed its stdin early, as subprocess tolerates
-    finally:
-        await stream.aclose()
-
-
 async def _drain(stream: PipeReader, chunks: list[bytes]) -> None:
     while True:
         try:
@@ -104,7 +94,7 @@ class _Finished:
     stderr: bytes | None
 
 
-async def _supervise(child: Child, args: Any, input: bytes | None,
+async def _run_to_end(child: Child, args: Any, input: bytes | None,
                      timeout: float | None) -> _Finished:
     """Feed, collect, wait; on timeout stop the child by its policy and raise
     TimeoutExpired; on anything else (a cancellation) stop it and re-raise."""
@@ -117,7 +107,7 @@ async def _supervise(child: Child, args: Any, input: bytes | None,
             else:
                 async with anyio.create_task_group() as tg:
                     if child.stdin is not None:
-                        tg.start_soon(_feed, child.stdin, input or b"")
+                        tg.start_soon(send_then_close, child.stdin, input)
                     if child.stdout is not None:
                         tg.start_soon(_drain, child.stdout, out)
                     if child.stderr is not None:
@@ -202,7 +192,7 @@ async def run(
     _prepare(cmd, input=input, capture_output=capture_output, stdin_default=None, cwd=cwd,
              env=env, kill_policy=kill_policy, process_group=process_group)
     child = await cmd.spawn()
-    done = await _supervise(child, shown, None if input is None else bytes(input), timeout)
+    done = await _run_to_end(child, shown, None if input is None else bytes(input), timeout)
     code = done.status.returncode
     if check and code != 0:
         raise errors.CalledProcessError(code, shown, done.stdout, done.stderr, status=done.status)
@@ -284,7 +274,7 @@ async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
     t0 = time.monotonic()
     try:
         child = await cmd.spawn()
-        done = await _supervise(child, shown, None, opts.timeout)
+        done = await _run_to_end(child, shown, None, opts.timeout)
     except errors.TimeoutExpired as exc:
         return JobResult(index, shown, exc.status, exc.output, exc.stderr, exc,
                          time.monotonic() - t0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import signal as _signal
 from dataclasses import dataclass
+
+from ._names import signal_name
 
 __all__ = ["ExitStatus", "ResourceUsage"]
 
@@ -53,8 +54,5 @@ class ExitStatus:
     def __str__(self) -> str:
         if self.code is not None:
             return f"exited with code {self.code}"
-        try:
-            name = _signal.Signals(self.signal).name  # type: ignore[arg-type]
-        except ValueError:
-            name = f"signal {self.signal}"
-        return f"killed by signal {name}" + (" (core dumped)" if self.core_dumped else "")
+        assert self.signal is not None
+        return f"killed by signal {signal_name(self.signal)}" + (" (core dumped)" if self.core_dumped else "")

@@ -394,3 +394,23 @@ class PipeWriter(_FdBase, ByteSendStream):
     async def aclose(self) -> None:
         """Close the writing end (the child sees EOF; on a pty, see the class doc)."""
         self._close()
+
+
+async def send_then_close(stream: PipeWriter, data: bytes | memoryview | None) -> None:
+    """Write ``data`` to a child's stdin, then close it, as
+    :meth:`Child.communicate <aunshare.Child.communicate>` and
+    :func:`aunshare.run` feed input while they drain the output.
+
+    A child that stops reading early is not an error (its exit status tells
+    the story). A pty is left open: closing the master would hang up the
+    terminal and SIGHUP the child; its owner closes it once the child is
+    reaped.
+    """
+    try:
+        if data:
+            await stream.send(data)
+    except anyio.BrokenResourceError:
+        pass
+    finally:
+        if not stream.is_tty:
+            await stream.aclose()
