@@ -706,21 +706,19 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
     """Start the program, wait for it (stopping it on --timeout) and reap
     it; with no event loop: poll(2) on its pidfd and a signal pipe."""
     from .handshake import spawn_blocking  # not needed for --help or a usage error
-    from .launch import Pending
 
     signals = _CaughtSignals(FORWARDED)
     try:
         run.started = time.monotonic()
         spec = cmd.spec()
-        pending: Pending = spawn_blocking(spec)
+        # resolved before the start (Child resolves it after): a refusal then starts nothing
+        policy = resolve_policy(spec.lifetime.kill_policy or DEFAULT_KILL_POLICY,
+                                group_leader=spec.leads_group, cgroup=spec.own_cgroup)
+        pending = spawn_blocking(spec)
         try:
             run.pid = pending.pid
             if args.verbose:
                 say(f"pid {pending.pid}")
-            plan = pending.plan
-            assert plan is not None
-            policy = resolve_policy(spec.lifetime.kill_policy or DEFAULT_KILL_POLICY,
-                                    group_leader=plan.leads_group, cgroup=False)
             sup = _Supervisor(pending, signals, policy)
             try:
                 if not sup.until_exited(args.timeout):
