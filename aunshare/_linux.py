@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 __all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid_pidfd", "pidfd_send_signal"]
 
@@ -37,7 +36,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
     },
 }
 
-ARCH = platform.machine()
+ARCH = os.uname().machine  # platform.machine(), without importing platform
 if ARCH in ("amd64", "AMD64"):
     ARCH = "x86_64"
 elif ARCH == "arm64":

@@ -16,8 +16,6 @@ import itertools
 import os
 import signal as _signal
 
-import anyio
-
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
 
@@ -270,6 +268,8 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
     Where inotify is unavailable (descriptor or watch limits reached) it
     polls, backing off from 1 ms to 50 ms.
     """
+    import anyio  # here only: the rest of this module serves the command line too
+
     fd = -1
     if use_inotify:
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)

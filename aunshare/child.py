@@ -39,14 +39,12 @@ import sniffio
 
 from . import cgroup as _cgroup
 from . import errors
-from ._linux import (
-    CLD_DUMPED, CLD_EXITED, TIOCSWINSZ, WEXITED, WNOHANG, Rusage, Siginfo, pidfd_send_signal,
-    waitid_pidfd,
-)
+from ._linux import TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
 from ._names import STDIO_NAMES, check_signal
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import ExitStatus, ResourceUsage
+from .status import ExitStatus
+from .status import from_waitid as _status
 from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
 
@@ -110,17 +108,6 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     if sniffio.current_async_library() != "asyncio":
         return None
     return asyncio.get_running_loop()
-
-
-def _status(info: Siginfo, ru: Rusage) -> ExitStatus:
-    usage = ResourceUsage(
-        ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
-        ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
-        ru.ru_maxrss,
-    )
-    if info.si_code == CLD_EXITED:
-        return ExitStatus(info.si_status & 0xFF, None, False, usage)
-    return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage)
 
 
 class Child:

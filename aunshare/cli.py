@@ -17,22 +17,24 @@ import math
 import os
 import pwd
 import resource
+import select
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._version import __version__
 from .command import Command
-from .errors import Error, Exec
+from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
+from .errors import Error, Exec, WaitError
 from .namespaces import Capability, GidMap, Namespace, UidMap
-from .policy import KillPolicy
+from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
+from .status import from_waitid
+from .tree import signal_tree
 
 if TYPE_CHECKING:
-    from .child import Child
+    from .launch import Pending
     from .status import ExitStatus
 
 __all__ = ["build_command", "build_parser", "main"]
@@ -598,39 +600,142 @@ class _Run:
         self.elapsed = 0.0
 
 
-async def _forward(receiver: Any, child: Child) -> None:
-    stops = 0
-    async for signum in receiver:
-        sig = signal.Signals(signum)
-        if sig in STOPPING:
-            stops += 1
+class _CaughtSignals:
+    """The forwarded signals, caught while the program runs: each one's
+    number lands in a pipe (:func:`signal.set_wakeup_fd`) that poll(2)
+    watches beside the child's pidfd. The handlers before are restored
+    on :meth:`close`."""
+
+    def __init__(self, signals: Sequence[int]) -> None:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        self._old = {sig: signal.signal(sig, _caught) for sig in signals}
+
+    def take(self) -> bytes:
+        """The numbers of the signals caught since the last call, in order."""
         try:
-            if stops > 1:
-                child.kill()
+            return os.read(self.fd, 4096)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self.fd)
+        os.close(self._w)
+
+
+def _caught(signum: int, frame: object) -> None:
+    """The Python-level handler: nothing to do, the number is in the pipe."""
+
+
+class _Supervisor:
+    """Waits for the started program on its pidfd with poll(2), passing on
+    the signals aunshare receives meanwhile, and stops it by its kill
+    policy on --timeout: the ``aunshare`` command's own loop, so that a run
+    imports no event loop."""
+
+    def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
+        self.pid, self.pidfd = pending.pid, pending.pidfd
+        self.signals = signals
+        self.policy = policy
+        self.stops = 0
+        self.exited = False  # the pidfd was seen readable: exited, not yet reaped
+        self._poll = select.poll()
+        self._poll.register(self.pidfd, select.POLLIN)
+        self._poll.register(signals.fd, select.POLLIN)
+
+    def until_exited(self, timeout: float | None = None) -> bool:
+        """Pass signals on until the child has exited (True) or ``timeout``
+        seconds have passed (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.exited:
+            wait_ms = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                wait_ms = math.ceil(left * 1000)
+            for fd, _ in self._poll.poll(wait_ms):
+                if fd == self.pidfd:
+                    self.exited = True
+                else:
+                    for signum in self.signals.take():
+                        self._forward(signal.Signals(signum))
+        return True
+
+    def _forward(self, sig: signal.Signals) -> None:
+        if sig in STOPPING:
+            self.stops += 1
+        try:
+            if self.stops > 1:
+                pidfd_send_signal(self.pidfd, signal.SIGKILL)
             elif not (sig in KEYBOARD and _in_foreground()):
-                child.signal(sig)
+                pidfd_send_signal(self.pidfd, sig)
         except OSError:  # it has exited meanwhile
             pass
 
+    def stop(self) -> None:
+        """Carry out the kill policy, as :meth:`Child.shutdown` does for a
+        child without a cgroup: the signal (and SIGCONT), the grace, then
+        SIGKILL to the target while the child is still unreaped."""
+        policy = self.policy
+        target = policy.target
+        if not policy.immediate:
+            self._signal(target, policy.signal)
+            if policy.signal != signal.SIGCONT:
+                self._signal(target, signal.SIGCONT)  # a stopped process must run to exit
+            self.until_exited(policy.grace)
+        if target is not KillTarget.CHILD or not self.exited:
+            self._signal(target, signal.SIGKILL)
+        self.until_exited()
 
-async def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
-    with anyio.open_signal_receiver(*FORWARDED) as receiver:
+    def _signal(self, target: KillTarget, sig: int) -> None:
+        signal_tree(self.pid, self.pidfd, target, None, sig)
+
+    def reap(self) -> ExitStatus:
+        try:
+            info, ru = waitid_pidfd(self.pidfd, WEXITED)
+        except OSError as exc:
+            raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
+        return from_waitid(info, ru)
+
+
+def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
+    """Start the program, wait for it (stopping it on --timeout) and reap
+    it; with no event loop: poll(2) on its pidfd and a signal pipe."""
+    from .handshake import spawn_blocking  # not needed for --help or a usage error
+
+    signals = _CaughtSignals(FORWARDED)
+    try:
         run.started = time.monotonic()
-        child = await cmd.spawn()
-        run.pid = child.pid
-        if args.verbose:
-            say(f"pid {child.pid}")
-        async with child, anyio.create_task_group() as tg:
-            tg.start_soon(_forward, receiver, child)
-            with anyio.move_on_after(math.inf if args.timeout is None else args.timeout) as scope:
-                run.status = await child.wait()
-            if scope.cancelled_caught:
-                run.timed_out = True
-                if args.verbose:
-                    say(f"timed out after {args.timeout} s: stopping pid {child.pid}")
-                run.status = await child.shutdown()
-            tg.cancel_scope.cancel()
+        spec = cmd.spec()
+        # resolved before the start (Child resolves it after): a refusal then starts nothing
+        policy = resolve_policy(spec.lifetime.kill_policy or DEFAULT_KILL_POLICY,
+                                group_leader=spec.leads_group, cgroup=spec.own_cgroup)
+        pending = spawn_blocking(spec)
+        try:
+            run.pid = pending.pid
+            if args.verbose:
+                say(f"pid {pending.pid}")
+            sup = _Supervisor(pending, signals, policy)
+            try:
+                if not sup.until_exited(args.timeout):
+                    run.timed_out = True
+                    if args.verbose:
+                        say(f"timed out after {args.timeout} s: stopping pid {pending.pid}")
+                    sup.stop()
+            except BaseException:  # as "async with child" does: stop it, reap it
+                sup.stop()
+                run.status = sup.reap()
+                raise
+            run.status = sup.reap()
+        finally:
+            pending.close()
         run.elapsed = time.monotonic() - run.started
+    finally:
+        signals.close()
 
 
 def report_of(run: _Run, code: int, error: str | None) -> dict[str, Any]:
@@ -671,7 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = build_command(args)
         if args.verbose:
             say(repr(cmd))
-        anyio.run(_supervise, cmd, args, run)
+        _supervise(cmd, args, run)
     except KeyboardInterrupt:  # before the child was started or after it was reaped
         if report is not None:
             report.discard()

@@ -21,7 +21,7 @@ import os
 import signal as _signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._linux import NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
@@ -32,13 +32,14 @@ from .namespaces import (
     to_namespaces,
 )
 from .policy import KillPolicy
-from .child import Child, Output
-from .spawn import DefaultStdio, spawn
 from .spec import (
     DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, PivotRoot, ProgramSpec,
     Rlimit, SelfMap, Spec,
 )
-from .status import ExitStatus
+
+if TYPE_CHECKING:
+    from .child import Child, Output
+    from .status import ExitStatus
 
 __all__ = ["Command", "Stdio", "Fd", "StrOrBytesPath"]
 
@@ -605,17 +606,23 @@ class Command:
 
         Standard streams not set are inherited from the parent.
         """
+        from .spawn import spawn  # the event loop's machinery: loaded on first use
+
         return await spawn(self.spec())
 
     async def status(self) -> ExitStatus:
         """Start the child and wait for it. Standard streams not set are
         inherited from the parent (see the table in the spawning guide)."""
+        from .spawn import spawn
+
         async with await spawn(self.spec()) as child:
             return await child.wait()
 
     async def output(self) -> Output:
         """Run the child and collect its output. Standard streams not set:
         stdin is /dev/null, stdout and stderr are piped and captured."""
+        from .spawn import DefaultStdio, spawn
+
         child = await spawn(self.spec(), DefaultStdio.OUTPUT)
         return await child.wait_with_output()
 

@@ -152,6 +152,16 @@ class Pending:
     async def abandon(self) -> None:
         """Kill and reap a child nobody will see, and anything it may
         already have started; then :meth:`close`."""
+        self.kill()
+        if self.cgroup is not None:
+            await _cgroup.wait_empty(self.cgroup)
+        self.close()
+
+    def kill(self) -> None:
+        """:meth:`abandon` up to waiting for its cgroup to empty: SIGKILL
+        the child and what it may have started, and reap it. For a child
+        without a cgroup of its own, ``kill()`` then :meth:`close` is the
+        whole of :meth:`abandon`, with no event loop."""
         if self.pidfd >= 0:
             # It may have exec'd and forked before the error pipe's EOF was
             # seen. Unreaped, its pid (the group's id) is still its own.
@@ -167,9 +177,6 @@ class Pending:
             except OSError:
                 pass
             self._reap()  # SIGKILL is prompt
-        if self.cgroup is not None:
-            await _cgroup.wait_empty(self.cgroup)
-        self.close()
 
     def exec_confirmed(self) -> None:
         """The error pipe reached EOF: the child has exec'd and no longer

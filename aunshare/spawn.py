@@ -19,15 +19,12 @@ import os
 
 import anyio
 
-from . import cgroup as _cgroup
 from . import errors
 from .child import Child, Output, busy, reap_orphans
 from .fds import Fd, FdKind
-from .idmaps import write_maps
+from .handshake import map_ids, wake, watch_exec
 from .launch import DefaultStdio, Pending, start
-from .namespaces import Namespace, self_maps
-from .plan import PID_SLOT_SIZE
-from .spec import DescriptorSpec, ProgramSpec, SelfMap, Spec
+from .spec import DescriptorSpec, ProgramSpec, Spec
 
 __all__ = ["spawn", "DefaultStdio", "Child", "Output"]
 
@@ -73,45 +70,23 @@ async def spawn(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT) 
 
 async def _handshake(pending: Pending) -> None:
     """The parent's part while the child waits, then let it go on."""
-    spec, pid = pending.spec, pending.pid
-    iso = spec.isolation
-    if pending.join_cgroup is not None:  # clone3 refused: no CLONE_INTO_CGROUP
-        _cgroup.move(pending.join_cgroup, pid)
-    if iso.self_map is not None:  # the child's one-line maps, written for it
-        uid_map, gid_map = self_maps(iso.self_map is SelfMap.ROOT, os.geteuid(), os.getegid())
-        write_maps(pid, (uid_map,), (gid_map,), False)
-    elif iso.uid_maps is not None:
-        uid_maps, gid_maps = iso.uid_maps, iso.gid_maps or ()
-        if iso.id_map_commands is not None:
-            newuidmap, newgidmap = iso.id_map_commands
-            if uid_maps:
-                await _run_map_helper(newuidmap, pid, uid_maps)
-            if gid_maps:
-                await _run_map_helper(newgidmap, pid, gid_maps)
-        else:
-            write_maps(pid, uid_maps, gid_maps, iso.allow_setgroups)
-    hook = iso.before_unfreeze
+    if not map_ids(pending):  # newuidmap/newgidmap write the maps
+        iso, pid = pending.spec.isolation, pending.pid
+        assert iso.id_map_commands is not None and iso.uid_maps is not None
+        newuidmap, newgidmap = iso.id_map_commands
+        if iso.uid_maps:
+            await _run_map_helper(newuidmap, pid, iso.uid_maps)
+        if iso.gid_maps:
+            await _run_map_helper(newgidmap, pid, iso.gid_maps)
+    hook = pending.spec.isolation.before_unfreeze
     if hook is not None:
         try:
-            await hook(pid)
+            await hook(pending.pid)
         except Exception as exc:
             raise errors.BeforeUnfreeze(
                 f"the before_unfreeze callback {getattr(hook, '__qualname__', hook)!s} "
                 f"raised {type(exc).__name__}: {exc}") from exc
-    message = b"\1"
-    if spec.program.env_pid:
-        # The pid as the child sees it: 1 as the first of a new pid namespace.
-        inside = 1 if iso.unshare & Namespace.PID else pid
-        message += str(inside).encode().ljust(PID_SLOT_SIZE, b"\0") * len(spec.program.env_pid)
-    fd, pending.wake_fd = pending.wake_fd, -1
-    try:
-        os.write(fd, message)
-    except OSError as exc:
-        raise errors.PipeError(exc.errno or _errno.EPIPE, "the wake-up pipe",
-                               "the child was gone before it could go on",
-                               action="write") from None
-    finally:
-        os.close(fd)
+    wake(pending)
 
 
 async def _run_map_helper(program: bytes, pid: int, maps: tuple[tuple[int, int, int], ...]
@@ -139,24 +114,5 @@ async def _run_map_helper(program: bytes, pid: int, maps: tuple[tuple[int, int, 
 
 async def _await_exec(pending: Pending) -> None:
     """Read the error pipe until EOF (exec done) or a failure record."""
-    fd = pending.report_fd
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, 8 - len(data))
-        except BlockingIOError:
-            await anyio.wait_readable(fd)
-            continue
-        except OSError as exc:
-            raise errors.PipeError(exc.errno or _errno.EIO, "the error pipe") from None
-        if not chunk:
-            break
-        data += chunk
-        if len(data) == 8:
-            break
-    if data:
-        if len(data) < 8:
-            raise errors.UnknownError(f"the child sent a truncated error record {data!r}")
-        raise pending.fail(int.from_bytes(data[:4], "little"),
-                           int.from_bytes(data[4:], "little"))
-    pending.exec_confirmed()
+    for fd in watch_exec(pending):
+        await anyio.wait_readable(fd)

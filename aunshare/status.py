@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from ._names import signal_name
 
-__all__ = ["ExitStatus", "ResourceUsage"]
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from ._linux import Rusage, Siginfo
+
+__all__ = ["ExitStatus", "ResourceUsage", "from_waitid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +59,21 @@ class ExitStatus:
         if self.code is not None:
             return f"exited with code {self.code}"
         assert self.signal is not None
-        return f"killed by signal {signal_name(self.signal)}" + (" (core dumped)" if self.core_dumped else "")
+        return (f"killed by signal {signal_name(self.signal)}"
+                + (" (core dumped)" if self.core_dumped else ""))
+
+
+def from_waitid(info: Siginfo, ru: Rusage) -> ExitStatus:
+    """How a child reaped by ``waitid`` ended (see :func:`aunshare._linux.waitid_pidfd`):
+    the one reading of its siginfo and rusage, for :class:`~aunshare.Child` and the
+    command line alike."""
+    from ._linux import CLD_DUMPED, CLD_EXITED  # ctypes, only once a child was reaped
+
+    usage = ResourceUsage(
+        ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+        ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+        ru.ru_maxrss,
+    )
+    if info.si_code == CLD_EXITED:
+        return ExitStatus(info.si_status & 0xFF, None, False, usage)
+    return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage)

@@ -198,6 +198,52 @@ def test_timeout_escalates_to_sigkill(tmp_path):
         (True, "SIGKILL", 124)
 
 
+def test_timeout_sends_term_then_kill_after_the_grace(tmp_path):
+    # no pid namespace: the program itself traps SIGTERM and carries on
+    report = tmp_path / "st.json"
+    start = time.monotonic()
+    res = aunshare("--timeout", "0.3", "--kill-after", "0.6", "--json-status", str(report),
+                   "--", "sh", "-c", "trap 'echo got TERM' TERM; echo ready; "
+                                     "while :; do sleep 0.05; done")
+    took = time.monotonic() - start
+    assert res.returncode == 124, res.stderr
+    assert res.stdout == "ready\ngot TERM\n"
+    data = json.loads(report.read_text())
+    assert (data["timed_out"], data["signal_name"], data["aunshare_exit"]) == \
+        (True, "SIGKILL", 124)
+    assert data["elapsed_seconds"] >= 0.9 and took >= 0.9
+
+
+def test_timeout_with_no_grace_kills_at_once(tmp_path):
+    report = tmp_path / "st.json"
+    res = aunshare("--timeout", "0.2", "--kill-after", "0", "--json-status", str(report),
+                   "--", "sh", "-c", "trap 'echo got TERM' TERM; sleep 5 & wait")
+    assert res.returncode == 124
+    assert "got TERM" not in res.stdout
+    assert json.loads(report.read_text())["signal_name"] == "SIGKILL"
+
+
+def test_timeout_not_reached_keeps_the_exit_code():
+    res = aunshare("-v", "--timeout", "20", "--", "sh", "-c", "exit 4")
+    assert res.returncode == 4
+    assert "timed out" not in res.stderr
+
+
+def test_timeout_through_the_handshake():
+    # parent-written id maps: the child waits for the parent between clone and exec
+    res = aunshare("--map-user", "1000", "--timeout", "0.2", "--kill-after", "0.1", "--",
+                   "sh", "-c", "id -u; exec sleep 30")
+    assert (res.returncode, res.stdout) == (124, "1000\n")
+
+
+def test_verbose_timeout():
+    res = aunshare("-v", "--timeout", "0.1", "--kill-after", "0", "--", "sleep", "30")
+    assert res.returncode == 124
+    lines = res.stderr.splitlines()
+    assert lines[2] == "aunshare: timed out after 0.1 s: stopping pid " + \
+        lines[1].removeprefix("aunshare: pid ")
+
+
 def test_json_status(tmp_path):
     report = tmp_path / "st.json"
     res = aunshare("--json-status", str(report), "--", "sh", "-c",
@@ -271,6 +317,38 @@ def test_sigterm_is_forwarded():
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout.read() == "got TERM\n"
     assert proc.wait(10) == 7
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT,
+                                 signal.SIGQUIT])
+def test_signals_are_forwarded(sig):
+    # stdin is not a terminal here, so SIGINT and SIGQUIT are passed on too
+    name = sig.name.removeprefix("SIG")
+    proc = start_waiting("--", "sh", "-c",
+                         f"trap 'echo got {name}; exit 7' {name}; echo ready; "
+                         "while :; do sleep 0.05; done")
+    proc.send_signal(sig)
+    assert proc.stdout.read() == f"got {name}\n"
+    assert proc.wait(10) == 7
+
+
+def test_signal_forwarded_to_a_child_started_through_the_handshake():
+    proc = start_waiting("--map-user", "1000", "--", "sh", "-c",
+                         "trap 'echo got TERM; exit 3' TERM; echo ready; "
+                         "while :; do sleep 0.05; done")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.read() == "got TERM\n"
+    assert proc.wait(10) == 3
+
+
+def test_second_signal_kills_a_program_that_ignores_the_first():
+    proc = start_waiting("--", "sh", "-c", "trap '' TERM HUP; echo ready; "
+                                           "while :; do sleep 0.05; done")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(10) == 128 + signal.SIGKILL
 
 
 def test_second_signal_kills_a_pid_namespace_init():

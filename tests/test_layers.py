@@ -25,7 +25,7 @@ LAYERS: list[list[str]] = [
      "executors"],
     # the parent's side, synchronous
     ["descriptors", "cgroup", "idmaps", "tree"],
-    ["launch"],
+    ["launch", "handshake"],
     # on the event loop
     ["streams", "_tasks", "child"],
     ["spawn"],

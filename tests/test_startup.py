@@ -71,3 +71,24 @@ def test_command_line_leaves_the_library_it_does_not_use():
     # json only for --json-status; shutil (and bz2, lzma) came from argparse's
     # formatter, made for every option added
     assert not {"json", "shutil", "lzma", "bz2"} & loaded
+
+
+@pytest.mark.parametrize("options", [[], ["-r", "--net"], ["--map-user", "1000", "--map-group", "1000"],
+                                     ["--timeout", "5"]],
+                         ids=["plain", "self-maps", "handshake", "timeout"])
+def test_command_line_runs_without_an_event_loop(options):
+    """The command waits with poll(2) on the pidfd: no anyio, no asyncio, on
+    the vfork path and through the handshake (parent-written id maps) alike."""
+    loaded = modules_after(
+        "import sys\nfrom aunshare.cli import main\n"
+        f"code = main({[*options, '--', '/bin/true']!r})\nassert code == 0, code")
+    assert "aunshare.handshake" in loaded
+    assert not {"anyio", "asyncio", "aunshare.child", "aunshare.spawn",
+                "aunshare.streams"} & loaded
+
+
+def test_importtime_of_a_run_names_no_anyio():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "aunshare", "--", "/bin/true"],
+                         capture_output=True, text=True, check=True, timeout=60, cwd=REPO)
+    assert "aunshare.cli" in out.stderr
+    assert "anyio" not in out.stderr.lower() and "asyncio" not in out.stderr
