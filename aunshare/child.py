@@ -31,7 +31,6 @@ import signal as _signal
 import struct
 import warnings
 import weakref
-from dataclasses import dataclass
 from typing import Any, Union
 
 import anyio
@@ -41,6 +40,7 @@ from . import cgroup as _cgroup
 from . import errors
 from ._linux import TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
 from ._names import STDIO_NAMES, check_signal
+from ._record import record
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
@@ -53,7 +53,7 @@ __all__ = ["Child", "Output", "busy", "reap_orphans"]
 _Stream = Union[PipeReader, PipeWriter]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Output:
     """What :meth:`Command.output` returns: the status and captured bytes."""
 

@@ -14,7 +14,6 @@ spec to :mod:`aunshare.spawn`.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import os
@@ -25,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ._linux import NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
+from ._record import replace
 from .errors import SetNs
 from .fds import MAX_FD, Fd, FdKind, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
@@ -127,27 +127,27 @@ class Command:
 
     # Every change goes through these: the frozen spec is made again after one.
     def _program_set(self, **changes: Any) -> Command:
-        self._program = dataclasses.replace(self._program, **changes)
+        self._program = replace(self._program, **changes)
         self._spec = None
         return self
 
     def _fds_set(self, **changes: Any) -> Command:
-        self._fds = dataclasses.replace(self._fds, **changes)
+        self._fds = replace(self._fds, **changes)
         self._spec = None
         return self
 
     def _identity_set(self, **changes: Any) -> Command:
-        self._identity = dataclasses.replace(self._identity, **changes)
+        self._identity = replace(self._identity, **changes)
         self._spec = None
         return self
 
     def _isolation_set(self, **changes: Any) -> Command:
-        self._isolation = dataclasses.replace(self._isolation, **changes)
+        self._isolation = replace(self._isolation, **changes)
         self._spec = None
         return self
 
     def _lifetime_set(self, **changes: Any) -> Command:
-        self._lifetime = dataclasses.replace(self._lifetime, **changes)
+        self._lifetime = replace(self._lifetime, **changes)
         self._spec = None
         return self
 

@@ -34,13 +34,13 @@ import signal as _signal
 import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Union
 
 import anyio
 from anyio.abc import TaskGroup
 
 from . import errors
+from ._record import record
 from ._linux import WNOHANG, waitid_pidfd
 from ._tasks import background_tasks
 from .child import Child
@@ -64,7 +64,7 @@ class ChildEventKind(enum.Enum):
     """It was resumed by SIGCONT."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChildEvent:
     """One state change of a watched child."""
 

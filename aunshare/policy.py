@@ -16,14 +16,13 @@ an unreaped zombie its pid, and so its process group id, cannot be reused.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import math
 import signal as _signal
-from dataclasses import dataclass
 
 from ._names import check_signal, signal_name
+from ._record import record, replace
 
 __all__ = ["KillPolicy", "KillTarget", "DEFAULT_KILL_POLICY", "resolve_policy"]
 
@@ -52,7 +51,7 @@ class KillTarget(enum.Enum):
     empty; the cgroup is removed once it is."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KillPolicy:
     """How to stop a child (and what it started) when supervision ends early.
 
@@ -109,7 +108,7 @@ DEFAULT_KILL_POLICY = KillPolicy()
 """SIGTERM, 5 s, SIGKILL, target AUTO: what a child gets unless told otherwise."""
 
 
-@functools.lru_cache(maxsize=256)  # on every spawn; dataclasses.replace is slow
+@functools.lru_cache(maxsize=256)  # on every spawn
 def resolve_policy(policy: KillPolicy, *, group_leader: bool, cgroup: bool) -> KillPolicy:
     """``policy`` with its target made concrete for a child that leads its
     own process group (``group_leader``) and/or has its own cgroup.
@@ -121,7 +120,7 @@ def resolve_policy(policy: KillPolicy, *, group_leader: bool, cgroup: bool) -> K
     if target is KillTarget.AUTO:
         target = (KillTarget.CGROUP if cgroup else
                   KillTarget.GROUP if group_leader else KillTarget.CHILD)
-        return dataclasses.replace(policy, target=target)
+        return replace(policy, target=target)
     if target is KillTarget.GROUP and not group_leader:
         raise ValueError("kill target 'group' needs a child that leads its own process "
                          "group (Command.make_group_leader(), or this target on the Command)")

@@ -20,13 +20,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from subprocess import CompletedProcess
 from typing import Any, Union
 
 import anyio
 
 from . import errors
+from ._record import record
 from ._tasks import background_tasks
 from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
@@ -87,7 +87,7 @@ def _read_ready(stream: PipeReader | None, chunks: list[bytes]) -> None:
         chunks.append(data)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Finished:
     status: ExitStatus
     stdout: bytes | None
@@ -201,7 +201,7 @@ async def run(
 
 # -- the job runner ------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class JobResult:
     """The outcome of one job of :func:`run_many` / :func:`run_as_completed`."""
 
@@ -236,7 +236,7 @@ class JobResult:
 Progress = Callable[[JobResult, int, Union[int, None]], Union[Awaitable[Any], Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _JobOptions:
     limit: int
     timeout: float | None

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ._names import STDIO_NAMES
+from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
@@ -59,7 +59,7 @@ class Rlimit(NamedTuple):
     hard: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProgramSpec:
     """What is executed, with which arguments and environment, where."""
 
@@ -100,7 +100,7 @@ class ProgramSpec:
         return found, value
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DescriptorSpec:
     """The child's descriptors: what each number gets, and what is closed."""
 
@@ -132,7 +132,7 @@ class DescriptorSpec:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IdentitySpec:
     """Who the child is: ids, groups, process group."""
 
@@ -150,7 +150,7 @@ class IdentitySpec:
         return self._hash
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IsolationSpec:
     """Namespaces, id maps, root, capabilities and limits."""
 
@@ -198,7 +198,7 @@ class IsolationSpec:
         return self.pivot.new_root if self.pivot is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LifetimeSpec:
     """How the child is tied to the parent and stopped."""
 
@@ -220,7 +220,7 @@ class LifetimeSpec:
         return self._hash
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spec:
     """A frozen Command. Constructing one validates the combination."""
 

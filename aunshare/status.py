@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ._names import signal_name
+from ._record import record
 
 TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
@@ -13,7 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["ExitStatus", "ResourceUsage", "from_waitid"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResourceUsage:
     """Resource usage of a reaped child, from the waitid syscall's rusage.
 
@@ -30,7 +29,7 @@ class ResourceUsage:
     """Peak resident set size in KiB (see the class note)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ExitStatus:
     """The end of a child: it exited with a code, or a signal killed it."""
 

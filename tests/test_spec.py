@@ -8,7 +8,6 @@ key (a stale plan would then be reused for it).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 
@@ -16,6 +15,7 @@ import anyio
 import pytest
 
 from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
@@ -93,7 +93,7 @@ def _plan(spec: Spec):
 
 
 def _records(spec: Spec) -> list[str]:
-    return [f.name for f in dataclasses.fields(spec) if not f.name.startswith("_")]
+    return [f.name for f in fields(spec) if not f.name.startswith("_")]
 
 
 def test_every_field_reaches_the_plan_or_the_cache_key():
@@ -102,13 +102,13 @@ def test_every_field_reaches_the_plan_or_the_cache_key():
     assert set(_records(base)) == set(ALTERNATIVES), "a record of the spec has no entry here"
     for record in _records(base):
         value = getattr(base, record)
-        names = {f.name for f in dataclasses.fields(value) if not f.name.startswith("_")}
+        names = {f.name for f in fields(value) if not f.name.startswith("_")}
         missing = names - set(ALTERNATIVES[record])
         assert not missing, f"spec.{record} fields without an alternative here: {missing}"
         for name in sorted(names):
-            changed = dataclasses.replace(value, **ALTERNATIVES[record][name])
+            changed = replace(value, **ALTERNATIVES[record][name])
             assert getattr(changed, name) != getattr(value, name), (record, name)
-            spec = dataclasses.replace(base, **{record: changed})
+            spec = replace(base, **{record: changed})
             plan, key = _plan(spec)
             assert plan != base_plan or key != base_key, (
                 f"changing spec.{record}.{name} changes neither the plan nor the cache key")
@@ -123,7 +123,7 @@ def test_spec_is_frozen_hashable_and_cached():
     cmd = _base()
     spec = cmd.spec()
     assert cmd.spec() is spec  # made once until the Command changes
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError):
         spec.program = spec.program  # type: ignore[misc]
     assert hash(spec) == hash(_base().spec()) and spec == _base().spec()
     cmd.arg("more")

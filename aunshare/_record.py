@@ -1,0 +1,158 @@
+"""Frozen, slotted record classes without the ``dataclasses`` module.
+
+``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis`` and
+``tokenize``): about 20 ms, most of what the ``aunshare`` command would
+spend importing before it starts anything. The records here need a small
+part of it: fields from annotations with defaults, frozen instances,
+``__slots__``, ``__eq__``/``__hash__``/``__repr__``, ``__post_init__``,
+and :func:`replace`. Type checkers see them as frozen dataclasses
+(``dataclass_transform``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, dataclass_transform
+
+__all__ = ["record", "field", "replace", "fields", "FrozenInstanceError"]
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class FrozenInstanceError(AttributeError):
+    """Assigning to a field of a record (they are immutable)."""
+
+
+class Field:
+    """How one field of a record is made, compared and shown."""
+
+    __slots__ = ("name", "default", "default_factory", "init", "repr", "compare")
+
+    def __init__(self, default: Any, default_factory: Any, init: bool, repr: bool,
+                 compare: bool) -> None:
+        self.name = ""
+        self.default = default
+        self.default_factory = default_factory
+        self.init = init
+        self.repr = repr
+        self.compare = compare
+
+
+def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] = _MISSING,
+          init: bool = True, repr: bool = True, compare: bool = True) -> Any:
+    """A field with a default made by ``default_factory``, or left out of
+    ``__init__``, ``repr`` or comparisons."""
+    return Field(default, default_factory, init, repr, compare)
+
+
+def _frozen_setattr(self: object, name: str, value: object) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r} of "
+                              f"{type(self).__name__}: records are immutable")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[T]) -> type[T]:
+    """Make ``cls`` a frozen record with ``__slots__`` (see the module doc).
+
+    A ``__hash__`` defined in the class body is kept (a record may cache its
+    hash); otherwise the hash is that of the compared fields.
+    """
+    annotations = cls.__dict__.get("__annotations__", {})
+    specs: list[Field] = []
+    for name in annotations:
+        value = cls.__dict__.get(name, _MISSING)
+        spec = value if isinstance(value, Field) else Field(value, _MISSING, True, True, True)
+        spec.name = name
+        specs.append(spec)
+    body = {k: v for k, v in cls.__dict__.items()
+            if k not in annotations and k not in ("__dict__", "__weakref__")}
+    body["__slots__"] = tuple(annotations)
+    body["__record_fields__"] = tuple(specs)
+    new = type(cls.__name__, cls.__bases__, body)
+    new.__qualname__ = cls.__qualname__
+    _install(new, specs, "__hash__" in cls.__dict__)
+    return new
+
+
+def _install(cls: type, specs: list[Field], own_hash: bool) -> None:
+    names = [s.name for s in specs]
+    compared = [s.name for s in specs if s.compare]
+    shown = [s.name for s in specs if s.repr]
+    # __init__ is generated, like dataclasses does, so that creating a
+    # record costs one plain call (records are made on every spawn).
+    args, lines, env = [], [], {"_set": object.__setattr__, "_MISSING": _MISSING}
+    for s in specs:
+        if s.init:
+            if s.default is not _MISSING:
+                env[f"_d_{s.name}"] = s.default
+                args.append(f"{s.name}=_d_{s.name}")
+            elif s.default_factory is not _MISSING:
+                env[f"_f_{s.name}"] = s.default_factory
+                args.append(f"{s.name}=_MISSING")
+                lines.append(f"if {s.name} is _MISSING: {s.name} = _f_{s.name}()")
+            else:
+                args.append(s.name)
+            lines.append(f"_set(self, {s.name!r}, {s.name})")
+        else:
+            default = (f"_f_{s.name}()" if s.default_factory is not _MISSING
+                       else f"_d_{s.name}")
+            env[f"_f_{s.name}" if s.default_factory is not _MISSING
+                else f"_d_{s.name}"] = (s.default_factory if s.default_factory is not _MISSING
+                                        else s.default)
+            lines.append(f"_set(self, {s.name!r}, {default})")
+    if hasattr(cls, "__post_init__"):
+        lines.append("self.__post_init__()")
+    src = f"def __init__(self, {', '.join(args)}):\n    " + "\n    ".join(lines or ["pass"])
+    exec(src, env)  # noqa: S102 - the source is made from the class's own field names
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    cls.__setattr__ = _frozen_setattr  # type: ignore[assignment,method-assign]
+    cls.__delattr__ = _frozen_setattr  # type: ignore[assignment,method-assign]
+    cls.__match_args__ = tuple(s.name for s in specs if s.init)  # type: ignore[attr-defined]
+
+    def values(self: object) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in compared)
+
+    def __eq__(self: object, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return values(self) == values(other)
+
+    def __repr__(self: object) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in shown)
+        return f"{type(self).__qualname__}({inner})"
+
+    def __getstate__(self: object) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in names)
+
+    def __setstate__(self: object, state: tuple[object, ...]) -> None:
+        for n, v in zip(names, state):
+            object.__setattr__(self, n, v)
+
+    cls.__eq__ = __eq__  # type: ignore[method-assign,assignment]
+    if not own_hash:
+        cls.__hash__ = lambda self: hash(values(self))  # type: ignore[method-assign,assignment]
+    if "__repr__" not in cls.__dict__:
+        cls.__repr__ = __repr__  # type: ignore[method-assign,assignment]
+    cls.__getstate__ = __getstate__  # type: ignore[attr-defined]
+    cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
+
+
+def fields(obj: object) -> tuple[Field, ...]:
+    """The fields of a record (or record class), in order."""
+    out: tuple[Field, ...] = type(obj).__record_fields__ if not isinstance(obj, type) \
+        else obj.__record_fields__  # type: ignore[attr-defined]
+    return out
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy of the record ``obj`` with some fields changed (and
+    ``__post_init__`` run again, as for any new record)."""
+    kwargs = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
+    unknown = set(changes) - set(kwargs)
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field(s) {sorted(unknown)}")
+    kwargs.update(changes)
+    return type(obj)(**kwargs)
