@@ -20,7 +20,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -161,7 +161,7 @@ signals:
 
 # -- argument types --------------------------------------------------------------
 
-def _id(text: str, what: str, lookup: Any) -> int:
+def _id(text: str, what: str, lookup: Callable[[str], int]) -> int:
     """A numeric id, or a name looked up on this host."""
     if text.isdigit():
         value = int(text)

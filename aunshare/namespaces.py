@@ -93,20 +93,25 @@ def namespace_names(flags: int) -> str:
 class _IdMap(NamedTuple):
     inside: int
     outside: int
-    count: int
+    # The field shadows tuple.count() on purpose (the public name of a map's
+    # size); mypy sees an incompatible override of the method.
+    count: int  # type: ignore[assignment]
 
 
-def _check_map(cls: type, args: tuple[object, ...]) -> None:
+def _check_map(cls: type, args: tuple[object, object, object]) -> None:
+    ids: list[int] = []
     for name, value in zip(("inside", "outside", "count"), args):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{cls.__name__} {name} must be an int, got {type(value).__name__}")
         if not 0 <= value < 2**32 - 1:
             raise ValueError(f"{cls.__name__} {name} must be in 0..4294967294, got {value}")
-    if args[2] == 0:  # type: ignore[comparison-overlap]
+        ids.append(value)
+    count = ids[2]
+    if count == 0:
         raise ValueError(f"{cls.__name__} count must be at least 1")
-    for name, start in zip(("inside", "outside"), args[:2]):
-        if start + args[2] > 2**32 - 1:  # type: ignore[operator]
-            raise ValueError(f"{cls.__name__}: {name} range {start}..{start + args[2] - 1} "  # type: ignore[operator]
+    for name, start in zip(("inside", "outside"), ids[:2]):
+        if start + count > 2**32 - 1:
+            raise ValueError(f"{cls.__name__}: {name} range {start}..{start + count - 1} "
                              f"runs past the largest id 4294967294")
 
 
