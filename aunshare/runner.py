@@ -18,7 +18,9 @@ import inspect
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from subprocess import CompletedProcess
@@ -128,8 +130,9 @@ async def _supervise(child: Child, args: Any, input: bytes | None,
             status = await child.shutdown()
             _read_ready(child.stdout, out)
             _read_ready(child.stderr, err)
+            assert timeout is not None  # an infinite deadline never expires
             raise errors.TimeoutExpired(
-                args, timeout,  # type: ignore[arg-type]
+                args, timeout,
                 b"".join(out) if child.stdout is not None else None,
                 b"".join(err) if child.stderr is not None else None, status=status)
         status = await child.wait()
@@ -303,7 +306,7 @@ async def _run_jobs(commands: Iterable[CommandLike], opts: _JobOptions,
     """Run every command, at most ``opts.limit`` at once, emitting each result
     as it completes. Raises the first failure in fail-fast mode, and any
     error of the iterable, of a command's conversion or of ``emit``."""
-    total = len(commands) if hasattr(commands, "__len__") else None  # type: ignore[arg-type]
+    total = len(commands) if isinstance(commands, Sized) else None
     jobs = enumerate(commands)
     done = 0
     failure: list[BaseException] = []

@@ -53,8 +53,10 @@ class ExitStatus:
     def __str__(self) -> str:
         if self.code is not None:
             return f"exited with code {self.code}"
-        try:
-            name = _signal.Signals(self.signal).name  # type: ignore[arg-type]
-        except ValueError:
-            name = f"signal {self.signal}"
+        name = f"signal {self.signal}"  # a number without a name (or a hand-made status)
+        if self.signal is not None:
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                pass
         return f"killed by signal {name}" + (" (core dumped)" if self.core_dumped else "")
