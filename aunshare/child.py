@@ -31,7 +31,7 @@ import struct
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import anyio
 
@@ -50,7 +50,7 @@ from .tree import signal_tree
 
 __all__ = ["Child", "Output", "busy", "reap_orphans"]
 
-_Stream = Union[PipeReader, PipeWriter]
+_Stream = PipeReader | PipeWriter
 
 
 @dataclass(frozen=True, slots=True)

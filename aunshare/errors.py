@@ -24,8 +24,8 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
-    "TimeoutExpired", "fork_causes",
+    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+    "CalledProcessError", "TimeoutExpired", "fork_causes",
 ]
 
 
@@ -257,7 +257,8 @@ class AuxCommandExited(Error):
 class AuxCommandKilled(Error):
     """An auxiliary command (newuidmap, newgidmap) was killed by a signal."""
 
-    def __init__(self, signal: int, command: str = "auxiliary command", stderr: bytes = b"") -> None:
+    def __init__(self, signal: int, command: str = "auxiliary command",
+                 stderr: bytes = b"") -> None:
         self.signal = signal
         self.command = command
         self.stderr = stderr

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import NamedTuple, Union
+from itertools import pairwise
+from typing import NamedTuple
 
 __all__ = ["Namespace", "UidMap", "GidMap", "Capability", "JOIN_ORDER", "self_maps"]
 
@@ -60,7 +61,7 @@ JOIN_ORDER: tuple[Namespace, ...] = (
 )
 
 
-def to_namespaces(value: Union[Namespace, int, Iterable[Namespace]], what: str) -> Namespace:
+def to_namespaces(value: Namespace | int | Iterable[Namespace], what: str) -> Namespace:
     """A combination of :class:`Namespace` flags from a flag or an iterable of them."""
     if isinstance(value, bool):
         raise TypeError(f"{what} takes Namespace flags, not a bool")
@@ -156,7 +157,7 @@ def check_maps(maps: Iterable[_IdMap], cls: type, what: str) -> tuple[_IdMap, ..
         raise ValueError(f"{what}: the kernel takes at most 340 lines, got {len(out)}")
     for side in (0, 1):
         ranges = sorted((m[side], m[side] + m.count) for m in out)
-        for (a0, a1), (b0, _) in zip(ranges, ranges[1:]):
+        for (a0, a1), (b0, _) in pairwise(ranges):
             if b0 < a1:
                 where = "inside" if side == 0 else "outside"
                 raise ValueError(f"{what}: the {where} ranges starting at {a0} and {b0} "

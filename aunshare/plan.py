@@ -96,7 +96,7 @@ import os
 import signal as _signal
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple, Union, final
+from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
@@ -175,7 +175,7 @@ class Ptr(NamedTuple):
     name: str
 
 
-Arg = Union[int, CStr, CStrArray, U32Array, Bytes, Ptr, Slot]
+Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot
 
 # Bytes the parent sends for each pid variable: the digits, NUL-padded.
 PID_SLOT_SIZE = 12

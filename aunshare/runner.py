@@ -24,7 +24,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from subprocess import CompletedProcess
-from typing import Any, Union
+from typing import Any
 
 import anyio
 
@@ -38,7 +38,7 @@ from .streams import PipeReader, PipeWriter
 
 __all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
 
-CommandLike = Union[Command, Sequence[StrOrBytesPath]]
+CommandLike = Command | Sequence[StrOrBytesPath]
 """A :class:`Command`, or an argument list whose first item is the program."""
 
 
@@ -62,7 +62,8 @@ def _check_timeout(timeout: float | None) -> None:
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError("timeout must be a number of seconds or None, "
+                        f"not {type(timeout).__name__}")
     if not timeout > 0 or math.isnan(timeout):
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
 
@@ -246,7 +247,7 @@ class JobResult:
         return self.error is None and self.status is not None and self.status.success()
 
 
-Progress = Callable[[JobResult, int, Union[int, None]], Union[Awaitable[Any], Any]]
+Progress = Callable[[JobResult, int, int | None], Awaitable[Any] | Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +428,7 @@ async def run_as_completed(
     """
     opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
                     process_group)
-    send, receive = anyio.create_memory_object_stream[Union[JobResult, BaseException]](opts.limit)
+    send, receive = anyio.create_memory_object_stream[JobResult | BaseException](opts.limit)
 
     async def produce() -> None:
         async with send:

@@ -33,7 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from itertools import repeat, tee
 
-from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS
+from .._linux import (
+    CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS,
+)
 from ..plan import EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS
 from . import clone as _clone
 from .clone import REFUSED, clone3_usable, legacy_flags
