@@ -57,25 +57,39 @@ _LAZY: dict[str, str] = {
 
 __all__ = list(_LAZY)
 
-if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports
+if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
+    # re-exported explicitly ("X as X"): __all__ is built at run time, and
+    # checkers with implicit re-export off (mypy --strict) would hide the names
     from typing import Any
 
-    from .child import Child, Output
-    from .command import Command
-    from .fds import Fd, Stdio
+    from .child import Child as Child, Output as Output
+    from .command import Command as Command
+    from .fds import Fd as Fd, Stdio as Stdio
     from .errors import (
-        AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, CalledProcessError, CapSet,
-        CgroupError, ChangeRoot, Chdir, CreatePipe, Error, Exec, Fork, LineTooLong,
-        NixError, ParentDeathSignal, PipeError, SetIdMap, SetNs, SetPGid, SetRlimit,
-        SetUser, StdioError, TimeoutExpired, UnknownError, WaitError,
+        AuxCommandExited as AuxCommandExited, AuxCommandKilled as AuxCommandKilled,
+        BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
+        CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
+        CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
+        LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
+        PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
+        SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
+        TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,
     )
-    from .events import ChildEvent, ChildEventKind, ChildEvents, child_events, reap_zombies
-    from .namespaces import Capability, GidMap, Namespace, UidMap
-    from .policy import KillPolicy, KillTarget
-    from .runner import JobResult, run, run_as_completed, run_many
-    from .spec import Spec
-    from .status import ExitStatus, ResourceUsage
-    from .streams import PipeReader, PipeWriter
+    from .events import (
+        ChildEvent as ChildEvent, ChildEventKind as ChildEventKind, ChildEvents as ChildEvents,
+        child_events as child_events, reap_zombies as reap_zombies,
+    )
+    from .namespaces import (
+        Capability as Capability, GidMap as GidMap, Namespace as Namespace, UidMap as UidMap,
+    )
+    from .policy import KillPolicy as KillPolicy, KillTarget as KillTarget
+    from .runner import (
+        JobResult as JobResult, run as run, run_as_completed as run_as_completed,
+        run_many as run_many,
+    )
+    from .spec import Spec as Spec
+    from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
+    from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
 
 
 def __getattr__(name: str) -> Any:

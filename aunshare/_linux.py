@@ -92,7 +92,7 @@ def syscall(name: str, *args: int) -> int:
 
     Returns the result; raises OSError with errno on failure.
     """
-    r = _syscall(ctypes.c_long(SYSCALLS[name]), *(ctypes.c_long(a) for a in args))
+    r: int = _syscall(ctypes.c_long(SYSCALLS[name]), *(ctypes.c_long(a) for a in args))
     if r == -1:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

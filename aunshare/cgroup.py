@@ -101,7 +101,8 @@ def create(parent: bytes) -> tuple[bytes, int]:
     except OSError as exc:
         if isinstance(exc, errors.Error):
             raise
-        raise errors.CgroupError(exc.errno, parent, action="create cgroup under") from None
+        raise errors.CgroupError(exc.errno or _errno.EIO, parent,
+                                 action="create cgroup under") from None
     prefix = parent + b"/aunshare-" + str(os.getpid()).encode() + b"-"
     while True:
         path = prefix + str(next(_counter)).encode()
@@ -111,12 +112,13 @@ def create(parent: bytes) -> tuple[bytes, int]:
         except FileExistsError:  # a leftover of an earlier process with our pid
             continue
         except OSError as exc:
-            raise errors.CgroupError(exc.errno, parent, action="create cgroup under") from None
+            raise errors.CgroupError(exc.errno or _errno.EIO, parent,
+                                     action="create cgroup under") from None
     try:
         fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         _rmdir_quiet(path)
-        raise errors.CgroupError(exc.errno, path, action="open cgroup") from None
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, action="open cgroup") from None
     return path, fd
 
 
@@ -126,7 +128,7 @@ def open_dir(path: bytes) -> int:
     try:
         fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise errors.CgroupError(exc.errno, path, "the cgroup to start the child in",
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, "the cgroup to start the child in",
                                  action="open cgroup") from None
     if not is_cgroup2(path):
         os.close(fd)
@@ -211,11 +213,11 @@ def kill(path: bytes) -> None:
                 return
         return
     except OSError as exc:
-        raise errors.CgroupError(exc.errno, path, action="kill cgroup") from None
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, action="kill cgroup") from None
     try:
         os.write(fd, b"1")
     except OSError as exc:
-        raise errors.CgroupError(exc.errno, path, action="kill cgroup") from None
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, action="kill cgroup") from None
     finally:
         os.close(fd)
 
@@ -242,7 +244,7 @@ def remove(path: bytes) -> bool:
             except OSError as exc:
                 if exc.errno == _errno.EBUSY:
                     return False
-                raise errors.CgroupError(exc.errno, os.path.join(dirpath, name),
+                raise errors.CgroupError(exc.errno or _errno.EIO, os.path.join(dirpath, name),
                                          action="remove cgroup") from None
     try:
         os.rmdir(path)
@@ -251,7 +253,7 @@ def remove(path: bytes) -> bool:
     except OSError as exc:
         if exc.errno == _errno.EBUSY:
             return False
-        raise errors.CgroupError(exc.errno, path, action="remove cgroup") from None
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, action="remove cgroup") from None
     return True
 
 

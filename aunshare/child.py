@@ -31,7 +31,7 @@ import signal as _signal
 import struct
 import warnings
 import weakref
-from typing import Any, Union
+from typing import Any
 
 import anyio
 import sniffio
@@ -50,7 +50,7 @@ from .tree import signal_tree
 
 __all__ = ["Child", "Output", "busy", "reap_orphans"]
 
-_Stream = Union[PipeReader, PipeWriter]
+_Stream = PipeReader | PipeWriter
 
 
 @record

@@ -21,7 +21,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -163,7 +163,7 @@ signals:
 
 # -- argument types --------------------------------------------------------------
 
-def _id(text: str, what: str, lookup: Any) -> int:
+def _id(text: str, what: str, lookup: Callable[[str], int]) -> int:
     """A numeric id, or a name looked up on this host."""
     if text.isdigit():
         value = int(text)

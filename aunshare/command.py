@@ -26,7 +26,7 @@ from ._linux import NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
-from .fds import MAX_FD, Fd, FdKind, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
+from .fds import MAX_FD, Fd, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
     JOIN_ORDER, Capability, GidMap, Namespace, UidMap, cap_name, check_maps, namespace_names,
     to_namespaces,

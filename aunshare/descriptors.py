@@ -132,7 +132,7 @@ def prepare_fds(fds: dict[int, Fd], opened: Opened) -> tuple[list[tuple[int, int
     number above every target."""
     hi = max(3, max(fds, default=2) + 1)
     moves: list[tuple[int, int]] = []
-    pty_targets = [t for t in (0, 1, 2) if t in fds and fds[t].kind is FdKind.PTY]
+    pty_targets: list[int] = [t for t in (0, 1, 2) if t in fds and fds[t].kind is FdKind.PTY]
     slave = -1
     if pty_targets:
         slave = _open_pty(fds, pty_targets, opened)

@@ -16,14 +16,16 @@ from ._names import signal_name
 from .namespaces import ALL_NAMESPACES, JOIN_ORDER, Namespace
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .status import ExitStatus
 
 __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError", "CalledProcessError",
-    "TimeoutExpired", "fork_causes",
+    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+    "CalledProcessError", "TimeoutExpired", "fork_causes",
 ]
 
 
@@ -78,28 +80,31 @@ class _OSError(Error, OSError):
             msg = f"{msg}; {self.detail}"
         return msg
 
-    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) sane
+    def __reduce__(self) -> tuple[Callable[..., _OSError], tuple[object, ...]]:
+        # keep pickling (multiprocessing, pytest-xdist) sane
         # Name the public class: the per-errno subclass is not importable.
         return (_rebuild, (_public_class(type(self)), self.errno, self.filename,
                            self.detail, self.action))
 
 
-def _rebuild(cls, errno, filename, detail, action):
+def _rebuild(cls: type[_OSError], errno: int, filename: object, detail: str,
+             action: str) -> _OSError:
     return cls(errno, filename, detail, action=action)
 
 
 # (class, errno) -> the class to instantiate; (class, OSError subclass) -> the
 # subclass deriving from both. Both stay small: a few dozen errnos at most.
-_by_errno: dict[tuple[type, int], type] = {}
-_by_base: dict[tuple[type, type], type] = {}
+_by_errno: dict[tuple[type[_OSError], int], type[_OSError]] = {}
+_by_base: dict[tuple[type[_OSError], type[OSError]], type[_OSError]] = {}
 
 
-def _public_class(cls: type) -> type:
+def _public_class(cls: type[_OSError]) -> type[_OSError]:
     """The class an errno-specific subclass was made from (else ``cls``)."""
-    return cls.__dict__.get("_errno_of", cls)
+    public: type[_OSError] = cls.__dict__.get("_errno_of", cls)
+    return public
 
 
-def _errno_class(cls: type, err: object) -> type:
+def _errno_class(cls: type[_OSError], err: object) -> type[_OSError]:
     """``cls``, or its subclass that is also the OSError subclass CPython
     picks for ``err`` (FileNotFoundError for ENOENT, ...)."""
     cls = _public_class(cls)  # re-raising type(exc)(other_errno) starts afresh
@@ -115,11 +120,13 @@ def _errno_class(cls: type, err: object) -> type:
     else:
         found = _by_base.get((cls, base))
         if found is None:
-            found = type(cls)(cls.__name__, (cls, base), {
+            meta: type[type] = type(cls)
+            made = meta(cls.__name__, (cls, base), {
                 "__module__": cls.__module__, "__qualname__": cls.__qualname__,
                 "__doc__": cls.__doc__, "_errno_of": cls,
             })
-            found = _by_base.setdefault((cls, base), found)
+            assert issubclass(made, cls)  # by construction; narrows "type" for the checker
+            found = _by_base.setdefault((cls, base), made)
     return _by_errno.setdefault(key, found)
 
 
@@ -250,7 +257,8 @@ class AuxCommandExited(Error):
 class AuxCommandKilled(Error):
     """An auxiliary command (newuidmap, newgidmap) was killed by a signal."""
 
-    def __init__(self, signal: int, command: str = "auxiliary command", stderr: bytes = b"") -> None:
+    def __init__(self, signal: int, command: str = "auxiliary command",
+                 stderr: bytes = b"") -> None:
         self.signal = signal
         self.command = command
         self.stderr = stderr
@@ -284,7 +292,8 @@ class LineTooLong(Error, ValueError):
             f"a line of at least {length} {unit} is longer than max_line={limit} {unit}; "
             f"raise the limit with {method}(max_line=...) to accept longer lines")
 
-    def __reduce__(self):  # the constructor's arguments are not the message
+    def __reduce__(self) -> tuple[type[LineTooLong], tuple[int, int, str, str]]:
+        # the constructor's arguments are not the message
         return (type(self), (self.limit, self.length, self.unit, self.method))
 
 

@@ -34,7 +34,6 @@ import signal as _signal
 import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Union
 
 import anyio
 from anyio.abc import TaskGroup
@@ -91,7 +90,7 @@ class ChildEvents:
         self._tg = tg
         self._stops = stops
         self._send, self._receive = anyio.create_memory_object_stream[
-            Union[ChildEvent, BaseException]](math.inf)
+            ChildEvent | BaseException](math.inf)
         self._watched: dict[int, Child] = {}  # id(child) -> child, until its exit is sent
         self._stop_check: anyio.Event | None = None
 
@@ -211,7 +210,8 @@ async def child_events(children: Iterable[Child] = (), *, stops: bool = False,
 
 
 @asynccontextmanager
-async def reap_zombies(children: Iterable[Child]) -> AsyncIterator[AsyncIterator[tuple[Child, ExitStatus]]]:
+async def reap_zombies(
+        children: Iterable[Child]) -> AsyncIterator[AsyncIterator[tuple[Child, ExitStatus]]]:
     """Iterate over ``(child, status)`` as each of ``children`` exits and is
     reaped, in the order they exit; the iteration ends after the last one::
 

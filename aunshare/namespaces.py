@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import NamedTuple, Union
+from itertools import pairwise
+from typing import NamedTuple
 
 __all__ = ["Namespace", "UidMap", "GidMap", "Capability", "JOIN_ORDER", "self_maps"]
 
@@ -60,7 +61,7 @@ JOIN_ORDER: tuple[Namespace, ...] = (
 )
 
 
-def to_namespaces(value: Union[Namespace, int, Iterable[Namespace]], what: str) -> Namespace:
+def to_namespaces(value: Namespace | int | Iterable[Namespace], what: str) -> Namespace:
     """A combination of :class:`Namespace` flags from a flag or an iterable of them."""
     if isinstance(value, bool):
         raise TypeError(f"{what} takes Namespace flags, not a bool")
@@ -93,20 +94,25 @@ def namespace_names(flags: int) -> str:
 class _IdMap(NamedTuple):
     inside: int
     outside: int
-    count: int
+    # The field shadows tuple.count() on purpose (the public name of a map's
+    # size); mypy sees an incompatible override of the method.
+    count: int  # type: ignore[assignment]
 
 
-def _check_map(cls: type, args: tuple[object, ...]) -> None:
+def _check_map(cls: type, args: tuple[object, object, object]) -> None:
+    ids: list[int] = []
     for name, value in zip(("inside", "outside", "count"), args):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{cls.__name__} {name} must be an int, got {type(value).__name__}")
         if not 0 <= value < 2**32 - 1:
             raise ValueError(f"{cls.__name__} {name} must be in 0..4294967294, got {value}")
-    if args[2] == 0:  # type: ignore[comparison-overlap]
+        ids.append(value)
+    count = ids[2]
+    if count == 0:
         raise ValueError(f"{cls.__name__} count must be at least 1")
-    for name, start in zip(("inside", "outside"), args[:2]):
-        if start + args[2] > 2**32 - 1:  # type: ignore[operator]
-            raise ValueError(f"{cls.__name__}: {name} range {start}..{start + args[2] - 1} "  # type: ignore[operator]
+    for name, start in zip(("inside", "outside"), ids[:2]):
+        if start + count > 2**32 - 1:
+            raise ValueError(f"{cls.__name__}: {name} range {start}..{start + count - 1} "
                              f"runs past the largest id 4294967294")
 
 
@@ -151,7 +157,7 @@ def check_maps(maps: Iterable[_IdMap], cls: type, what: str) -> tuple[_IdMap, ..
         raise ValueError(f"{what}: the kernel takes at most 340 lines, got {len(out)}")
     for side in (0, 1):
         ranges = sorted((m[side], m[side] + m.count) for m in out)
-        for (a0, a1), (b0, _) in zip(ranges, ranges[1:]):
+        for (a0, a1), (b0, _) in pairwise(ranges):
             if b0 < a1:
                 where = "inside" if side == 0 else "outside"
                 raise ValueError(f"{what}: the {where} ranges starting at {a0} and {b0} "

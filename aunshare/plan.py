@@ -96,7 +96,7 @@ import os
 import signal as _signal
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
@@ -119,12 +119,15 @@ IGNORE_ERROR = 2  # a failure of this step is not an error
 EXPECT_ARG5 = 4   # fail with ESRCH unless the result equals the sixth argument
 
 
+# The argument kinds are final: the encoder dispatches on the exact type.
+@final
 class CStr(NamedTuple):
     """Argument: pointer to a NUL-terminated copy of ``data``."""
 
     data: bytes
 
 
+@final
 class Slot(NamedTuple):
     """A C string ``prefix`` followed by ``size`` bytes the child fills in.
 
@@ -138,24 +141,28 @@ class Slot(NamedTuple):
     size: int
 
 
+@final
 class CStrArray(NamedTuple):
     """Argument: pointer to a NULL-terminated array of C strings."""
 
     items: tuple[bytes | Slot, ...]
 
 
+@final
 class U32Array(NamedTuple):
     """Argument: pointer to an array of 32-bit unsigned ints (gid_t[])."""
 
     items: tuple[int, ...]
 
 
+@final
 class Bytes(NamedTuple):
     """Argument: pointer to a copy of ``data`` (a struct the syscall reads)."""
 
     data: bytes
 
 
+@final
 class Ptr(NamedTuple):
     """Argument: a pointer the executor supplies by name.
 
@@ -168,7 +175,7 @@ class Ptr(NamedTuple):
     name: str
 
 
-Arg = Union[int, CStr, CStrArray, U32Array, Bytes, Ptr, Slot]
+Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot
 
 # Bytes the parent sends for each pid variable: the digits, NUL-padded.
 PID_SLOT_SIZE = 12

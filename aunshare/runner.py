@@ -18,10 +18,12 @@ import inspect
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Sized,
+)
 from contextlib import asynccontextmanager
 from subprocess import CompletedProcess
-from typing import Any, Union
+from typing import Any
 
 import anyio
 
@@ -36,7 +38,7 @@ from .streams import PipeReader, send_then_close
 
 __all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
 
-CommandLike = Union[Command, Sequence[StrOrBytesPath]]
+CommandLike = Command | Sequence[StrOrBytesPath]
 """A :class:`Command`, or an argument list whose first item is the program."""
 
 
@@ -60,7 +62,8 @@ def _check_timeout(timeout: float | None) -> None:
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError("timeout must be a number of seconds or None, "
+                        f"not {type(timeout).__name__}")
     if not timeout > 0 or math.isnan(timeout):
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
 
@@ -118,8 +121,9 @@ async def _run_to_end(child: Child, args: Any, input: bytes | None,
             status = await child.shutdown()
             _read_ready(child.stdout, out)
             _read_ready(child.stderr, err)
+            assert timeout is not None  # an infinite deadline never expires
             raise errors.TimeoutExpired(
-                args, timeout,  # type: ignore[arg-type]
+                args, timeout,
                 b"".join(out) if child.stdout is not None else None,
                 b"".join(err) if child.stderr is not None else None, status=status)
         status = await child.wait()
@@ -233,7 +237,7 @@ class JobResult:
         return self.error is None and self.status is not None and self.status.success()
 
 
-Progress = Callable[[JobResult, int, Union[int, None]], Union[Awaitable[Any], Any]]
+Progress = Callable[[JobResult, int, int | None], Awaitable[Any] | Any]
 
 
 @record
@@ -293,7 +297,7 @@ async def _run_jobs(commands: Iterable[CommandLike], opts: _JobOptions,
     """Run every command, at most ``opts.limit`` at once, emitting each result
     as it completes. Raises the first failure in fail-fast mode, and any
     error of the iterable, of a command's conversion or of ``emit``."""
-    total = len(commands) if hasattr(commands, "__len__") else None  # type: ignore[arg-type]
+    total = len(commands) if isinstance(commands, Sized) else None
     jobs = enumerate(commands)
     done = 0
     failure: list[BaseException] = []
@@ -414,7 +418,7 @@ async def run_as_completed(
     """
     opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
                     process_group)
-    send, receive = anyio.create_memory_object_stream[Union[JobResult, BaseException]](opts.limit)
+    send, receive = anyio.create_memory_object_stream[JobResult | BaseException](opts.limit)
 
     async def produce() -> None:
         async with send:

@@ -290,7 +290,7 @@ def _validate(spec: Spec) -> None:
                              "and cannot be moved to another; drop make_group_leader()")
         sizes = {fd.size for t, fd in spec.fds.fds if t < 3 and fd.kind is FdKind.PTY}
         for i, what in enumerate(("rows", "cols")):
-            given = {s[i] for s in sizes if s is not None and s[i] is not None}
+            given = {v for s in sizes if s is not None and (v := s[i]) is not None}
             if len(given) > 1:
                 raise ValueError(f"Stdio.pty({what}=...) is given different values "
                                  f"({', '.join(map(str, sorted(given)))}) on different "

@@ -57,8 +57,8 @@ class ExitStatus:
     def __str__(self) -> str:
         if self.code is not None:
             return f"exited with code {self.code}"
-        assert self.signal is not None
-        return (f"killed by signal {signal_name(self.signal)}"
+        name = f"signal {self.signal}" if self.signal is None else signal_name(self.signal)
+        return (f"killed by signal {name}"
                 + (" (core dumped)" if self.core_dumped else ""))
 
 

@@ -44,9 +44,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import anyio  # noqa: E402
+import anyio
 
-from aunshare import Command, GidMap, Namespace, UidMap  # noqa: E402
+from aunshare import Command, GidMap, Namespace, UidMap
 
 try:
     import trio  # noqa: F401

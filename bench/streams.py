@@ -45,10 +45,10 @@ from pathlib import Path
 # Run from a checkout without installing: the package is one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import anyio  # noqa: E402
+import anyio
 
-import aunshare  # noqa: E402
-import aunshare.launch  # noqa: E402
+import aunshare
+import aunshare.launch
 
 try:
     import trio

@@ -55,9 +55,9 @@ from typing import Any
 # Run from a checkout without installing: the package is one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import anyio  # noqa: E402
+import anyio
 
-import aunshare  # noqa: E402
+import aunshare
 
 try:
     import trio
@@ -146,7 +146,8 @@ def part_a(count: int, in_flight: int, rounds: int) -> None:
         print(f"  [a] round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
     ref = statistics.median(rates["asyncio.create_subprocess_exec"])
-    print(f"\n(a) {per_round * rounds} x {TRUE}, {in_flight} in flight, median of {rounds} rounds\n")
+    print(f"\n(a) {per_round * rounds} x {TRUE}, {in_flight} in flight, "
+          f"median of {rounds} rounds\n")
     print("| peer | spawns/s (median) | min - max | vs asyncio |")
     print("|---|---:|---:|---:|")
     for name, missing in ((n, peers[n] is None) for n in peers):
@@ -324,8 +325,9 @@ def part_b(n: int, with_peers: bool) -> None:
             print(f"| {name} | not installed | | | | | |")
             continue
         t = r["threads"]
-        print(f"| {name} | {r['spawn_s']:.1f} | {r['kib_per_child']:.1f} | {t[0]} / {t[1]} / {t[2]} "
-              f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} |")
+        print(f"| {name} | {r['spawn_s']:.1f} | {r['kib_per_child']:.1f} "
+              f"| {t[0]} / {t[1]} / {t[2]} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+              f"| {r['max_ms']:.1f} |")
 
 
 def main() -> None:

@@ -62,10 +62,9 @@ async def main() -> None:
             lines.append(line)
 
     cmd = Command("sh").args(["-c", "for i in 1 2 3; do echo line $i; sleep 0.02; done"])
-    async with await cmd.stdout(Stdio.piped()).spawn() as child:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follow, child)
-            status = await child.wait()
+    async with await cmd.stdout(Stdio.piped()).spawn() as child, trio.open_nursery() as nursery:
+        nursery.start_soon(follow, child)
+        status = await child.wait()
     print(f"followed {lines} then {status}")
     assert lines == ["line 1", "line 2", "line 3"] and status.success()
 

@@ -27,12 +27,14 @@ async def main() -> None:
         tg.start_soon(run, "count", Command("sh").args(["-c", "seq 1 3; echo done >&2"]))
         tg.start_soon(run, "fail", Command("sh").args(["-c", "exit 3"]))
     for name, out in sorted(results.items()):
-        print(f"{name:6} {out.status}: {out.stdout.decode().strip()!r} {out.stderr.decode().strip()!r}")
+        print(f"{name:6} {out.status}: {out.stdout.decode().strip()!r} "
+              f"{out.stderr.decode().strip()!r}")
     assert results["count"].stdout == b"1\n2\n3\n" and results["count"].stderr == b"done\n"
     assert results["fail"].status.code == 3
 
     # Stream a child's stdin and stdout.
-    async with await Command("tr").args(["a-z", "A-Z"]).stdin(Stdio.piped()).stdout(Stdio.piped()).spawn() as child:
+    upper = Command("tr").args(["a-z", "A-Z"]).stdin(Stdio.piped()).stdout(Stdio.piped())
+    async with await upper.spawn() as child:
         await child.stdin.send(b"shouting through a pipe\n")
         await child.stdin.aclose()
         line = await child.stdout.read_all()

@@ -48,7 +48,7 @@ def build_root(root: str, busybox: str) -> None:
     for d in ("bin", "proc", "oldroot"):
         os.mkdir(os.path.join(root, d))
     shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
-    for applet in APPLETS + ["tr"]:
+    for applet in [*APPLETS, "tr"]:
         os.symlink("busybox", os.path.join(root, "bin", applet))
     os.chmod(root, 0o755)
 

@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 ver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 venv=".venv-$ver"
 [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 
 if [ "$(id -u)" = 0 ]; then
     # The re-assembly test needs GNU as/objcopy; the namespace tests a
@@ -32,6 +32,15 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 status=0
+# Lint once per interpreter (the settings are in pyproject.toml: mypy --strict
+# on aunshare/ as Python 3.11, ruff's rule set); a finding fails the run, the
+# tests still run.
+start=$SECONDS
+echo "== lint (mypy --strict, ruff) on CPython $ver"
+"$venv/bin/python" -m mypy || status=1
+"$venv/bin/python" -m ruff check aunshare tests bench examples || status=1
+echo "== lint (mypy --strict, ruff) $((SECONDS - start))s"
+
 for executor in native portable; do
     echo "== CPython $ver, executor $executor"
     AUNSHARE_EXECUTOR=$executor "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=1

@@ -51,7 +51,8 @@ async def test_concurrent_waiters_share_the_result():
 
 
 async def test_context_manager_waits_on_success():
-    async with await Command("sh").args(["-c", "read x; exit 4"]).stdin(Stdio.piped()).spawn() as child:
+    cmd = Command("sh").args(["-c", "read x; exit 4"]).stdin(Stdio.piped())
+    async with await cmd.spawn() as child:
         pass  # leaving closes stdin, so `read` sees EOF and the shell exits
     assert child.returncode == 4
 
@@ -91,7 +92,8 @@ async def test_output_collects_both_streams():
 
 
 async def test_rusage_reports_cpu_time():
-    st = await Command("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).status()
+    st = await Command("sh").args(
+        ["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).status()
     assert st.rusage is not None
     assert st.rusage.user_time + st.rusage.system_time > 0.05
     assert st.rusage.max_rss_kib > 0

@@ -191,7 +191,7 @@ def test_flags_clone_cannot_take(monkeypatch):
     monkeypatch.setattr(clone, "state", fresh)
     asked = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND | CLONE_PARENT_SETTID
     assert clone.legacy_flags(asked) == CLONE_VM | CLONE_VFORK | CLONE_PIDFD
-    with pytest.raises(clone.IntoCgroupUnavailable, match="cgroup.procs") as info:
+    with pytest.raises(clone.IntoCgroupUnavailable, match=r"cgroup\.procs") as info:
         clone.legacy_flags(CLONE_PIDFD | CLONE_INTO_CGROUP)
     assert isinstance(info.value, errors.Fork) and "clone3: ENOSYS" in str(info.value)
     with pytest.raises(errors.Fork, match="time namespace"):

@@ -102,7 +102,7 @@ async def test_ids_validated(ident):
         if ok:
             method(ident)
         else:
-            with pytest.raises((ValueError, TypeError), match="uid|gid"):
+            with pytest.raises((ValueError, TypeError), match=r"uid|gid"):
                 method(ident)
 
 
@@ -138,7 +138,7 @@ async def test_bad_programs(program):
 
 
 async def test_wrong_types_are_type_errors():
-    with pytest.raises(TypeError, match="program must be str, bytes or os.PathLike"):
+    with pytest.raises(TypeError, match=r"program must be str, bytes or os\.PathLike"):
         Command(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="arg must be"):
         Command("x").arg(None)  # type: ignore[arg-type]

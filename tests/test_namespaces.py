@@ -11,7 +11,6 @@ import os
 import resource
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,8 @@ import anyio
 import pytest
 
 from aunshare import (
-    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, Capability, CapSet, ChangeRoot,
-    Command, Fork, GidMap, Namespace, SetIdMap, SetNs, SetRlimit, Stdio, UidMap,
+    AuxCommandExited, AuxCommandKilled, BeforeUnfreeze, Capability, ChangeRoot,
+    Command, Fork, GidMap, Namespace, SetIdMap, SetNs, Stdio, UidMap,
 )
 from conftest import open_fds, run_unprivileged, zombie_children
 

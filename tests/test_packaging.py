@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
     os.environ.get("AUNSHARE_EXECUTOR") == "portable",
     reason="packaging does not depend on the executor: tests/run.sh runs the suite once "
-           "per executor, and this one (it builds and installs the package, from PyPI) runs only in the native pass",
+           "per executor, and this one (it builds and installs the package, from PyPI) "
+           "runs only in the native pass",
 )
 
 # Never shipped: local environments, caches, build output, the built site.

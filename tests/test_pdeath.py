@@ -25,7 +25,7 @@ def traced_spawn(mode: str) -> dict:
     # The tracer drives a real race with ptrace; on a loaded machine a run
     # can lose a process it steps (ESRCH). Such a run proves nothing either
     # way, so it is repeated; its error output is kept for the report.
-    for attempt in range(3):
+    for _attempt in range(3):
         out = subprocess.run([sys.executable, str(TRACER), mode], env=env,
                              capture_output=True, timeout=60)
         if out.returncode == 0:

@@ -72,7 +72,8 @@ async def test_programs_see_a_controlling_terminal(no_leaks):
     out = await (Command(sys.executable).args(["-c", code]).stdin(Stdio.null())
                  .stdout(Stdio.pty()).output())
     assert out.stdout == b"True False True True True\r\n", out
-    out = await Command(sys.executable).args(["-c", "import sys; print(sys.stdout.isatty())"]).output()
+    out = await Command(sys.executable).args(
+        ["-c", "import sys; print(sys.stdout.isatty())"]).output()
     assert out.stdout == b"False\n"  # a pipe, for contrast
 
 

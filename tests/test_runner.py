@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import aunshare
-from aunshare import Command, KillPolicy, Stdio
+from aunshare import Command, KillPolicy
 from conftest import live_children, open_fds, process_gone, zombie_children
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +47,8 @@ async def test_run_cwd_env_and_command(no_leaks, tmp_path):
     cmd = Command("sh").args(["-c", "echo $X"]).env("X", "from-command")
     res = await aunshare.run(cmd, capture_output=True)
     assert res.stdout == b"from-command\n" and res.args == ["sh", "-c", "echo $X"]
-    assert cmd.spec().fds.fds == () and not cmd.spec().identity.group_leader  # the caller's Command is untouched
+    # the caller's Command is untouched
+    assert cmd.spec().fds.fds == () and not cmd.spec().identity.group_leader
 
 
 async def test_run_check(no_leaks):
@@ -56,7 +57,8 @@ async def test_run_check(no_leaks):
     exc = info.value
     assert isinstance(exc, aunshare.CalledProcessError) and isinstance(exc, aunshare.Error)
     assert exc.returncode == 4 and exc.stdout == b"partial\n" and exc.status.code == 4
-    assert str(exc) == "Command '['sh', '-c', 'echo partial; exit 4']' returned non-zero exit status 4."
+    assert str(exc) == ("Command '['sh', '-c', 'echo partial; exit 4']' "
+                        "returned non-zero exit status 4.")
     assert (await aunshare.run(["true"], check=True)).returncode == 0
 
 

@@ -200,7 +200,7 @@ async def test_text_lines_encodings_and_errors():
         await run(b"ok\n\xff bad\n")
     with pytest.raises(UnicodeDecodeError):  # a truncated character at EOF
         await run("€".encode()[:2])
-    with pytest.raises(LineTooLong, match="characters.*text_lines"):
+    with pytest.raises(LineTooLong, match=r"characters.*text_lines"):
         await run("ääää\n".encode(), max_line=3)
     assert await run("ääää\r\n".encode(), max_line=4, keepends=True) == ["ääää\r\n"]
     child = await Command("true").stdout(Stdio.piped()).spawn()
@@ -241,7 +241,8 @@ async def test_read_all_large_and_async_iteration(no_leaks):
     n = 5 * (1 << 20) + 3  # crosses several read_all chunks
     out = await Command("head").args(["-c", str(n), "/dev/urandom"]).output()
     assert len(out.stdout) == n
-    async with await Command("head").args(["-c", str(n), "/dev/zero"]).stdout(Stdio.piped()).spawn() as child:
+    cmd = Command("head").args(["-c", str(n), "/dev/zero"]).stdout(Stdio.piped())
+    async with await cmd.spawn() as child:
         total = 0
         async for chunk in child.stdout:
             assert isinstance(chunk, bytes) and not chunk.strip(b"\0")

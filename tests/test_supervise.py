@@ -22,6 +22,12 @@ pytestmark = pytest.mark.anyio
 TREE = ["-c", "sleep 100 & sleep 100"]  # a child with a grandchild in the background
 
 
+def _proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (the state first)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 async def eventually(predicate, timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
@@ -224,7 +230,7 @@ async def test_stopped_child_gets_sigcont(no_leaks):
     SIGCONT after it, so the TERM takes effect without waiting the grace."""
     child = await Command("sleep").arg("100").kill_policy(KillPolicy(grace=5)).spawn()
     child.signal(signal.SIGSTOP)
-    await eventually(lambda: open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T")
+    await eventually(lambda: _proc_stat(child.pid)[0] == "T")
     t0 = time.monotonic()
     status = await child.shutdown()
     assert status.signal == signal.SIGTERM and time.monotonic() - t0 < 2
@@ -322,7 +328,7 @@ async def _group_members(pgid: int, exclude: int) -> set[int]:
         for name in os.listdir("/proc"):
             if name.isdigit() and int(name) != exclude:
                 try:
-                    fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+                    fields = _proc_stat(name)
                 except OSError:
                     continue
                 if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
@@ -379,7 +385,8 @@ async def test_cgroup_grace_lasts_until_the_tree_is_gone(no_leaks, cgroup_parent
     """Every process in the cgroup gets the first signal, and the grace lasts
     until the cgroup is empty: the child exits at once, its worker finishes
     a slow cleanup instead of being killed."""
-    worker = "trap 'sleep 0.3; echo cleaned; exit 0' TERM; echo worker; while :; do sleep 0.02; done"
+    worker = ("trap 'sleep 0.3; echo cleaned; exit 0' TERM; echo worker; "
+              "while :; do sleep 0.02; done")
     script = f"sh -c \"{worker}\" & trap 'exit 5' TERM; echo ready; while :; do sleep 0.02; done"
     cmd = (Command("sh").args(["-c", script]).stdout(Stdio.piped()).new_cgroup(cgroup_parent)
            .kill_policy(KillPolicy(grace=3)))
@@ -569,7 +576,8 @@ async def test_spawn_alongside_other_children_watches_the_pipe(no_leaks):
     async with await Command("sleep").arg("100").kill_policy(KillPolicy(grace=0)).spawn() as other:
         os.environ["AUNSHARE_ALONGSIDE"] = "seen"
         try:
-            child = await Command("printenv").arg("AUNSHARE_ALONGSIDE").stdout(Stdio.piped()).spawn()
+            child = await (Command("printenv").arg("AUNSHARE_ALONGSIDE")
+                           .stdout(Stdio.piped()).spawn())
             assert child.spawn_mode == "pipe"
             assert (await child.wait_with_output()).stdout == b"seen\n"
         finally:

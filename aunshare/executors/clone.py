@@ -178,8 +178,8 @@ def open_pidfd(table: Table, pid: int) -> None:
             os.waitpid(pid, 0)
         except OSError:
             pass
-        raise errors.Fork(exc.errno, None, "cloned without CLONE_PIDFD, and pidfd_open "
-                          "of the child failed", action="pidfd_open") from None
+        raise errors.Fork(exc.errno or errno.EIO, None, "cloned without CLONE_PIDFD, and "
+                          "pidfd_open of the child failed", action="pidfd_open") from None
     struct.pack_into("=i", table.buf, 24, fd)
 
 

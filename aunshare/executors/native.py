@@ -19,6 +19,7 @@ import fcntl
 import mmap
 import os
 import signal
+from typing import Protocol
 
 from .. import errors
 from .._linux import (
@@ -70,6 +71,16 @@ _SpawnFn = ctypes.CFUNCTYPE(
     ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
 )
 
+
+class SpawnRoutine(Protocol):
+    """The loaded routine as Python calls it (a ``_SpawnFn`` instance):
+    clone_args, its size (0: clone(2)), steps, nsteps, errfd, table base;
+    returns the pid or -errno."""
+
+    def __call__(self, clone_args: int, size: int, steps: int, nsteps: int, errfd: int,
+                 base: int, /) -> int: ...
+
+
 _mmap = libc.mmap
 _mmap.restype = ctypes.c_void_p
 _mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -103,7 +114,7 @@ def _sync_icache(addr: int, size: int) -> None:
     clear(addr, addr + size)
 
 
-def load() -> _SpawnFn:
+def load() -> SpawnRoutine:
     """Map the routine into executable memory (write, then read+exec).
 
     Raises NativeUnavailable where the architecture has no routine or
@@ -173,6 +184,7 @@ class NativeExecutor:
             if vfork:
                 table.set_clone(flags, signal.SIGCHLD, cgroup=cgroup_fd)
             else:
+                assert table.stack is not None  # set above when not vfork
                 table.set_clone(flags, signal.SIGCHLD, ctypes.addressof(table.stack),
                                 _STACK_SIZE, cgroup_fd)
             pid = self._fn(table.clone_args, CLONE_ARGS_SIZE, table.steps, table.nsteps,
@@ -208,6 +220,7 @@ class NativeExecutor:
         the parent neither waits nor sees the child's header."""
         stack = 0
         if not vfork and cflags & CLONE_VM:
+            assert table.stack is not None  # start() gives a non-vfork child a stack
             stack = ctypes.addressof(table.stack) + _STACK_SIZE
         table.set_clone_legacy(cflags, signal.SIGCHLD, stack)
         if not vfork:
@@ -237,13 +250,13 @@ def _report_pipe(table: Table) -> tuple[int, int]:
     try:
         r, w = os.pipe2(os.O_CLOEXEC)
     except OSError as exc:
-        raise errors.CreatePipe(exc.errno, "the error pipe") from None
+        raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
     if w < hi:
         try:
             moved = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, hi)
         except OSError as exc:
             os.close(r)
-            raise errors.CreatePipe(exc.errno, "the error pipe") from None
+            raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
         finally:
             os.close(w)
         w = moved

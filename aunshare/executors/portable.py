@@ -30,9 +30,12 @@ import os
 import signal
 import struct
 from collections import deque
+from collections.abc import Callable
 from itertools import repeat, tee
 
-from .._linux import CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS
+from .._linux import (
+    CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PARENT_SETTID, CLONE_PIDFD, SYSCALLS,
+)
 from ..plan import EXPECT_ARG5, IGNORE_ERROR, USE_PREVIOUS
 from . import clone as _clone
 from .clone import REFUSED, clone3_usable, legacy_flags
@@ -56,7 +59,7 @@ for _f in (_before_fork, _after_fork_parent, _after_fork_child):
 # What to call after each step of the chain in start(): nothing after
 # PyOS_BeforeFork (it returns None; tuple() is a C no-op), the child's
 # bookkeeping after clone3 returned 0, the parent's after any other result.
-_AFTER = {None: tuple, 0: _after_fork_child}
+_AFTER: dict[int | None, Callable[[], object]] = {None: tuple, 0: _after_fork_child}
 
 
 def _mask_bits(sigs: set[signal.Signals] | set[int]) -> int:
@@ -125,7 +128,7 @@ class PortableExecutor:
 
 
 def _clone_and_run(table: Table, rows: list[tuple[int, ...]], errfd: int,
-                   clone: functools.partial, legacy: bool = False) -> int:
+                   clone: functools.partial[int], legacy: bool = False) -> int:
     """Clone with ``clone`` (a ctypes call of clone3 or clone); the child runs
     the plan and never returns. Returns the pid or -errno."""
     exit_nr = SYSCALLS["exit"]
@@ -147,13 +150,16 @@ def _clone_and_run(table: Table, rows: list[tuple[int, ...]], errfd: int,
         # before-fork, clone3, then by clone3's result the parent's
         # after-fork (pid or -1) or the child's (0). tee keeps the
         # results, for clone(2)'s pid.
-        results, kept = tee(map(operator.call, (_before_fork, clone)))
+        chain: tuple[Callable[[], int | None], ...] = (_before_fork, clone)
+        results, kept = tee(map(operator.call, chain))
         after = map(_AFTER.get, results, repeat(_after_fork_parent))
         deque(map(operator.call, after), 0)
         if os.getpid() != me:
             _run_child(table, rows, errfd, exit_nr)
         if legacy:
-            pid = list(kept)[1]
+            cloned = list(kept)[1]
+            assert cloned is not None  # clone's result (restype c_long), not PyOS_BeforeFork's
+            pid = cloned
             if pid < 0:
                 pid = -ctypes.get_errno()
         else:

@@ -21,7 +21,7 @@ import ctypes
 import struct
 
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
-from ..plan import CONSTANT_RUNS, Bytes, CStr, CStrArray, Plan, Ptr, Slot, U32Array
+from ..plan import CONSTANT_RUNS, Arg, Bytes, CStr, CStrArray, Plan, Ptr, Slot, Step, U32Array
 
 __all__ = ["Table", "encode", "environ_pointer", "environ_copy", "HEADER_SIZE", "STEP_SIZE"]
 
@@ -79,7 +79,7 @@ class Table:
         self.clone_args = self.base + HEADER_SIZE
         self.steps = self.clone_args + CLONE_ARGS_SIZE
         self.nsteps = nsteps
-        self.stack: object = None
+        self.stack: ctypes.Array[ctypes.c_char] | None = None
 
     def set_clone(self, flags: int, exit_signal: int, stack: int = 0, stack_size: int = 0,
                   cgroup: int = 0) -> None:
@@ -106,15 +106,17 @@ class Table:
 
     def record(self) -> tuple[int, int]:
         """(step index, errno) as the child stored it; errno 0 means none."""
-        return struct.unpack_from("=II", self.buf, 16)  # type: ignore[return-value]
+        return struct.unpack_from("=II", self.buf, 16)
 
     def pidfd(self) -> int:
         """The pidfd clone3 stored in the header."""
-        return struct.unpack_from("=i", self.buf, 24)[0]
+        pidfd: int = struct.unpack_from("=i", self.buf, 24)[0]
+        return pidfd
 
     def child_pid(self) -> int:
         """The pid clone3 stored with CLONE_PARENT_SETTID (0 in the child's copy)."""
-        return struct.unpack_from("=i", self.buf, 28)[0]
+        pid: int = struct.unpack_from("=i", self.buf, 28)[0]
+        return pid
 
     def set_saved_mask(self, mask: int) -> None:
         """Store the parent's signal mask where the plan's restore step reads it."""
@@ -126,19 +128,18 @@ class Table:
         return [_ROW.unpack_from(self.buf, off + STEP_SIZE * i) for i in range(self.nsteps)]
 
 
-def _data_size(arg: object) -> int:
-    t = type(arg)
-    if t is CStr:
-        n = len(arg.data) + 1  # type: ignore[attr-defined]
-    elif t is CStrArray:
-        items = arg.items  # type: ignore[attr-defined]
+def _data_size(arg: Arg) -> int:
+    if type(arg) is CStr:
+        n = len(arg.data) + 1
+    elif type(arg) is CStrArray:
+        items = arg.items
         n = 8 * (len(items) + 1) + sum(map(_item_size, items))
-    elif t is Slot:
+    elif type(arg) is Slot:
         n = _item_size(arg)
-    elif t is U32Array:
-        n = 4 * len(arg.items)  # type: ignore[attr-defined]
-    elif t is Bytes:
-        n = len(arg.data)  # type: ignore[attr-defined]
+    elif type(arg) is U32Array:
+        n = 4 * len(arg.items)
+    elif type(arg) is Bytes:
+        n = len(arg.data)
     else:
         return 0
     return (n + 7) & ~7
@@ -152,10 +153,19 @@ def _item_size(item: bytes | Slot) -> int:
     return len(item) + 1
 
 
-def _encode_run(run: tuple, start: int) -> bytes:
+def _static_arg(arg: Arg) -> int:
+    """An argument of a constant run: an int, or a process-lifetime static."""
+    if isinstance(arg, int):
+        return arg
+    if isinstance(arg, Ptr):
+        return _STATIC[arg.name]
+    raise TypeError(f"a constant run cannot take {arg!r}")
+
+
+def _encode_run(run: tuple[Step, ...], start: int) -> bytes:
     out = bytearray()
     for i, step in enumerate(run):
-        vals = [a if isinstance(a, int) else _STATIC[a.name] for a in step.args]
+        vals = [_static_arg(a) for a in step.args]
         vals += [0] * (6 - len(vals))
         out += _STEP.pack(SYSCALLS[step.syscall], *vals, step.flags, start + i)
     return bytes(out)
@@ -166,7 +176,7 @@ def encode(plan: Plan) -> Table:
     steps = plan.steps
     n = len(steps)
     # Pass 1: find the constant runs and size the data area.
-    runs: dict[int, tuple] = {}
+    runs: dict[int, tuple[Step, ...]] = {}
     size = HEADER_SIZE + CLONE_ARGS_SIZE + STEP_SIZE * n
     idx = 0
     while idx < n:
@@ -214,15 +224,14 @@ def encode(plan: Plan) -> Table:
         step = steps[idx]
         vals = []
         for a in step.args:
-            t = type(a)
-            if t is int:
+            if type(a) is int:
                 vals.append(a & _MASK64)
-            elif t is CStr:
+            elif type(a) is CStr:
                 vals.append(base + pos)
                 data = a.data
                 buf[pos:pos + len(data)] = data  # the zeroed buffer supplies the NUL
                 pos = (pos + len(data) + 8) & ~7
-            elif t is CStrArray:
+            elif type(a) is CStrArray:
                 items = a.items
                 arr = pos
                 vals.append(base + arr)
@@ -235,18 +244,18 @@ def encode(plan: Plan) -> Table:
                     buf[pos:pos + len(item)] = item
                     pos += len(item) + 1
                 pos = (pos + 7) & ~7
-            elif t is Slot:
+            elif type(a) is Slot:
                 vals.append(place(a) + len(a.prefix))
-            elif t is U32Array:
+            elif type(a) is U32Array:
                 vals.append(base + pos)
                 struct.pack_into(f"={len(a.items)}I", buf, pos, *a.items)
                 pos = (pos + 4 * len(a.items) + 7) & ~7
-            elif t is Bytes:
+            elif type(a) is Bytes:
                 vals.append(base + pos)
                 data = a.data
                 buf[pos:pos + len(data)] = data
                 pos = (pos + len(data) + 7) & ~7
-            elif t is Ptr:
+            elif type(a) is Ptr:
                 name = a.name
                 if name == "saved_sigmask":
                     vals.append(base + 8)

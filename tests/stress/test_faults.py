@@ -109,7 +109,7 @@ async def test_parent_killed_during_handshake(tmp_path):
     async with parent:
         line = b""
         with anyio.fail_after(20):
-            async for line in parent.stdout.lines():
+            async for line in parent.stdout.lines():  # noqa: B007 (the first line, used below)
                 break
         child_pid = int(line)
         parent.kill()
