@@ -28,7 +28,7 @@ from __future__ import annotations
 # module. Type checkers treat any TYPE_CHECKING constant as true.
 TYPE_CHECKING = False
 
-from ._version import __version__
+from ._version import __version__ as __version__  # noqa: E402 (after the constant above)
 
 # Public name -> the submodule that defines it. ``import aunshare`` loads
 # none of them: each is imported on first use of one of its names (PEP 562),

@@ -58,7 +58,7 @@ def record(cls: type[T]) -> type[T]:
     A ``__hash__`` defined in the class body is kept (a record may cache its
     hash); otherwise the hash is that of the compared fields.
     """
-    annotations = cls.__dict__.get("__annotations__", {})
+    annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (no inspect)
     specs: list[Field] = []
     for name in annotations:
         value = cls.__dict__.get(name, _MISSING)
@@ -104,13 +104,13 @@ def _install(cls: type, specs: list[Field], own_hash: bool) -> None:
     if hasattr(cls, "__post_init__"):
         lines.append("self.__post_init__()")
     src = f"def __init__(self, {', '.join(args)}):\n    " + "\n    ".join(lines or ["pass"])
-    exec(src, env)  # noqa: S102 - the source is made from the class's own field names
+    exec(src, env)  # the source is made from the class's own field names
     init = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
-    cls.__setattr__ = _frozen_setattr  # type: ignore[assignment,method-assign]
-    cls.__delattr__ = _frozen_setattr  # type: ignore[assignment,method-assign]
-    cls.__match_args__ = tuple(s.name for s in specs if s.init)  # type: ignore[attr-defined]
+    methods: dict[str, object] = {
+        "__init__": init, "__setattr__": _frozen_setattr, "__delattr__": _frozen_setattr,
+        "__match_args__": tuple(s.name for s in specs if s.init),
+    }
 
     def values(self: object) -> tuple[object, ...]:
         return tuple(getattr(self, n) for n in compared)
@@ -131,19 +131,22 @@ def _install(cls: type, specs: list[Field], own_hash: bool) -> None:
         for n, v in zip(names, state):
             object.__setattr__(self, n, v)
 
-    cls.__eq__ = __eq__  # type: ignore[method-assign,assignment]
+    def __hash__(self: object) -> int:
+        return hash(values(self))
+
+    methods.update(__eq__=__eq__, __getstate__=__getstate__, __setstate__=__setstate__)
     if not own_hash:
-        cls.__hash__ = lambda self: hash(values(self))  # type: ignore[method-assign,assignment]
+        methods["__hash__"] = __hash__
     if "__repr__" not in cls.__dict__:
-        cls.__repr__ = __repr__  # type: ignore[method-assign,assignment]
-    cls.__getstate__ = __getstate__  # type: ignore[attr-defined]
-    cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
+        methods["__repr__"] = __repr__
+    for name, method in methods.items():
+        setattr(cls, name, method)
 
 
 def fields(obj: object) -> tuple[Field, ...]:
     """The fields of a record (or record class), in order."""
-    out: tuple[Field, ...] = type(obj).__record_fields__ if not isinstance(obj, type) \
-        else obj.__record_fields__  # type: ignore[attr-defined]
+    cls = obj if isinstance(obj, type) else type(obj)
+    out: tuple[Field, ...] = getattr(cls, "__record_fields__")  # noqa: B009 (set by record)
     return out
 
 

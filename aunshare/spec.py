@@ -270,10 +270,10 @@ class Spec:
 
 # The records of a Command that sets nothing: shared (they are immutable),
 # so a plain Command costs one record of its own.
-DEFAULT_FDS = DescriptorSpec()
-DEFAULT_IDENTITY = IdentitySpec()
-DEFAULT_ISOLATION = IsolationSpec()
-DEFAULT_LIFETIME = LifetimeSpec()
+DEFAULT_FDS: DescriptorSpec = DescriptorSpec()
+DEFAULT_IDENTITY: IdentitySpec = IdentitySpec()
+DEFAULT_ISOLATION: IsolationSpec = IsolationSpec()
+DEFAULT_LIFETIME: LifetimeSpec = LifetimeSpec()
 
 
 def _validate(spec: Spec) -> None:

@@ -359,7 +359,7 @@ class PipeWriter(_FdBase, ByteSendStream):
 
     __slots__ = ()
 
-    async def send(self, item: bytes) -> None:
+    async def send(self, item: bytes | memoryview) -> None:
         """Write all of ``item`` (any bytes-like object); raises
         ``anyio.BrokenResourceError`` when the child closed its end."""
         view = memoryview(item)

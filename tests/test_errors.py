@@ -13,7 +13,7 @@ import pytest
 
 import aunshare
 from aunshare import Command, Stdio
-from conftest import open_fds, run_unprivileged, zombie_children
+from conftest import run_unprivileged
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import pytest
 
 import aunshare
 from aunshare import Command, KillPolicy
-from conftest import live_children, open_fds, process_gone, zombie_children
+from conftest import process_gone
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 
-import anyio
 import pytest
 
 from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
@@ -174,7 +173,7 @@ def test_repr_shows_environment_and_arg0():
                                        (-1, ValueError), (0, ValueError), (65, ValueError)])
 async def test_child_signal_validates(no_leaks, bad, kind):
     async with await Command("sleep").arg("10").spawn() as child:
-        with pytest.raises(kind, match="Child.signal\\(\\)"):
+        with pytest.raises(kind, match=r"Child\.signal\(\)"):
             child.signal(bad)
         assert child.try_wait() is None  # nothing was sent
         child.kill()

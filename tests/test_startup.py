@@ -73,7 +73,8 @@ def test_command_line_leaves_the_library_it_does_not_use():
     assert not {"json", "shutil", "lzma", "bz2"} & loaded
 
 
-@pytest.mark.parametrize("options", [[], ["-r", "--net"], ["--map-user", "1000", "--map-group", "1000"],
+@pytest.mark.parametrize("options", [[], ["-r", "--net"],
+                                     ["--map-user", "1000", "--map-group", "1000"],
                                      ["--timeout", "5"]],
                          ids=["plain", "self-maps", "handshake", "timeout"])
 def test_command_line_runs_without_an_event_loop(options):

@@ -18,7 +18,7 @@ import pytest
 import aunshare
 from aunshare import Command, Fd, LineTooLong, Stdio
 from aunshare.streams import DEFAULT_MAX_LINE, PipeReader
-from conftest import open_fds, process_gone, zombie_children
+from conftest import open_fds, process_gone
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 import aunshare
 from aunshare import Command, KillPolicy, KillTarget, Stdio
 from aunshare.executors import get_executor
-from conftest import descendants, live_children, open_fds, process_gone, zombie_children
+from conftest import descendants, live_children, process_gone, zombie_children
 
 pytestmark = pytest.mark.anyio
 
