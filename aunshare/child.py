@@ -34,7 +34,6 @@ import weakref
 from typing import Any
 
 import anyio
-import sniffio
 
 from . import cgroup as _cgroup
 from . import errors
@@ -103,11 +102,14 @@ def _set_result(fut: asyncio.Future[None]) -> None:
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop when the current task is an asyncio one
-    (not a trio task, even one run as a guest of an asyncio loop)."""
-    if sniffio.current_async_library() != "asyncio":
+    """The running asyncio loop when the caller is an asyncio task; None
+    under trio (also trio run as a guest of an asyncio loop, whose tasks
+    are not asyncio tasks)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop in this thread
         return None
-    return asyncio.get_running_loop()
+    return None if task is None else task.get_loop()
 
 
 class Child:
