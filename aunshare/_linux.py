@@ -7,6 +7,7 @@ built by :mod:`aunshare.plan` (see :mod:`aunshare.executors`).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 
 __all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid_pidfd", "pidfd_send_signal"]
@@ -140,6 +141,23 @@ def waitid_pidfd(pidfd: int, options: int) -> tuple[Siginfo, Rusage]:
         raise OSError(err, os.strerror(err))
     return info, ru
 
+
+
+def pipe_above(hi: int, flags: int = 0) -> tuple[int, int]:
+    """A close-on-exec pipe (``flags`` added, e.g. O_NONBLOCK) whose write
+    end is ``hi`` or above, clear of the descriptors a child's plan sets
+    up below ``hi``. Raises OSError, leaving nothing open."""
+    r, w = os.pipe2(os.O_CLOEXEC | flags)
+    if w < hi:
+        try:
+            moved = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, hi)
+        except OSError:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        w = moved
+    return r, w
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:

@@ -125,29 +125,9 @@ class Command:
         self._lifetime = DEFAULT_LIFETIME
         self._spec: Spec | None = None
 
-    # Every change goes through these: the frozen spec is made again after one.
-    def _program_set(self, **changes: Any) -> Command:
-        self._program = replace(self._program, **changes)
-        self._spec = None
-        return self
-
-    def _fds_set(self, **changes: Any) -> Command:
-        self._fds = replace(self._fds, **changes)
-        self._spec = None
-        return self
-
-    def _identity_set(self, **changes: Any) -> Command:
-        self._identity = replace(self._identity, **changes)
-        self._spec = None
-        return self
-
-    def _isolation_set(self, **changes: Any) -> Command:
-        self._isolation = replace(self._isolation, **changes)
-        self._spec = None
-        return self
-
-    def _lifetime_set(self, **changes: Any) -> Command:
-        self._lifetime = replace(self._lifetime, **changes)
+    # Every change goes through here: the frozen spec is made again after one.
+    def _change(self, record: str, **changes: Any) -> Command:
+        setattr(self, record, replace(getattr(self, record), **changes))
         self._spec = None
         return self
 
@@ -166,7 +146,7 @@ class Command:
     # -- program and arguments -------------------------------------------
     def arg(self, arg: StrOrBytesPath) -> Command:
         """Append one argument."""
-        return self._program_set(args=(*self._program.args, to_bytes(arg, "arg")))
+        return self._change("_program", args=(*self._program.args, to_bytes(arg, "arg")))
 
     def args(self, args: Iterable[StrOrBytesPath]) -> Command:
         """Append several arguments."""
@@ -174,18 +154,18 @@ class Command:
             raise TypeError("args() takes an iterable of arguments, not a single "
                             "str/bytes; use arg() for one argument")
         new = [to_bytes(a, "args item") for a in args]
-        return self._program_set(args=(*self._program.args, *new))
+        return self._change("_program", args=(*self._program.args, *new))
 
     def arg0(self, arg0: StrOrBytesPath) -> Command:
         """Set argv[0] as the child sees it (default: the program as given)."""
-        return self._program_set(arg0=to_bytes(arg0, "arg0"))
+        return self._change("_program", arg0=to_bytes(arg0, "arg0"))
 
     # -- environment -------------------------------------------------------
     def _env_update(self, items: Iterable[tuple[bytes, bytes | None]]) -> Command:
         env = dict(self._program.env)
         env.update(items)
         pid_vars = tuple(k for k in self._program.env_pid if k not in env)
-        return self._program_set(env=tuple(env.items()), env_pid=pid_vars)
+        return self._change("_program", env=tuple(env.items()), env_pid=pid_vars)
 
     def env(self, key: StrOrBytesPath, value: StrOrBytesPath) -> Command:
         """Set one environment variable for the child."""
@@ -203,7 +183,7 @@ class Command:
 
     def env_clear(self) -> Command:
         """Start the child's environment empty (then add with :meth:`env`)."""
-        return self._program_set(env_clear=True, env=(), env_pid=())
+        return self._change("_program", env_clear=True, env=(), env_pid=())
 
     def env_var_with_pid(self, key: StrOrBytesPath) -> Command:
         """Set the variable ``key`` to the child's own pid, as the child sees
@@ -217,7 +197,7 @@ class Command:
         k = _env_key(key)
         env = tuple((ek, ev) for ek, ev in self._program.env if ek != k)
         pid_vars = tuple(v for v in self._program.env_pid if v != k)
-        return self._program_set(env=env, env_pid=(*pid_vars, k))
+        return self._change("_program", env=env, env_pid=(*pid_vars, k))
 
     # -- working directory -------------------------------------------------
     def current_dir(self, path: StrOrBytesPath) -> Command:
@@ -225,13 +205,13 @@ class Command:
         cwd = to_bytes(path, "current_dir")
         if not cwd:
             raise ValueError("current_dir must not be empty")
-        return self._program_set(cwd=cwd)
+        return self._change("_program", cwd=cwd)
 
     # -- file descriptors -----------------------------------------------------
     def _set_fd(self, target: int, fd: Fd) -> Command:
         fds = dict(self._fds.fds)
         fds[target] = fd
-        return self._fds_set(fds=tuple(sorted(fds.items(), key=lambda item: item[0])))
+        return self._change("_fds", fds=tuple(sorted(fds.items(), key=lambda item: item[0])))
 
     def _set_stdio(self, target: int, stdio: Stdio, name: str) -> Command:
         if not isinstance(stdio, Stdio):
@@ -289,21 +269,22 @@ class Command:
             raise ValueError(f"close_fds range {fds} includes stdio (0-2): use Stdio.null()")
         if fds.start > MAX_FD:
             raise ValueError(f"close_fds range {fds} starts above the largest fd {MAX_FD}")
-        return self._fds_set(close=(*self._fds.close, (fds.start, min(fds.stop - 1, MAX_FD))))
+        close = (*self._fds.close, (fds.start, min(fds.stop - 1, MAX_FD)))
+        return self._change("_fds", close=close)
 
     def reset_fds(self) -> Command:
         """Back to the initial fd state with nothing closed: stdio inherited,
         no mappings, and every inheritable parent descriptor left open."""
-        return self._fds_set(fds=(), close=())
+        return self._change("_fds", fds=(), close=())
 
     # -- identity -----------------------------------------------------------------
     def uid(self, uid: int) -> Command:
         """Run the child as ``uid`` (setresuid, after groups and gid)."""
-        return self._identity_set(uid=_check_id(uid, "uid"))
+        return self._change("_identity", uid=_check_id(uid, "uid"))
 
     def gid(self, gid: int) -> Command:
         """Run the child with group ``gid`` (setresgid)."""
-        return self._identity_set(gid=_check_id(gid, "gid"))
+        return self._change("_identity", gid=_check_id(gid, "gid"))
 
     def groups(self, groups: Iterable[int]) -> Command:
         """Set the child's supplementary groups (setgroups).
@@ -313,7 +294,7 @@ class Command:
         """
         if isinstance(groups, (str, bytes)):
             raise TypeError("groups() takes an iterable of gids")
-        return self._identity_set(groups=tuple(_check_id(g, "groups item") for g in groups))
+        return self._change("_identity", groups=tuple(_check_id(g, "groups item") for g in groups))
 
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
@@ -323,7 +304,7 @@ class Command:
         :meth:`Stdio.pty`, which makes the child a session leader: that
         leads its own group already.
         """
-        return self._identity_set(group_leader=bool(make))
+        return self._change("_identity", group_leader=bool(make))
 
     # -- supervision ------------------------------------------------------------------
     def kill_policy(self, policy: KillPolicy) -> Command:
@@ -337,7 +318,7 @@ class Command:
         """
         if not isinstance(policy, KillPolicy):
             raise TypeError(f"kill_policy() takes a KillPolicy, not {type(policy).__name__}")
-        return self._lifetime_set(kill_policy=policy)
+        return self._change("_lifetime", kill_policy=policy)
 
     def new_cgroup(self, parent: StrOrBytesPath | None) -> Command:
         """Start the child in a cgroup v2 of its own, created for it under the
@@ -354,22 +335,22 @@ class Command:
         to move processes into them (root, or a delegated subtree).
         """
         if parent is None:
-            return self._lifetime_set(cgroup_parent=None)
+            return self._change("_lifetime", cgroup_parent=None)
         path = to_bytes(parent, "new_cgroup parent")
         if not path.startswith(b"/"):
             raise ValueError(f"new_cgroup parent must be an absolute path, got {parent!r}")
-        return self._lifetime_set(cgroup_parent=path.rstrip(b"/") or b"/")
+        return self._change("_lifetime", cgroup_parent=path.rstrip(b"/") or b"/")
 
     def cgroup(self, path: StrOrBytesPath | None) -> Command:
         """Start the child inside the existing cgroup v2 directory ``path``
         (CLONE_INTO_CGROUP: it never runs outside it). None turns this off.
         See :meth:`new_cgroup` for a cgroup of the child's own."""
         if path is None:
-            return self._lifetime_set(cgroup_path=None)
+            return self._change("_lifetime", cgroup_path=None)
         p = to_bytes(path, "cgroup path")
         if not p.startswith(b"/"):
             raise ValueError(f"cgroup path must be an absolute path, got {path!r}")
-        return self._lifetime_set(cgroup_path=p)
+        return self._change("_lifetime", cgroup_path=p)
 
     # -- signals ----------------------------------------------------------------------
     def set_parent_death_signal(self, sig: int) -> Command:
@@ -379,11 +360,11 @@ class Command:
         The kernel ties this to the spawning *thread*: spawn from a
         long-lived thread (the event loop's), not a short-lived worker.
         """
-        return self._lifetime_set(death_signal=check_signal(sig, "parent death signal"))
+        return self._change("_lifetime", death_signal=check_signal(sig, "parent death signal"))
 
     def allow_daemonize(self) -> Command:
         """Let the child outlive the parent (no parent-death signal)."""
-        return self._lifetime_set(death_signal=None)
+        return self._change("_lifetime", death_signal=None)
 
     def keep_sigmask(self) -> Command:
         """Keep the parent's signal mask and ignored signals in the child.
@@ -391,7 +372,7 @@ class Command:
         By default the child starts with an empty mask and every signal at
         its default action.
         """
-        return self._lifetime_set(keep_sigmask=True)
+        return self._change("_lifetime", keep_sigmask=True)
 
     # -- namespaces and isolation ------------------------------------------------------
     def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
@@ -404,8 +385,8 @@ class Command:
         which lets an unprivileged caller create them (give it an id map:
         :meth:`map_root_user`, :meth:`set_id_maps`). TIME needs Linux 5.6.
         """
-        return self._isolation_set(
-            unshare=self._isolation.unshare | to_namespaces(namespaces, "unshare()"))
+        new = to_namespaces(namespaces, "unshare()")
+        return self._change("_isolation", unshare=self._isolation.unshare | new)
 
     def set_namespace(self, file: IO[Any] | int | StrOrBytesPath, ns: Namespace) -> Command:
         """Join an existing namespace of type ``ns`` (setns): ``file`` is an
@@ -445,7 +426,7 @@ class Command:
                              f"not {ns.name}")
         join = dict(self._isolation.join)
         join[ns] = owned
-        return self._isolation_set(join=tuple((n, join[n]) for n in JOIN_ORDER if n in join))
+        return self._change("_isolation", join=tuple((n, join[n]) for n in JOIN_ORDER if n in join))
 
     def set_id_maps(self, uid_maps: Iterable[UidMap], gid_maps: Iterable[GidMap], *,
                     allow_setgroups: bool | None = None) -> Command:
@@ -463,9 +444,9 @@ class Command:
             raise TypeError("allow_setgroups must be True, False or None")
         uids = check_maps(uid_maps, UidMap, "set_id_maps uid_maps")
         gids = check_maps(gid_maps, GidMap, "set_id_maps gid_maps")
-        return self._isolation_set(uid_maps=uids, gid_maps=gids, allow_setgroups=allow_setgroups,
-                                   self_map=None,
-                                   unshare=self._isolation.unshare | Namespace.USER)
+        return self._change("_isolation", uid_maps=uids, gid_maps=gids,
+                            allow_setgroups=allow_setgroups, self_map=None,
+                            unshare=self._isolation.unshare | Namespace.USER)
 
     def set_id_map_commands(self, newuidmap: StrOrBytesPath,
                             newgidmap: StrOrBytesPath) -> Command:
@@ -478,8 +459,8 @@ class Command:
         exit :class:`~aunshare.AuxCommandExited`, death by a signal
         :class:`~aunshare.AuxCommandKilled`; their stderr is in the message.
         """
-        return self._isolation_set(id_map_commands=(to_bytes(newuidmap, "newuidmap"),
-                                                    to_bytes(newgidmap, "newgidmap")))
+        helpers = (to_bytes(newuidmap, "newuidmap"), to_bytes(newgidmap, "newgidmap"))
+        return self._change("_isolation", id_map_commands=helpers)
 
     def map_root_user(self) -> Command:
         """Be root in a new user namespace: uid and gid 0 inside map to the
@@ -498,9 +479,8 @@ class Command:
         return self._map_self(SelfMap.CURRENT)
 
     def _map_self(self, how: SelfMap) -> Command:
-        return self._isolation_set(self_map=how, uid_maps=None, gid_maps=None,
-                                   id_map_commands=None,
-                                   unshare=self._isolation.unshare | Namespace.USER)
+        return self._change("_isolation", self_map=how, uid_maps=None, gid_maps=None,
+                            id_map_commands=None, unshare=self._isolation.unshare | Namespace.USER)
 
     def before_unfreeze(self, callback: Callable[[int], Awaitable[object]] | None) -> Command:
         """Await ``callback(pid)`` in the parent after the id maps are written
@@ -512,7 +492,7 @@ class Command:
         """
         if callback is not None and not callable(callback):
             raise TypeError("before_unfreeze() takes an async function of the child's pid")
-        return self._isolation_set(before_unfreeze=callback)
+        return self._change("_isolation", before_unfreeze=callback)
 
     def chroot_dir(self, path: StrOrBytesPath) -> Command:
         """chroot to ``path`` before exec; the program and
@@ -521,7 +501,7 @@ class Command:
         root = to_bytes(path, "chroot_dir")
         if not root.startswith(b"/"):
             raise ValueError(f"chroot_dir must be an absolute path, got {path!r}")
-        return self._isolation_set(chroot=root)
+        return self._change("_isolation", chroot=root)
 
     def pivot_root(self, new_root: StrOrBytesPath, put_old: StrOrBytesPath,
                    unmount: bool = True) -> Command:
@@ -540,8 +520,8 @@ class Command:
         if not old or old == b"." or b".." in old.split(b"/"):
             raise ValueError("pivot_root put_old must name a directory under new_root "
                              f"(like 'oldroot'), got {put_old!r}")
-        return self._isolation_set(pivot=PivotRoot(root.rstrip(b"/") or b"/", old,
-                                                   bool(unmount)))
+        pivot = PivotRoot(root.rstrip(b"/") or b"/", old, bool(unmount))
+        return self._change("_isolation", pivot=pivot)
 
     def hostname(self, name: StrOrBytesPath) -> Command:
         """Set the host name in the child's UTS namespace (needs
@@ -549,13 +529,13 @@ class Command:
         h = to_bytes(name, "hostname")
         if not 0 < len(h) <= 64:
             raise ValueError(f"hostname must be 1 to 64 bytes, got {len(h)}")
-        return self._isolation_set(hostname=h)
+        return self._change("_isolation", hostname=h)
 
     def mount_proc(self, mount: bool = True) -> Command:
         """Mount a fresh /proc in the child (inside the new root, if any), so
         that ``ps`` shows the child's PID namespace. Needs
         ``unshare(Namespace.MOUNT)``, and ``Namespace.PID`` to be useful."""
-        return self._isolation_set(mount_proc=bool(mount))
+        return self._change("_isolation", mount_proc=bool(mount))
 
     def keep_caps(self, caps: Iterable[Capability | int]) -> Command:
         """Give the child exactly these capabilities, kept across a
@@ -574,12 +554,12 @@ class Command:
             if not 0 <= cap <= 63:
                 raise ValueError(f"keep_caps: {cap} is not a capability number (0..63)")
             out.add(int(cap))
-        return self._isolation_set(keep_caps=frozenset(out))
+        return self._change("_isolation", keep_caps=frozenset(out))
 
     def no_new_privs(self, enable: bool = True) -> Command:
         """Set PR_SET_NO_NEW_PRIVS: exec can no longer grant privileges
         (setuid bits and file capabilities are ignored)."""
-        return self._isolation_set(no_new_privs=bool(enable))
+        return self._change("_isolation", no_new_privs=bool(enable))
 
     def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
         """Set a resource limit (``resource.RLIMIT_*``) for the child.
@@ -598,7 +578,7 @@ class Command:
             raise ValueError(f"rlimit soft limit {soft} is above the hard limit {hard}")
         limits = {r.resource: r for r in self._isolation.rlimits}
         limits[resource] = Rlimit(resource, lim, hi)
-        return self._isolation_set(rlimits=tuple(limits[r] for r in sorted(limits)))
+        return self._change("_isolation", rlimits=tuple(limits[r] for r in sorted(limits)))
 
     # -- running (the async layer) -----------------------------------------------
     async def spawn(self) -> Child:

@@ -14,7 +14,7 @@ import os
 import struct
 
 from . import errors
-from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ
+from ._linux import F_SETPIPE_SZ, TIOCGPTPEER, TIOCSPTLCK, TIOCSWINSZ, pipe_above
 from ._names import fd_name
 from .fds import Fd, FdKind
 
@@ -111,19 +111,9 @@ def error_pipe(hi: int) -> tuple[int, int]:
     on: (read end, non-blocking; write end, above every dup3 target). Both
     close-on-exec, so exec makes the read end see EOF."""
     try:
-        r, w = os.pipe2(_O_CLOEXEC | os.O_NONBLOCK)
+        return pipe_above(hi, os.O_NONBLOCK)
     except OSError as exc:
         raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
-    if w < hi:
-        try:
-            fd = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, hi)
-        except OSError as exc:
-            os.close(r)
-            raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
-        finally:
-            os.close(w)
-        w = fd
-    return r, w
 
 
 def prepare_fds(fds: dict[int, Fd], opened: Opened) -> tuple[list[tuple[int, int]], int]:

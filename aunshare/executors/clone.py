@@ -45,7 +45,7 @@ from .._linux import (
 if TYPE_CHECKING:
     from .table import Table
 
-__all__ = ["REFUSED", "IntoCgroupUnavailable", "State", "state", "clone3_usable",
+__all__ = ["REFUSED", "CloneMode", "IntoCgroupUnavailable", "State", "state", "clone3_usable",
            "into_cgroup", "legacy_flags", "degrade", "learn", "open_pidfd", "failure"]
 
 # What clone3 answers where it is refused rather than failing on its merits.
@@ -109,6 +109,20 @@ def clone3_usable() -> bool:
         else:
             state.clone3 = True
     return bool(state.clone3)
+
+
+class CloneMode:
+    """What an executor can promise, given how this process may clone."""
+
+    @property
+    def into_cgroup(self) -> bool:
+        """Whether CLONE_INTO_CGROUP can be honoured (clone3 is not refused)."""
+        return into_cgroup()
+
+    @property
+    def clone_syscall(self) -> str:
+        """"clone3", or "clone" once clone3 was found refused in this process."""
+        return "clone" if state.clone3 is False else "clone3"
 
 
 def into_cgroup() -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import mmap
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import Protocol
 from .. import errors
 from .._linux import (
     ARCH, CLONE_ARGS_SIZE, CLONE_CLEAR_SIGHAND, CLONE_PIDFD, CLONE_VFORK, CLONE_VM, SYSCALLS,
-    libc,
+    libc, pipe_above,
 )
 from . import clone as _clone
 from .clone import REFUSED, clone3_usable, legacy_flags
@@ -142,7 +141,7 @@ def load() -> SpawnRoutine:
 _STACK_SIZE = 16384
 
 
-class NativeExecutor:
+class NativeExecutor(_clone.CloneMode):
     """Runs a plan from machine code in a CLONE_VM child (see module doc)."""
 
     name = "native"
@@ -151,16 +150,6 @@ class NativeExecutor:
 
     def __init__(self) -> None:
         self._fn = load()
-
-    @property
-    def into_cgroup(self) -> bool:
-        """Whether CLONE_INTO_CGROUP can be honoured (clone3 is not refused)."""
-        return _clone.into_cgroup()
-
-    @property
-    def clone_syscall(self) -> str:
-        """"clone3", or "clone" once clone3 was found refused in this process."""
-        return "clone" if _clone.state.clone3 is False else "clone3"
 
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:
@@ -248,16 +237,6 @@ def _report_pipe(table: Table) -> tuple[int, int]:
     dup3 = SYSCALLS["dup3"]
     hi = max([3, *(row[2] + 1 for row in table.rows() if row[0] == dup3)])
     try:
-        r, w = os.pipe2(os.O_CLOEXEC)
+        return pipe_above(hi)
     except OSError as exc:
         raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
-    if w < hi:
-        try:
-            moved = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, hi)
-        except OSError as exc:
-            os.close(r)
-            raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
-        finally:
-            os.close(w)
-        w = moved
-    return r, w

@@ -69,22 +69,12 @@ def _mask_bits(sigs: set[signal.Signals] | set[int]) -> int:
     return bits
 
 
-class PortableExecutor:
+class PortableExecutor(_clone.CloneMode):
     """Runs a plan from Python in a fork-like child (see module doc)."""
 
     name = "portable"
     can_vfork = False
     shares_memory = False
-
-    @property
-    def into_cgroup(self) -> bool:
-        """Whether CLONE_INTO_CGROUP can be honoured (clone3 is not refused)."""
-        return _clone.into_cgroup()
-
-    @property
-    def clone_syscall(self) -> str:
-        """"clone3", or "clone" once clone3 was found refused in this process."""
-        return "clone" if _clone.state.clone3 is False else "clone3"
 
     def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
               cgroup_fd: int = 0) -> int:
