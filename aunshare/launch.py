@@ -264,10 +264,12 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
     environment edited on top of the parent's is copied on every spawn, so
-    it is never cached; nor is a handshake (its pipe differs every time).
+    it is never cached; nor is a handshake (its pipe differs every time),
+    nor a spec holding descriptors of its own (the cache would keep them
+    open after the caller dropped the Command).
     """
     prog = spec.program
-    if (prog.env and not prog.env_clear) or spec.needs_handshake:
+    if (prog.env and not prog.env_clear) or spec.needs_handshake or spec.owns_descriptors:
         return None
     if prog.env_clear:
         env: object = None

@@ -261,6 +261,12 @@ class Spec:
         return self.isolation.uid_maps is not None
 
     @property
+    def owns_descriptors(self) -> bool:
+        """The spec holds descriptors of its own (``dup_file``,
+        ``set_namespace``): they are closed when the last holder is gone."""
+        return bool(self.isolation.join) or any(fd.owned is not None for _, fd in self.fds.fds)
+
+    @property
     def needs_handshake(self) -> bool:
         """The parent must act between clone and exec: the child waits for it."""
         iso = self.isolation

@@ -11,13 +11,17 @@ venv=".venv-$ver"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 
 if [ "$(id -u)" = 0 ]; then
-    # The re-assembly test needs GNU as/objcopy; the namespace tests a
-    # static busybox (a minimal root) and newuidmap/newgidmap.
+    # The re-assembly tests need GNU as/objcopy (and the aarch64 ones); the
+    # namespace tests a static busybox (a minimal root) and newuidmap/newgidmap.
     need=()
     command -v as >/dev/null && command -v objcopy >/dev/null || need+=(binutils)
     command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
     [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
     command -v newuidmap >/dev/null || need+=(uidmap)
+    # strace shows which clone call made each child (the clone(2) fallback
+    # tests); qemu-aarch64 runs the aarch64 routine on any host.
+    command -v strace >/dev/null || need+=(strace)
+    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
     if [ ${#need[@]} -gt 0 ]; then
         apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
     fi

@@ -189,3 +189,19 @@ async def test_descriptor_above_the_limit_names_the_limit(no_leaks):
     text = str(info.value)
     assert "RLIMIT_NOFILE" in text and "fd fd" not in text
     assert f"set up fd {target}" in text and info.value.errno in (errno.EINVAL, errno.EMFILE)
+
+
+async def test_plan_cache_does_not_keep_owned_descriptors(no_leaks, tmp_path):
+    """A Command's dup of the caller's file is closed once the Command is
+    gone: the plan cache must not keep the spec (and the dup) alive."""
+    import gc
+
+    with open(tmp_path / "f", "w") as f:
+        cmd = Command("true").stdout(Stdio.dup_file(f))
+        owned = cmd.spec().fds.get(1).owned.fd
+        await cmd.status()
+        await cmd.status()
+    del cmd
+    gc.collect()
+    assert not os.path.exists(f"/proc/self/fd/{owned}") or \
+        os.readlink(f"/proc/self/fd/{owned}") != str(tmp_path / "f")
