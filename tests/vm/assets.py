@@ -15,6 +15,8 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
+import inspect
+import json
 import lzma
 import os
 import re
@@ -102,6 +104,13 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def capture(cmd: list[str]) -> str:
     return run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).stdout
+
+
+def recipe(*parts) -> str:
+    """A key for an asset: the source of the functions and classes that
+    build it and the data they use. Editing them changes the key (so the
+    asset is rebuilt); editing an unrelated part of this file does not."""
+    return digest(*(inspect.getsource(p) if callable(p) else repr(p) for p in parts))
 
 
 def digest(*parts: bytes | str) -> str:
@@ -215,22 +224,28 @@ def candidate(pkg: str) -> str:
     return m.group(1)
 
 
+def deb_files(pkgs: list[str]) -> list[str]:
+    """The .deb file names (name_version_arch.deb, the epoch's colon escaped
+    as %3a) that apt-get download would fetch for the given name:arch
+    packages: one quick query for all, nothing downloaded."""
+    out = capture(["apt-get", "download", "--print-uris", *pkgs])
+    names = re.findall(r"^'[^']+' (\S+\.deb) ", out, re.M)
+    if len(names) != len(pkgs):
+        die(f"apt-get download --print-uris named {len(names)} files for {len(pkgs)} packages")
+    return sorted(names)
+
+
 def download(pkgs: list[str]) -> list[Path]:
     """apt-get download the given name:arch packages into the shared deb
-    directory (skipping ones already there), returning their files."""
+    directory (skipping files already there), returning their files."""
     debs = cache_root() / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    files, missing = [], []
-    for pkg in pkgs:
-        name, _, arch = pkg.partition(":")
-        ver = candidate(pkg)
-        arch_field = capture(["apt-cache", "show", f"{pkg}={ver}"])
-        m = re.search(r"^Architecture:\s*(\S+)", arch_field, re.M)
-        # Debian file names drop the epoch and escape ':' as %3a.
-        f = debs / f"{name}_{ver.split(':', 1)[-1]}_{m.group(1) if m else arch}.deb"
-        files.append(f)
+    files = [debs / n for n in deb_files(pkgs)]
+    missing = []
+    for f in files:
         if not f.exists():
-            missing.append(f"{pkg}={ver}")
+            name, ver, arch = f.name[:-4].split("_")
+            missing.append(f"{name}:{arch}={ver.replace('%3a', ':')}")
     if missing:
         log(f"downloading {len(missing)} Debian package(s)")
         # As root apt drops to the _apt user, which may not write our cache.
@@ -244,32 +259,44 @@ def download(pkgs: list[str]) -> list[Path]:
 
 def resolve(roots: list[str], deb_arch: str) -> list[str]:
     """The dependency closure of `roots` (Depends and Pre-Depends, first
-    alternative that exists, skipping USERLAND_SKIP), as name:arch."""
-    seen: dict[str, None] = {}
-    frontier = list(roots)
+    alternative, skipping USERLAND_SKIP): name:arch for architecture-specific
+    packages, the bare name for arch:all ones (apt wants them so)."""
+    seen: dict[str, str] = {}  # name -> what to ask apt for
+    frontier = [f"{p}:{deb_arch}" for p in roots]
     while frontier:
         out = capture(["apt-cache", "depends", "--no-recommends", "--no-suggests",
                        "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances",
-                       *[f"{p}:{deb_arch}" for p in frontier]])
-        for p in frontier:
-            seen[p] = None
-        nxt: list[str] = []
-        alternatives: list[str] = []
+                       *frontier])
+        for spec in frontier:
+            seen[spec.split(":")[0]] = spec
+        # apt-cache prints one line per alternative ("|Depends:" means "or
+        # the next one"); a virtual name, or an arch:all package asked for
+        # as :arm64, shows as <name> followed by indented real providers.
+        groups: list[list[list[str]]] = []
+        pending: list[list[str]] = []
+        last: list[str] | None = None
         for line in out.splitlines():
-            m = re.match(r"\s+(\|?)(Pre)?Depends:\s+(\S+)", line)
-            if not m:
+            m = re.match(r"\s+(\|?)(?:Pre)?Depends:\s+(\S+)", line)
+            if m:
+                spec = m.group(2)
+                last = [] if spec.startswith("<") else [spec]
+                pending.append(last)
+                if not m.group(1):
+                    groups.append(pending)
+                    pending = []
+            elif line.startswith("    ") and last is not None:
+                last.append(line.strip())
+            else:
+                last = None
+        nxt: dict[str, str] = {}
+        for group in groups:
+            specs = [spec for option in group for spec in option]
+            names = [spec.split(":")[0] for spec in specs]
+            if not specs or any(n in seen or n in nxt or n in USERLAND_SKIP for n in names):
                 continue
-            alternatives.append(m.group(3))
-            if m.group(1):  # "|Depends:" means "or the next one"
-                continue
-            names = [a.split(":")[0] for a in alternatives if not a.startswith("<")]
-            alternatives = []
-            if not names or any(n in seen or n in USERLAND_SKIP for n in names):
-                continue
-            if names[0] not in nxt:
-                nxt.append(names[0])
-        frontier = [n for n in nxt if n not in seen]
-    return [f"{p}:{deb_arch}" for p in seen]
+            nxt[names[0]] = specs[0]
+        frontier = list(nxt.values())
+    return list(seen.values())
 
 
 def extract(deb: Path, dest: Path) -> None:
@@ -400,7 +427,8 @@ def prepare_kernel(arch: str) -> Path:
     deb_arch = ARCHES[arch]["deb"]
     pkg = kernel_package(deb_arch)
     ver = candidate(pkg)
-    key = digest(Path(__file__).read_bytes(), pkg, ver)
+    key = recipe(prepare_kernel, uncompressed_kernel, module_order, elf_section, read_module,
+                 _zstd, ARCHES[arch], pkg, ver)
 
     def build(d: Path):
         deb, = download([pkg])
@@ -474,7 +502,7 @@ def busybox_for(arch: str) -> bytes:
 
 def prepare_initramfs(arch: str, kernel: Path) -> Path:
     busybox = busybox_for(arch)
-    key = digest(Path(__file__).read_bytes(), INIT.read_bytes(), busybox, kernel.name)
+    key = recipe(prepare_initramfs, Cpio, INIT.read_bytes(), digest(busybox), kernel.name)
 
     def build(d: Path):
         c = Cpio()
@@ -503,9 +531,9 @@ def test_requirements() -> list[str]:
 def prepare_userland(arch: str) -> Path:
     deb_arch = ARCHES[arch]["deb"]
     pkgs = resolve(USERLAND_PACKAGES, deb_arch)
-    versions = [f"{p}={candidate(p)}" for p in pkgs]
+    versions = deb_files(pkgs)
     reqs = test_requirements()
-    key = digest(Path(__file__).read_bytes(), *versions, *reqs)
+    key = recipe(prepare_userland, resolve, GUEST_PYTHON, *versions, *reqs)
 
     def build(root: Path):
         for deb in download(pkgs):
@@ -570,14 +598,28 @@ def prepare_userland(arch: str) -> Path:
 # -- everything ---------------------------------------------------------------------
 
 def prepare(arch: str) -> dict[str, Path]:
-    """Make sure every asset for `arch` exists; return their paths."""
+    """Make sure every asset for `arch` exists; return their paths.
+
+    Resolving package versions asks apt a few dozen questions (seconds), so
+    the outcome is remembered per recipe in prepared-<arch>-<hash>.json and
+    reused while the recipe is unchanged; AUNSHARE_VM_REFRESH=1 asks apt
+    again (and rebuilds whatever newer packages change)."""
     if arch not in ARCHES:
         die(f"unknown architecture {arch!r} (known: {', '.join(ARCHES)})")
     cache_root().mkdir(parents=True, exist_ok=True)
+    recipe = [Path(__file__).read_bytes(), INIT.read_bytes(), arch]
+    if arch == "aarch64":
+        recipe += test_requirements()
+    state = cache_root() / f"prepared-{arch}-{digest(*recipe)}.json"
     with locked(cache_root() / ".lock"):
+        if state.exists() and not os.environ.get("AUNSHARE_VM_REFRESH"):
+            found = {k: Path(v) for k, v in json.loads(state.read_text()).items()}
+            if all(p.is_dir() for p in found.values()) and shutil.which(ARCHES[arch]["qemu"]):
+                return found
         ensure_host_tools(arch)
         kernel = prepare_kernel(arch)
-        assets = {"kernel": kernel, "initramfs": prepare_initramfs(arch, kernel)}
+        found = {"kernel": kernel, "initramfs": prepare_initramfs(arch, kernel)}
         if arch == "aarch64":
-            assets["userland"] = prepare_userland(arch)
-    return assets
+            found["userland"] = prepare_userland(arch)
+        state.write_text(json.dumps({k: str(v) for k, v in found.items()}))
+    return found
