@@ -528,12 +528,28 @@ def test_requirements() -> list[str]:
     return [*meta.get("dependencies", []), *meta["optional-dependencies"]["test"]]
 
 
+def merge_into(src: Path, dst: Path) -> None:
+    """Move the tree src into dst, merging directories both have; src ends up
+    gone. A file both have would mean two packages disagree: stop."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir() \
+                and not target.is_symlink():
+            merge_into(entry, target)
+        elif os.path.lexists(target):
+            die(f"both {entry} and {target} exist")
+        else:
+            entry.rename(target)
+    src.rmdir()
+
+
 def prepare_userland(arch: str) -> Path:
     deb_arch = ARCHES[arch]["deb"]
     pkgs = resolve(USERLAND_PACKAGES, deb_arch)
     versions = deb_files(pkgs)
     reqs = test_requirements()
-    key = recipe(prepare_userland, resolve, GUEST_PYTHON, *versions, *reqs)
+    key = recipe(prepare_userland, merge_into, resolve, GUEST_PYTHON, *versions, *reqs)
 
     def build(root: Path):
         for deb in download(pkgs):
@@ -543,16 +559,12 @@ def prepare_userland(arch: str) -> Path:
         for d in ("bin", "sbin", "lib"):
             src = root / d
             if src.is_dir() and not src.is_symlink():
-                (root / "usr" / d).mkdir(parents=True, exist_ok=True)
-                for entry in src.iterdir():
-                    target = root / "usr" / d / entry.name
-                    if not target.exists() and not target.is_symlink():
-                        entry.rename(target)
-                shutil.rmtree(src)
+                merge_into(src, root / "usr" / d)
             if not src.exists():
                 src.symlink_to(f"usr/{d}")
-        lib_aarch64 = {"arm64": "lib/ld-linux-aarch64.so.1"}
-        if not (root / lib_aarch64[deb_arch]).exists():
+        # (An absolute symlink in the guest's terms: test it without following.)
+        loader = {"arm64": "lib/ld-linux-aarch64.so.1"}[deb_arch]
+        if not os.path.lexists(root / loader):
             die("the arm64 userland has no dynamic loader (libc6 missing?)")
         for d in ("proc", "sys", "dev", "run", "tmp", "root", "etc", "var/tmp", "home"):
             (root / d).mkdir(parents=True, exist_ok=True)
