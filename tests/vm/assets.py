@@ -3,9 +3,10 @@ initramfs and (for aarch64) a Debian arm64 userland.
 
 Everything comes from Debian packages (apt-get download) and PyPI (pip).
 Each built asset lives in its own directory under the cache, named after a
-hash of everything that went into it (this file, the guest init script, the
-package versions, the test dependencies), so editing the recipe builds a new
-one instead of silently reusing a stale one. Downloaded .deb files are kept
+hash of everything that went into it (the source of the functions that
+build it, the guest init script, the package versions, the test
+dependencies), so editing the recipe builds a new one instead of silently
+reusing a stale one. Downloaded .deb files are kept
 in a shared directory by their (versioned) file name.
 """
 
