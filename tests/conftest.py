@@ -148,7 +148,7 @@ def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer exists or is a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 

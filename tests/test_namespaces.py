@@ -632,11 +632,19 @@ async def test_cgroup_busy_is_explained(cgroup_parent):
     os.mkdir(path)
     os.mkdir(os.path.join(path, "leaf"))
     enabled = None
+    delegated = None
     try:
         controllers = Path(path, "cgroup.controllers").read_text().split()
         if not controllers:
-            pytest.skip(f"no cgroup v2 controller is delegated to {cgroup_parent} (enable "
-                        "one in the cgroup.subtree_control of its ancestors)")
+            # Delegate one from the session cgroup where its parent offers one
+            # (a pure cgroup v2 machine); a hybrid one has none to give.
+            offered = Path(cgroup_parent, "cgroup.controllers").read_text().split()
+            if not offered:
+                pytest.skip(f"no cgroup v2 controller is delegated to {cgroup_parent} "
+                            "(enable one in the cgroup.subtree_control of its ancestors)")
+            delegated = "pids" if "pids" in offered else offered[0]
+            Path(cgroup_parent, "cgroup.subtree_control").write_text("+" + delegated)
+            controllers = Path(path, "cgroup.controllers").read_text().split()
         enabled = controllers[0]
         Path(path, "cgroup.subtree_control").write_text("+" + enabled)
         with pytest.raises(Fork) as info:
@@ -648,6 +656,8 @@ async def test_cgroup_busy_is_explained(cgroup_parent):
             Path(path, "cgroup.subtree_control").write_text("-" + enabled)
         os.rmdir(os.path.join(path, "leaf"))
         os.rmdir(path)
+        if delegated is not None:
+            Path(cgroup_parent, "cgroup.subtree_control").write_text("-" + delegated)
 
 
 # -- invalid combinations ----------------------------------------------------------------------
