@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 # The test files per guest (they will change).
-X86_64_TESTS="tests/test_spawn.py tests/test_namespaces.py tests/test_executors.py"
+X86_64_TESTS="tests/test_spawn.py tests/test_namespaces.py tests/test_executors.py tests/test_clone_fallback.py"
 AARCH64_TESTS="tests/test_plan.py tests/test_executors.py tests/test_spawn.py tests/test_namespaces.py tests/test_ptrace.py"
 PYTEST_ARGS="-q -p no:cacheprovider -rs"  # -rs: say why each skip skipped
 VENV=.venv-3.11
@@ -77,6 +77,8 @@ step "host virtualenv $VENV" make_venv
 if [ ${#failed[@]} = 0 ]; then
     # shellcheck disable=SC2086  # the lists split into file names
     step "x86_64 tests" in_guest x86_64 "$VENV/bin/python" $X86_64_TESTS
+    # cgroup v2 with every controller: the cgroup tests of the supervision suite.
+    step "x86_64 cgroup tests" in_guest x86_64 "$VENV/bin/python" tests/test_supervise.py -k cgroup
     # shellcheck disable=SC2086
     step "aarch64 tests" in_guest aarch64 python3 $AARCH64_TESTS
 fi
