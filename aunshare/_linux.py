@@ -57,7 +57,6 @@ CLONE_ARGS_SIZE = 88  # struct clone_args up to and including .cgroup
 P_PIDFD = 3
 WEXITED = 4
 WNOHANG = 1
-CLD_EXITED, CLD_DUMPED = 1, 3
 
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import signal as _signal
 
-__all__ = ["STDIO_NAMES", "check_signal", "fd_name", "signal_name"]
+__all__ = ["CLD_DUMPED", "CLD_EXITED", "STDIO_NAMES", "check_signal", "fd_name", "signal_name"]
 
 STDIO_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+# siginfo si_code values of a child that ended (waitid)
+CLD_EXITED, CLD_DUMPED = 1, 3
 
 
 def fd_name(fd: int) -> str:

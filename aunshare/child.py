@@ -31,7 +31,7 @@ import signal as _signal
 import struct
 import warnings
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -112,6 +112,12 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     return None if task is None else task.get_loop()
 
 
+# The default policy as resolved for a child without a cgroup: (leads no
+# group, leads one). Made once: resolving it costs a spawn several microseconds.
+_DEFAULT_POLICY = (resolve_policy(DEFAULT_KILL_POLICY, group_leader=False, cgroup=False),
+                   resolve_policy(DEFAULT_KILL_POLICY, group_leader=True, cgroup=False))
+
+
 class Child:
     """A running (or finished) child process started by aunshare.
 
@@ -143,14 +149,17 @@ class Child:
         before_unfreeze hook, its pid sent); False for the direct path."""
         # Wrap every parent end at once: a stream closes its descriptor even
         # when the Child is dropped without aclose_streams().
-        ends, writers, ttys = pending.hand_over()
         streams: dict[int, _Stream] = {}
-        for target, fd in ends.items():
-            cls = PipeWriter if target in writers else PipeReader
-            streams[target] = cls(fd, tty=target in ttys)
-        stdin, stdout, stderr = streams.pop(0, None), streams.pop(1, None), streams.pop(2, None)
-        assert not isinstance(stdin, PipeReader) and not isinstance(stdout, PipeWriter)
-        assert not isinstance(stderr, PipeWriter)
+        has_ends = bool(pending.opened.parent_ends)
+        if has_ends:
+            ends, writers, ttys = pending.hand_over()
+            for target, fd in ends.items():
+                cls = PipeWriter if target in writers else PipeReader
+                streams[target] = cls(fd, tty=target in ttys)
+        # (the ends were made by direction: 0 writes, 1 and 2 read)
+        stdin = cast("PipeWriter | None", streams.pop(0, None))
+        stdout = cast("PipeReader | None", streams.pop(1, None))
+        stderr = cast("PipeReader | None", streams.pop(2, None))
         self.stdin: PipeWriter | None = stdin
         """Async stream to the child's stdin when piped (or a pty), else None."""
         self.stdout: PipeReader | None = stdout
@@ -161,7 +170,7 @@ class Child:
         self._extra: dict[int, _Stream] = streams  # pipes on fds 3+, until taken
         self._taken: dict[int, _Stream] = {}
         self._ptys: tuple[_Stream, ...] = tuple(
-            s for s in (self.stdin, self.stdout, self.stderr) if s is not None and s.is_tty)
+            s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
         self._status: ExitStatus | None = None
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
@@ -171,8 +180,10 @@ class Child:
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
         self._group_leader = plan.leads_group
         self._cgroup, pending.cgroup = pending.cgroup, None
-        self._kill_policy = self._resolve(pending.spec.lifetime.kill_policy
-                                          or DEFAULT_KILL_POLICY)
+        policy = pending.spec.lifetime.kill_policy
+        self._kill_policy = (
+            _DEFAULT_POLICY[plan.leads_group] if policy is None and self._cgroup is None
+            else self._resolve(policy or DEFAULT_KILL_POLICY))
         _unreaped.add(self)
 
     @property

@@ -20,7 +20,7 @@ import os
 import anyio
 
 from . import errors
-from .child import Child, Output, busy, reap_orphans
+from .child import Child, Output, _orphans, _unreaped, reap_orphans
 from .fds import Fd, FdKind
 from .handshake import map_ids, wake, watch_exec
 from .launch import DefaultStdio, Pending, start
@@ -42,16 +42,19 @@ async def spawn(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT) 
     passed (on asyncio a deadline is noticed one loop iteration late, and
     thousands of queued spawns would otherwise all clone in it).
     """
-    await anyio.lowlevel.checkpoint_if_cancelled()
+    # -inf in a cancelled scope: one check for both (cheaper than
+    # checkpoint_if_cancelled, which would miss a passed deadline).
     deadline = anyio.current_effective_deadline()
     if deadline != math.inf:
-        while anyio.current_time() >= deadline:
+        while deadline == -math.inf or anyio.current_time() >= deadline:
             await anyio.lowlevel.checkpoint()  # lets the cancellation arrive
-    reap_orphans()
+            deadline = anyio.current_effective_deadline()
+    if _orphans:
+        reap_orphans()
     token = object()
     _starting.add(token)
     try:
-        pending = start(spec, default_stdio, allow_vfork=len(_starting) == 1 and not busy())
+        pending = start(spec, default_stdio, allow_vfork=len(_starting) == 1 and not _unreaped)
         if pending.wake_fd >= 0 or pending.report_fd >= 0:
             try:
                 if pending.wake_fd >= 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._names import signal_name
+from ._names import CLD_DUMPED, CLD_EXITED, signal_name
 from ._record import record
 
 TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
@@ -66,8 +66,6 @@ def from_waitid(info: Siginfo, ru: Rusage) -> ExitStatus:
     """How a child reaped by ``waitid`` ended (see :func:`aunshare._linux.waitid_pidfd`):
     the one reading of its siginfo and rusage, for :class:`~aunshare.Child` and the
     command line alike."""
-    from ._linux import CLD_DUMPED, CLD_EXITED  # ctypes, only once a child was reaped
-
     usage = ResourceUsage(
         ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
         ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
