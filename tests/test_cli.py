@@ -605,3 +605,22 @@ def test_every_fork_cause_names_no_api():
         for err in errno.errorcode:
             text = cli_text(fork_causes(err, flags, cgroup=True))
             assert not API_NAMES.search(text), text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--chroot", "rel"], "--chroot DIR must be an absolute path"),
+    (["--mount", "--pivot-root", "rel"], "--pivot-root NEWROOT must be an absolute path"),
+    (["--mount", "--pivot-root", "/srv:.."], "--pivot-root PUT_OLD must name a directory"),
+    (["--uts", "--hostname", "x" * 65], "--hostname must be 1 to 64 bytes"),
+    (["--rlimit", "nofile=10:5"], "--rlimit: the soft limit 10 is above the hard limit 5"),
+    (["--chroot", "/", "--pivot-root", "/srv"], "--chroot and --pivot-root both change the root"),
+])
+def test_option_values_are_checked_once_by_the_builder(args, message, tmp_path):
+    """The command's options share the builder's checks (no second copy in
+    the CLI); a refusal is a usage error in the command's own words, and
+    nothing runs."""
+    marker = tmp_path / "ran"
+    res = aunshare(*args, "--", "touch", str(marker))
+    assert res.returncode == 2, res
+    assert message in res.stderr, res.stderr
+    assert not marker.exists()
