@@ -349,7 +349,8 @@ def cgroup_pids(path: str) -> set[int]:
 @pytest.mark.parametrize("how", ["cancel", "shutdown"])
 async def test_cgroup_target_kills_the_tree(no_leaks, cgroup_parent, how):
     cmd = Command("sh").args(TREE).new_cgroup(cgroup_parent).kill_policy(KillPolicy(grace=0.3))
-    with anyio.move_on_after(5 if how == "shutdown" else 0.5):
+    # Cancelled once the tree is up, however slow the machine (emulated, say).
+    with anyio.CancelScope() as scope:
         async with await cmd.spawn() as child:
             assert child.kill_policy.target is KillTarget.CGROUP
             path = child.cgroup
@@ -359,6 +360,7 @@ async def test_cgroup_target_kills_the_tree(no_leaks, cgroup_parent, how):
             if how == "shutdown":
                 await child.shutdown()
             else:
+                scope.cancel()
                 await child.wait()
     assert child.returncode == -signal.SIGTERM
     assert all(process_gone(p) for p in pids)  # cgroup.kill finished before the removal
