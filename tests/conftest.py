@@ -15,11 +15,15 @@ from aunshare.executors import get_executor
 REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
+_ALL_BACKENDS = {
+    "asyncio": ("asyncio", {}),
+    "uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": ("trio", {}),
+}
+# AUNSHARE_TEST_BACKENDS=asyncio,trio narrows the loops (the emulated VMs
+# test the kernel and the architecture, not the loops again).
+_WANTED = os.environ.get("AUNSHARE_TEST_BACKENDS") or ",".join(_ALL_BACKENDS)
+BACKENDS = [pytest.param(_ALL_BACKENDS[name], id=name) for name in _WANTED.split(",")]
 
 
 @pytest.fixture(params=BACKENDS)
