@@ -45,8 +45,16 @@ echo "== lint (mypy --strict, ruff) on CPython $ver"
 "$venv/bin/python" -m ruff check aunshare tests bench examples || status=1
 echo "== lint (mypy --strict, ruff) $((SECONDS - start))s"
 
+# The native executor under every event loop; the portable one under
+# asyncio alone (an executor runs before any loop is involved, and the
+# loops' own paths were just tested).
 for executor in native portable; do
-    echo "== CPython $ver, executor $executor"
-    AUNSHARE_EXECUTOR=$executor "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=1
+    backends=asyncio,uvloop,trio
+    [ "$executor" = portable ] && backends=asyncio
+    echo "== CPython $ver, executor $executor, loops $backends"
+    start=$SECONDS
+    AUNSHARE_EXECUTOR=$executor AUNSHARE_TEST_BACKENDS=$backends \
+        "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=1
+    echo "== CPython $ver, executor $executor: $((SECONDS - start))s"
 done
 exit $status
