@@ -50,10 +50,17 @@ echo "== lint (mypy --strict, ruff) $((SECONDS - start))s"
 # loops' own paths were just tested).
 for executor in native portable; do
     backends=asyncio,uvloop,trio
-    [ "$executor" = portable ] && backends=asyncio
-    echo "== CPython $ver, executor $executor, loops $backends"
+    sizes=()
+    if [ "$executor" = portable ]; then
+        # Each portable spawn copies the parent: a fifth of the stress sizes
+        # (unless set) keeps the run's length near the native one's.
+        backends=asyncio
+        sizes=(SOAK_SPAWNS="${SOAK_SPAWNS:-2000}" RECURSION_SPAWNS="${RECURSION_SPAWNS:-20000}"
+               STRESS_THREAD_SPAWNS="${STRESS_THREAD_SPAWNS:-30}")
+    fi
+    echo "== CPython $ver, executor $executor, loops $backends ${sizes[*]}"
     start=$SECONDS
-    AUNSHARE_EXECUTOR=$executor AUNSHARE_TEST_BACKENDS=$backends \
+    env "${sizes[@]}" AUNSHARE_EXECUTOR=$executor AUNSHARE_TEST_BACKENDS=$backends \
         "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=1
     echo "== CPython $ver, executor $executor: $((SECONDS - start))s"
 done
