@@ -45,7 +45,7 @@ def _target(body: str) -> tuple[str, str]:
 def _lookup(collection: Any, path: str) -> Any:
     try:
         obj = collection.get_member(path)
-    except (KeyError, ValueError, AttributeError):
+    except Exception:  # not found, or a path through an alias of another package
         return None
     try:
         return obj.final_target if obj.is_alias else obj
