@@ -49,7 +49,7 @@ echo "== lint (mypy --strict, ruff) $((SECONDS - start))s"
 # asyncio alone (an executor runs before any loop is involved, and the
 # loops' own paths were just tested).
 for executor in native portable; do
-    backends=asyncio,uvloop,trio
+    backends=${AUNSHARE_TEST_BACKENDS:-asyncio,uvloop,trio}
     sizes=()
     if [ "$executor" = portable ]; then
         # Each portable spawn copies the parent: a fifth of the stress sizes
