@@ -50,7 +50,7 @@ _LAZY: dict[str, str] = {
     **{name: "errors" for name in (
         "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-        "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+        "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
         "CalledProcessError", "TimeoutExpired")},
 }
@@ -70,7 +70,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
+        LineTooLong as LineTooLong, Mount as Mount, NixError as NixError,
+        ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
         TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,

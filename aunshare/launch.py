@@ -16,6 +16,7 @@ import enum
 import errno
 import os
 import signal as _signal
+import stat
 
 from . import cgroup as _cgroup
 from . import errors
@@ -26,7 +27,7 @@ from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
-from .spec import Spec
+from .spec import MountKind, Spec
 
 __all__ = ["DefaultStdio", "Pending", "start", "resolve_program"]
 
@@ -254,12 +255,13 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool) -> object | None:
+               vfork: bool, view: object = None) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
-    the default stdio, the parent's pid, euid and egid, PATH when the
+    the default stdio, the parent's pid, euid and egid, what the parent
+    found for the filesystem view (``view``: bind sources, umask), PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
@@ -281,7 +283,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid())
+            os.getpid(), os.geteuid(), os.getegid(), view)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -316,19 +318,20 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
 
+        view = view_facts(spec) if spec.isolation.mounts or spec.isolation.fresh_root else None
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
         if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
                                  in zip(join, spec.isolation.join)):
-            key = _cache_key(spec, moves, default_stdio, vfork)
+            key = _cache_key(spec, moves, default_stdio, vfork, view)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
             prepared.reuse(moves)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught)
+                          reset_caught, view)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
@@ -382,13 +385,102 @@ _sigaction = libc.sigaction
 _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
+def view_facts(spec: Spec) -> tuple[tuple[str, ...], int]:
+    """What the filesystem view's plan depends on in the parent's world:
+    per operation, what a bind's source is (``"dir"``, ``"file"``, or
+    ``"missing"`` for an optional one), and the umask to restore.
+
+    Raises :class:`~aunshare.Mount` for a bind source that is missing (and
+    not optional) or a socket, and, without ``new_root()``, for a
+    destination on the host's own file system that does not exist (the
+    child creates nothing there).
+    """
+    iso = spec.isolation
+    kinds: list[str] = []
+    ours: list[bytes] = []  # destinations of the view's mounts so far
+    for i, op in enumerate(iso.mounts):
+        kind = ""
+        if op.kind is MountKind.BIND:
+            assert op.source is not None
+            target = errors.MountTarget(op.describe(), "stat", op.source, op.dest, i)
+            try:
+                mode = os.stat(op.source).st_mode
+            except OSError as exc:
+                if op.optional and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    kinds.append("missing")
+                    continue
+                raise errors.Mount(exc.errno or errno.ENOENT, target,
+                                   "the bind's source must exist on the host (optional=True "
+                                   "skips a missing one)", action="check the source") from None
+            if stat.S_ISSOCK(mode):
+                raise errors.Mount(errno.EINVAL, target, "the source is a socket; bind the "
+                                   "directory that holds it instead", action="check the source")
+            kind = "dir" if stat.S_ISDIR(mode) else "file"
+        if not iso.fresh_root and op.kind in _MOUNTING and not any(
+                op.dest != m and (m == b"/" or op.dest.startswith(m + b"/")) for m in ours):
+            if not os.path.lexists(op.dest):
+                raise errors.Mount(errno.ENOENT, errors.MountTarget(op.describe(), "stat", None,
+                                                                    op.dest, i),
+                                   "without new_root() the destination on the host's file "
+                                   "system must exist (the child creates nothing there): "
+                                   "create it, mount a tmpfs() above it first, or call "
+                                   "new_root()", action="check the destination")
+        if op.kind in _MOUNTING:
+            ours.append(op.dest)
+        kinds.append(kind)
+    return tuple(kinds), _umask()
+
+
+_MOUNTING = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.OVERLAY, MountKind.PROC,
+                       MountKind.DEV, MountKind.FILE, MountKind.REMOUNT_RO})
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # Linux before 4.7: the racy way
+    os.umask(old)
+    return old
+
+
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
-           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           view: tuple[tuple[str, ...], int] | None = None) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
         path_env = None if prog.env_clear else os.environb.get(b"PATH")
+    if iso.fresh_root:
+        # Only the child sees the new root: it tries each PATH entry itself.
+        if b"/" in prog.program:
+            search: tuple[bytes, ...] = ()
+            program = prog.program
+        else:
+            dirs = (path_env if path_env is not None else os.defpath.encode()).split(b":")
+            cands = tuple(dict.fromkeys(d.rstrip(b"/") + b"/" + prog.program
+                                        for d in dirs if d.startswith(b"/")))
+            if not cands:
+                raise errors.Exec(errno.ENOENT, prog.program, "no absolute directory in PATH "
+                                  "to look it up in inside the new root")
+            search, program = cands[:-1], cands[-1]
+        envp = child_env(spec)
+        if envp is None and shared_memory:
+            envp = environ_copy()
+        kinds, umask = view if view is not None else view_facts(spec)
+        setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
+                      wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
+                      reset_caught, kinds, umask, search)
+        return build_plan(spec, setup)
+    if view is None and iso.mounts:
+        view = view_facts(spec)
+    kinds, umask = view if view is not None else ((), 0o022)
     root = iso.new_root or b""
     if root and not os.path.isdir(root):  # say so, rather than "program not found"
         what = "chroot" if iso.chroot is not None else "pivot_root"
@@ -403,7 +495,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught)
+                  reset_caught, kinds, umask)
     return build_plan(spec, setup)
 
 
