@@ -317,6 +317,13 @@ class Command:
             raise TypeError("groups() takes an iterable of gids")
         return self._change("_identity", groups=tuple(_check_id(g, "groups item") for g in groups))
 
+    def new_session(self, new: bool = True) -> Command:
+        """Start the child in a new session (setsid()): it has no
+        controlling terminal, so it cannot push input into the caller's
+        terminal with TIOCSTI (bubblewrap's ``--new-session``). It also
+        leads a new process group."""
+        return self._change("_identity", new_session=bool(new))
+
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
 
@@ -804,6 +811,8 @@ class Command:
             extra.append(f"groups={list(ident.groups)}")
         if ident.group_leader:
             extra.append("group_leader")
+        if ident.new_session:
+            extra.append("new_session")
         if prog.env_clear:
             extra.append("env_clear")
         for key, value in prog.env:

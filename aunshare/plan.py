@@ -259,6 +259,7 @@ _EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
 _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
                    errors.NixError, "restore signal mask", None)
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+_SETSID = Step("setsid", (), errors.SetPGid, "setsid", "(new_session)")
 _NEW_SESSION = Step("setsid", (), errors.StdioError, "setsid", "for the pty",
                     detail="a new session is needed to take a controlling terminal")
 
@@ -387,6 +388,8 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     if ctty is not None:  # setsid also starts a new process group led by the child
         steps.append(_NEW_SESSION)
         steps.append(_ctty_step(ctty))
+    elif spec.identity.new_session:  # also leads a new process group
+        steps.append(_SETSID)
     elif spec.leads_group:
         steps.append(_GROUP_LEADER)
 

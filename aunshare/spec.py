@@ -197,10 +197,12 @@ class IdentitySpec:
     groups: tuple[int, ...] | None = None
     group_leader: bool = False
     """:meth:`Command.make_group_leader`."""
+    new_session: bool = False
+    """:meth:`Command.new_session`: setsid() (no controlling terminal)."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _hashed(self, self.uid, self.gid, self.groups, self.group_leader)
+        _hashed(self, self.uid, self.gid, self.groups, self.group_leader, self.new_session)
 
     def __hash__(self) -> int:
         return self._hash
@@ -311,7 +313,8 @@ class Spec:
     @property
     def leads_group(self) -> bool:
         """The child leads a process group of its own (setpgid or setsid)."""
-        return (self.identity.group_leader or self.kill_target is KillTarget.GROUP
+        return (self.identity.group_leader or self.identity.new_session
+                or self.kill_target is KillTarget.GROUP
                 or self.fds.pty_target is not None)
 
     @property

@@ -55,6 +55,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "gid": {"gid": 7},
         "groups": {"groups": (7,)},
         "group_leader": {"group_leader": True},
+        "new_session": {"new_session": True},
     },
     "isolation": {
         "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.NET},
