@@ -605,8 +605,9 @@ def _escape_option(path: bytes) -> bytes:
 class _View:
     """Builds the steps of the filesystem view's operations."""
 
-    def __init__(self, fresh: bool, euid: int, kinds: Sequence[str]) -> None:
+    def __init__(self, fresh: bool, euid: int, kinds: Sequence[str], own_pid: bool) -> None:
         self.fresh = fresh
+        self.own_pid = own_pid
         self.euid = euid
         self.kinds = kinds  # per operation: "dir", "file", "missing" (binds only), or ""
         self.steps: list[Step] = []
@@ -692,7 +693,13 @@ class _View:
                            CStr(options)), "mount a tmpfs on", d)
         self.mounted(dest)
 
-    def proc(self, dest: bytes) -> None:
+    def proc(self, dest: bytes, own: bool = True) -> None:
+        if not own:
+            # No pid namespace of its own: the host's /proc, bound (a proc
+            # of the caller's pid namespace cannot be mounted from a user
+            # namespace), as bubblewrap does.
+            self.bind(b"/proc", dest, False, False)
+            return
         self.point(dest, True)
         d = self.new(dest)
         self.add("mount", (CStr(b"proc"), CStr(d), CStr(b"proc"),
@@ -797,7 +804,7 @@ class _View:
             elif kind is MountKind.DEV:
                 self.dev(op.dest)
             elif kind is MountKind.PROC:
-                self.proc(op.dest)
+                self.proc(op.dest, self.own_pid)
             elif kind is MountKind.OVERLAY:
                 self.overlay(i, op)
         self.op, self.index = None, -1
@@ -811,7 +818,8 @@ def _view_steps(spec: Spec, setup: Setup) -> list[Step]:
     mounts = iso.mounts
     if iso.mount_proc:  # the plain mount_proc(): after the operations
         mounts = (*mounts, MountOp(MountKind.PROC, b"/proc"))
-    view = _View(fresh, setup.euid, setup.mount_kinds)
+    view = _View(fresh, setup.euid, setup.mount_kinds,
+                 bool((iso.unshare | iso.joined) & Namespace.PID))
     add = view.add
     # Modes as given (as bubblewrap does); the caller's umask is back before exec.
     add("umask", (0,), "set the umask for", b"/")
