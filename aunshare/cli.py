@@ -139,7 +139,11 @@ EPILOG = """\
 examples:
   aunshare -r --net -- sh -c 'id -u; cat /proc/net/dev'
       root in a new user namespace, with a network namespace of its own
-      (only a loopback device, down)
+      (only a loopback device, up)
+  aunshare --unshare-all --ro-bind /usr /usr --symlink usr/bin /bin \
+           --symlink usr/lib /lib --symlink usr/lib64 /lib64 --tmpfs /tmp \
+           --dev /dev --proc /proc -- sh
+      a sandbox in bubblewrap's words: a new root holding only what is named
   aunshare -r --pid --mount-proc -- ps -e
       pid 1 of a new pid namespace, with a /proc that shows only it
   aunshare -r --hostname box -- hostname
