@@ -47,10 +47,24 @@ over them whatever the caller's own privileges.
    /proc/self/uid_map and gid_map. No parent step, so no handshake (when
    there is one anyway, for a ``before_unfreeze`` hook, the parent writes
    the same lines before the hook runs).
-6. ``sethostname`` in a new UTS namespace.
+6. ``sethostname`` in a new UTS namespace; then, in a new network
+   namespace, ``lo`` brought up (unless :meth:`Command.loopback` says
+   not): a close-on-exec ``socket(AF_INET, SOCK_DGRAM)`` and
+   ``ioctl(SIOCSIFFLAGS)`` on it (``USE_PREVIOUS``) with ``{"lo", IFF_UP}``.
 7. mounts and root, in a new mount namespace: first every mount made
    private (``mount --make-rprivate /``), so nothing done here propagates
-   back to the parent's namespace; then either ``chroot`` or
+   back to the parent's namespace. With a filesystem view
+   (:meth:`Command.new_root`, :meth:`Command.bind_mount`, ...): ``umask(0)``
+   so modes are as given; with ``new_root()`` a staging tmpfs over /tmp
+   holding ``newroot`` (bound on itself) and ``oldroot``, and
+   ``pivot_root`` into it, so the host's root is /oldroot and the
+   sandbox's /newroot; then each operation in order (``mkdirat`` of the
+   directories above a destination, failures ignored, the mount itself
+   saying what is missing; ``mount``, and ``mount_setattr`` with
+   ``AT_RECURSIVE`` for a bind's nosuid/nodev/read-only); then /oldroot
+   detached, ``pivot_root(".", ".")`` into /newroot and the staging tmpfs
+   detached; the caller's umask back. Every such step raises
+   :class:`~aunshare.Mount` naming its operation. Otherwise either ``chroot`` or
    ``pivot_root`` (bind-mount the new root on itself so it is a mount
    point, enter it, pivot, enter the new "/", and detach the old root
    unless asked to keep it); ``/proc`` is mounted for
