@@ -425,8 +425,8 @@ def view_facts(spec: Spec) -> tuple[tuple[str, ...], int]:
                                    "system must exist (the child creates nothing there): "
                                    "create it, mount a tmpfs() above it first, or call "
                                    "new_root()", action="check the destination")
-        if op.kind in _MOUNTING:
-            ours.append(op.dest)
+        if op.kind in _MOUNTING and op.kind is not MountKind.REMOUNT_RO:
+            ours.append(op.dest)  # the child may create things below these
         kinds.append(kind)
     return tuple(kinds), _umask()
 

@@ -197,7 +197,8 @@ async def test_without_new_root_the_view_applies_in_place(no_leaks):
 
 
 async def test_failing_step_names_its_operation(no_leaks):
-    # /srv/x cannot be created inside the read-only bind of /srv's parent
+    # the mount point cannot be created inside the read-only bind of /usr
+    before = Path("/proc/self/mountinfo").read_text()
     cmd = (Command("true").new_root().bind_mount("/usr", read_only=True)
            .tmpfs("/usr/aunshare-missing"))
     with pytest.raises(Mount) as info:
@@ -211,6 +212,7 @@ async def test_failing_step_names_its_operation(no_leaks):
     with pytest.raises(Mount) as info:
         await Command("true").new_root().mkdir("/a").remount_read_only("/a").status()
     assert info.value.errno == errno.EINVAL and "remount_read_only('/a')" in str(info.value)
+    assert Path("/proc/self/mountinfo").read_text() == before
 
 
 async def test_bind_sources_checked_in_the_parent(no_leaks, tmp_path):
@@ -272,6 +274,35 @@ def test_every_operation_implies_a_mount_namespace(anyio_backend):
 
 
 # -- the same command line as bwrap -------------------------------------------------
+
+
+def test_cli_sandbox_options(anyio_backend, tmp_path):
+    """bwrap's words: -try skips, --file-data and --file (a descriptor read
+    by aunshare), --perms, --tmp-overlay over --overlay-src, --new-session."""
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "lower" / "a").write_text("from below\n")
+    r, w = os.pipe()
+    os.write(w, b"through a pipe")
+    os.close(w)
+    script = ("cat /etc/x /etc/y; echo; stat -c %a /etc/y /d; echo over > /o/b; cat /o/a /o/b; "
+              "test -e /m || echo no-m; tr '\\0' ' ' < /proc/self/stat | cut -d' ' -f6")
+    res = subprocess.run(
+        [sys.executable, "-m", "aunshare", "--unshare-all", "--ro-bind", "/usr", "/usr",
+         *[w for n in ("bin", "lib", "lib64") if os.path.islink(f"/{n}")
+           for w in ("--symlink", os.readlink(f"/{n}"), f"/{n}")],
+         "--proc", "/proc", "--new-session",
+         "--file-data", "/etc/x", "hello ", "--perms", "0600", "--file", str(r), "/etc/y",
+         "--perms", "0700", "--dir", "/d", "--bind-try", str(tmp_path / "missing"), "/m",
+         "--overlay-src", str(tmp_path / "lower"), "--tmp-overlay", "/o",
+         "--", "sh", "-c", script],
+        pass_fds=(r,), capture_output=True, env={"PYTHONPATH": str(REPO),
+                                                  "PATH": "/usr/bin:/bin"}, timeout=30)
+    os.close(r)
+    assert res.returncode == 0, res.stderr.decode()
+    lines = res.stdout.decode().splitlines()
+    # the session id is the program's own pid (1 in its pid namespace)
+    assert lines == ["hello through a pipe", "600", "700", "from below", "over", "no-m", "1"]
+    assert not (tmp_path / "lower" / "b").exists()
 
 BWRAP = shutil.which("bwrap")
 FLAGS = ["--unshare-all", "--hostname", "box", "--ro-bind", "/usr", "/usr",
