@@ -267,6 +267,34 @@ def test_bad_combinations_when_frozen(build, message, anyio_backend):
         cmd.spec()
 
 
+def test_the_plan_of_a_new_root(anyio_backend):
+    """The view as plan rows: the staging pivot, each operation's rows in
+    order (each raising Mount with its operation), the second pivot."""
+    from aunshare.errors import MountTarget
+    from aunshare.plan import Setup, build_plan
+
+    spec = (Command("/bin/true").unshare(Namespace.USER).map_root_user().new_root()
+            .bind_mount("/usr", read_only=True).symlink("usr/bin", "/bin")
+            .tmpfs("/tmp", size=4096).spec())
+    setup = Setup(b"/bin/true", (b"/bin/true",), None, (), 1, 1000, 1000,
+                  mount_kinds=("dir", "", ""), umask=0o022)
+    steps = [s for s in build_plan(spec, setup).steps if s.error is Mount]
+    calls = [(s.syscall, s.subject.operation) for s in steps]
+    assert [c for c, _ in calls] == [
+        "umask", "mount", "chdir", "mkdirat", "mount", "mkdirat", "pivot_root", "chdir",
+        "mkdirat", "mount", "mount_setattr",          # bind_mount: point, bind, flags
+        "symlinkat",                                    # symlink
+        "mkdirat", "mount",                             # tmpfs
+        "umount2", "chdir", "pivot_root", "umount2", "chdir", "umask"]
+    assert calls[9] == ("mount", "bind_mount('/usr', '/usr', read_only=True)")
+    assert calls[11] == ("symlinkat", "symlink('usr/bin', '/bin')")
+    assert all(isinstance(s.subject, MountTarget) for s in steps)
+    bind = steps[9]
+    assert bind.subject.source == b"/oldroot/usr" and bind.subject.destination == b"/newroot/usr"
+    assert steps[13].args[4].data == b"mode=755,size=4096"
+    assert steps[-1].args == (0o022,)  # the caller's umask, back before exec
+
+
 def test_every_operation_implies_a_mount_namespace(anyio_backend):
     for cmd in (Command("true").new_root(), Command("true").tmpfs("/tmp"),
                 Command("true").new_root().mount_proc("/proc")):
@@ -340,15 +368,18 @@ _OURS_ONLY = re.compile(r"^(/dev/shm|/proc/sys) ")
 
 
 @pytest.mark.skipif(BWRAP is None, reason="bwrap is not installed (Debian: bubblewrap)")
+@pytest.mark.parametrize("ids", [[], ["--uid", "1000", "--gid", "1000"]],
+                         ids=["own-ids", "uid-1000"])
 @pytest.mark.parametrize("as_user", ["root", "nobody"])
-def test_same_view_as_bwrap(as_user, anyio_backend):
+def test_same_view_as_bwrap(as_user, ids, anyio_backend):
     prefix = [] if as_user == "root" else ["setpriv", "--reuid", "65534", "--regid", "65534",
                                             "--clear-groups"]
     if prefix and shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to run both as uid 65534")
-    ours_cmd = [*prefix, sys.executable, "-m", "aunshare", *FLAGS, "sh", "-c", VIEW]
+    flags = [*ids, *FLAGS]
+    ours_cmd = [*prefix, sys.executable, "-m", "aunshare", *flags, "sh", "-c", VIEW]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
-    theirs = subprocess.run([*prefix, BWRAP, *FLAGS, "sh", "-c", VIEW], capture_output=True,
+    theirs = subprocess.run([*prefix, BWRAP, *flags, "sh", "-c", VIEW], capture_output=True,
                             env=env, cwd="/", timeout=30)
     ours = subprocess.run(ours_cmd, capture_output=True, env=env, cwd="/", timeout=30)
     if as_user == "nobody" and b"Permission denied" in ours.stderr and ours.returncode == 126:
@@ -357,6 +388,10 @@ def test_same_view_as_bwrap(as_user, anyio_backend):
     assert ours.returncode == 0, ours.stderr.decode()
     mine, bw = _normalise(ours.stdout.decode()), _normalise(theirs.stdout.decode())
     assert [m for m in mine[0] if not _OURS_ONLY.match(m)] == bw[0]
-    assert [m.replace("drwxrwxrwt", "drwxr-xr-x") if m.endswith(" shm") else m
-            for m in mine[2]] == bw[2]
+    # Documented too: with --uid, bwrap nests a second user namespace, so its
+    # devpts root (owned by uid 0 of the namespace that mounted it) shows as
+    # that uid; aunshare has one namespace, where uid 0 is not mapped.
+    pts = " ".join(["drwxr-xr-x", *(ids[1::2] or ["65534", "65534"]), "pts"])
+    assert [m.replace("drwxrwxrwt", "drwxr-xr-x") if m.endswith(" shm") else
+            pts if ids and m.endswith(" pts") else m for m in mine[2]] == bw[2]
     assert mine[1] == bw[1] and mine[3:] == bw[3:]
