@@ -43,6 +43,7 @@ from ._record import record
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
+from .status import from_init
 from .status import from_waitid as _status
 from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
@@ -172,6 +173,7 @@ class Child:
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
         self._status: ExitStatus | None = None
+        self._init = pending.spec.lifetime.init_process
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
@@ -254,7 +256,10 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        self._status = st = _status(info, ru)
+        st = _status(info, ru)
+        if self._init:  # the init's status encodes the program's
+            st = from_init(st)
+        self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
         return st
