@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
+import struct
 import time
 from pathlib import Path
 
@@ -202,3 +204,53 @@ async def test_unprivileged_in_a_user_namespace():
     assert res["code"] == 9
     assert res["term"] == signal.SIGTERM
     assert res["exec"] == errno.ENOENT
+
+
+QEMU = shutil.which("qemu-aarch64")
+
+
+@pytest.mark.skipif(ARCH == "aarch64" or QEMU is None,
+                    reason="runs the aarch64 init under qemu-aarch64 (not installed)")
+@ONE_LOOP
+async def test_aarch64_init_under_qemu(no_leaks, tmp_path):
+    """The aarch64 init, emulated as pid 1 of a pid namespace (the programs
+    it starts are the host's: qemu-user hands execve to the host kernel)."""
+    assert QEMU is not None
+    elf = tmp_path / "init"
+    elf.write_bytes(INIT["aarch64"])
+    elf.chmod(0o755)
+
+    def cmd(*argv: str, report: str = "-") -> Command:
+        return (Command(QEMU).args([str(elf), report, "5", *argv])
+                .unshare(Namespace.PID | Namespace.MOUNT).mount_proc())
+
+    assert (await cmd("/bin/sh", "sh", "-c", "exit 7").status()).code == 7
+    killed = await cmd("/bin/sh", "sh", "-c", "kill -USR1 $$").status()
+    assert killed.code == 128 + signal.SIGUSR1  # the encoding from_init reads back
+    # a failed exec: the record (code 5, ENOENT) on the report fd (stdout here)
+    failed = await cmd("/nonexistent", "x", report="1").output()
+    assert failed.status.code == 127 and failed.stdout == struct.pack("=II", 5, errno.ENOENT)
+    script = (f"(until grep -q sleep /proc/$$/comm; do :; done; {ORPHANS}; echo done) & "
+              "exec sleep 30")
+    async with await cmd("/bin/sh", "sh", "-c", script).stdout(Stdio.piped()).spawn() as child:
+        assert child.stdout is not None
+        assert await child.stdout.receive() == b"done\n"
+        deadline = time.monotonic() + 5
+        while (zombies := _zombies_of(child.pid)) and time.monotonic() < deadline:
+            await anyio.sleep(0.01)
+        assert zombies == 0
+        child.terminate()  # forwarded to sleep by the emulated init
+        with anyio.fail_after(5):
+            assert (await child.wait()).code == 128 + signal.SIGTERM
+
+
+def test_memfd_is_made_again_when_its_number_was_reused():
+    fd = init_memfd()
+    assert init_memfd() == fd
+    os.close(fd)
+    other = os.open("/dev/null", os.O_RDONLY)  # takes the lowest number: fd's
+    try:
+        again = init_memfd()
+        assert again != other and os.readlink(f"/proc/self/fd/{again}").startswith("/memfd:")
+    finally:
+        os.close(other)
