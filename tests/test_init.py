@@ -95,6 +95,17 @@ async def test_program_is_pid_2_with_its_own_argv_and_no_extra_descriptor(no_lea
 
 
 @ONE_LOOP
+async def test_program_gets_the_plans_signal_mask_and_actions(no_leaks):
+    """The init blocks everything for itself; the program starts with the
+    empty mask and default actions, as without the init, and the init keeps
+    no standard stream of its own open."""
+    script = "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/1/fd | wc -l"
+    out = await (_pid_cmd("/bin/sh", "-c", script).unshare(Namespace.MOUNT).mount_proc()
+                 .init_process().output())
+    assert out.stdout.decode().split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16, "0"]
+
+
+@ONE_LOOP
 async def test_orphans_are_reaped(no_leaks):
     """100 orphaned grandchildren leave no zombie behind in the namespace.
     They are made once the program has become sleep (which reaps nothing):

@@ -61,6 +61,11 @@ _start:
         cbz     x0, .Lchild
         tbnz    x0, #63, .Lfail         // no child: report like a failed exec
         mov     x19, x0                 // the program's pid
+        mov     x0, #0                  // close_range(0, 2, 0): the standard
+        mov     x1, #2                  // streams are the program's alone (a
+        mov     x2, #0                  // reader sees EOF when it closes them)
+        mov     x8, #436
+        svc     #0
         tbnz    x22, #63, .Lwait
         mov     x0, x22                 // close(report fd): the child's copy
         mov     x8, #57                 // tells the parent (EOF at its exec)

@@ -74,6 +74,11 @@ _start:
         jz      .Lchild
         js      .Lfail                  # no child: report like a failed exec
         mov     r12, rax                # the program's pid
+        mov     eax, 436                # close_range(0, 2, 0): the standard
+        xor     edi, edi                # streams are the program's alone (a
+        mov     esi, 2                  # reader sees EOF when it closes them)
+        xor     edx, edx
+        syscall
         test    r15, r15
         js      .Lwait
         mov     eax, 3                  # close(report fd): the child's copy
