@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aunshare import Command, Exec, Namespace, Stdio
+from aunshare import Command, Exec, Fd, Namespace, Stdio
 from aunshare._linux import ARCH
 from aunshare.executors.init import INIT, init_memfd
 from aunshare.plan import Setup, build_plan
@@ -92,6 +92,20 @@ async def test_program_is_pid_2_with_its_own_argv_and_no_extra_descriptor(no_lea
     # 0-2 and the directory ls reads: no memfd, no error pipe
     assert lines[1:-1] == ["0", "1", "2", "3"]
     assert lines[-1].startswith("aunshare-init ")
+
+
+@ONE_LOOP
+async def test_with_a_handshake_and_descriptors_above_the_memfd(no_leaks):
+    """env_var_with_pid (a handshake) gives the program's own pid, 2; a
+    target with the memfd's own number moves the memfd clear of it."""
+    high = init_memfd()
+    out = await (_pid_cmd("/bin/sh", "-c", 'echo "$MYPID $$"; ls /proc/self/fd')
+                 .env_var_with_pid("MYPID").file_descriptor(high, Fd.read_null())
+                 .init_process().output())
+    assert out.status.success(), out.stderr
+    lines = out.stdout.decode().split()
+    assert lines[:2] == ["2", "2"]
+    assert sorted(map(int, lines[2:])) == sorted({0, 1, 2, high, 3 if high != 3 else 4})
 
 
 @ONE_LOOP
@@ -190,7 +204,7 @@ async def test_unprivileged_in_a_user_namespace():
     """As uid 65534: user + pid + mount namespaces, mapped to root inside."""
     out = await run_unprivileged(f"""
         import json, signal, anyio
-        from aunshare import Command, Exec, Namespace, Stdio
+        from aunshare import Command, Exec, Fd, Namespace, Stdio
         def cmd(*argv):
             return (Command(argv[0]).args(argv[1:]).map_root_user().init_process()
                     .unshare(Namespace.USER | Namespace.PID | Namespace.MOUNT).mount_proc())
