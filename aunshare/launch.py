@@ -303,9 +303,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     into_cgroup = executor.into_cgroup
     handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
     init = life.init_process
-    # With an init the program execs after the child's own exec: only the
-    # error pipe can tell how that went.
-    vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake and not init
+    vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         fds = dict(spec.fds.fds)
         if default_stdio is DefaultStdio.OUTPUT:
@@ -315,8 +313,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         moves, hi = prepare_fds(fds, opened)
         errfd = init_fd = report_target = -1
         if init:
-            # The error pipe's write end gets a target of its own, the first
-            # above the caller's, for the init to report the program's exec on.
+            # The program execs after the child's own exec (of the init): only
+            # the error pipe can tell how that went, on the vfork path too.
+            # Its write end gets a target of its own, the first above the
+            # caller's, for the init to report the program's exec on.
             report_target, hi = hi, hi + 1
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
