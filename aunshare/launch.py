@@ -1,5 +1,5 @@
 """The parent's side of a spawn, up to the clone: resolve the program,
-prepare descriptors and the cgroup, build (or reuse) and encode the plan,
+prepare descriptors, the cgroup and a Landlock ruleset, build (or reuse) and encode the plan,
 run the executor.
 
 Synchronous and quick; :mod:`aunshare.spawn` calls :func:`start` and awaits
@@ -18,12 +18,13 @@ import os
 import signal as _signal
 
 from . import cgroup as _cgroup
-from . import errors
+from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
+from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
 from .spec import Spec
@@ -95,7 +96,8 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable")
+                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
+                 "landlock_report")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -113,6 +115,7 @@ class Pending:
         # Where clone3 is refused: the cgroup the handshake moves the child into.
         self.join_cgroup: bytes | None = None
         self.reusable: tuple[object, _Prepared] | None = None
+        self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
         """Close every descriptor held and remove the child's own cgroup.
@@ -265,11 +268,13 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     running alongside the parent gets a copy, so its contents are). An
     environment edited on top of the parent's is copied on every spawn, so
     it is never cached; nor is a handshake (its pipe differs every time),
+    nor a Landlock ruleset (built afresh for each spawn, as are its paths),
     nor a spec holding descriptors of its own (the cache would keep them
     open after the caller dropped the Command).
     """
     prog = spec.program
-    if (prog.env and not prog.env_clear) or spec.needs_handshake or spec.owns_descriptors:
+    if (prog.env and not prog.env_clear) or spec.needs_handshake or spec.owns_descriptors \
+            or spec.isolation.landlock is not None:  # a ruleset is built per spawn
         return None
     if prog.env_clear:
         env: object = None
@@ -315,6 +320,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if handshake:
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
+        landlock_fd = -1
+        if spec.isolation.landlock is not None:
+            landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
+                                                                     hi, opened)
 
         key = None
         shares_memory = executor.shares_memory
@@ -328,7 +337,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             prepared.reuse(moves)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught)
+                          reset_caught, landlock_fd)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
@@ -384,7 +393,8 @@ _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
-           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           landlock_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -403,7 +413,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught)
+                  reset_caught, landlock_fd)
     return build_plan(spec, setup)
 
 

@@ -70,7 +70,13 @@ over them whatever the caller's own privileges.
    parent's threads through shared memory), groups first, uid last, since
    each needs the privilege the next drops; then ``capset`` and the
    ambient raise of the kept capabilities (they survive exec for a
-   non-root uid); then ``PR_SET_NO_NEW_PRIVS``.
+   non-root uid); then ``PR_SET_NO_NEW_PRIVS`` (also for Landlock rules:
+   an unprivileged process may restrict itself only with it set).
+   Then, with :meth:`Command.landlock`, ``landlock_restrict_self`` on the
+   ruleset the parent built (its descriptor above every target, like the
+   prepared sources of step 1). After the identity change, so that the
+   uid/gid changes and mounts above are never subject to the rules; before
+   the last steps, which touch no file.
 11. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
    kernel clears the parent-death signal when credentials change; then
    ``getppid()`` must still be the spawning process (0 in a new pid
@@ -310,6 +316,9 @@ class Setup(NamedTuple):
     reset_caught: tuple[int, ...] = ()
     """Signals the parent catches, to reset where the clone cannot
     (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
+    landlock_fd: int = -1
+    """The Landlock ruleset the child restricts itself with (above every
+    target), or -1: none (not asked for, or nothing enforceable)."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -487,9 +496,15 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         for cap in sorted(caps):
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                               errors.CapSet, "raise the ambient capability", cap_name(cap)))
-    if iso.no_new_privs:
+    if iso.no_new_privs or iso.landlock is not None:
         steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
                           "prctl(PR_SET_NO_NEW_PRIVS)", 1))
+    # 10b. Landlock, once no_new_privs is set
+    if setup.landlock_fd >= 0:
+        steps.append(Step("landlock_restrict_self", (setup.landlock_fd, 0), errors.LandlockError,
+                          "landlock_restrict_self", f"ruleset fd {setup.landlock_fd}",
+                          detail="the kernel refused to enforce the Landlock ruleset "
+                                 "(E2BIG: more than 16 nested domains)"))
 
     # 11. parent-death signal, armed after the last credential change
     if life.death_signal is not None:
