@@ -264,7 +264,8 @@ def resolve(rules: Landlock, abi: int) -> Resolved:
     and listed in the report; without it they raise
     :class:`~aunshare.LandlockError` (EOPNOTSUPP).
     """
-    fix = "use a newer kernel, or Landlock(best_effort=True) to enforce what it supports"
+    fix = ("use a newer kernel, or enforce what it supports with "
+           "Landlock(best_effort=True)")
     strict = not rules.best_effort
     dropped: list[str] = []
     handled_fs = 0

@@ -532,8 +532,12 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)), env_arg),
                       errors.Exec, "exec", setup.program,
-                      detail="the program is looked up inside the new root"
-                      if root_changed else ""))
+                      detail="; ".join(d for d in (
+                          "the program is looked up inside the new root" if root_changed
+                          else "",
+                          "with Landlock rules the program, its interpreter and libraries "
+                          "must be allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0
+                          else "") if d)))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)

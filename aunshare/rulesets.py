@@ -74,8 +74,9 @@ def prepare(rules: Landlock, hi: int, opened: Opened) -> tuple[int, LandlockRepo
                + ("the kernel was built without it" if err == errno.ENOSYS else
                   "it is not enabled (add landlock to the kernel's lsm= boot parameter)"))
         if not rules.best_effort:
-            raise errors.LandlockError(err, None, why + "; or use Landlock(best_effort=True)",
-                                       action="create Landlock ruleset")
+            raise errors.LandlockError(
+                err, None, why + "; or run unconfined with Landlock(best_effort=True)",
+                action="create Landlock ruleset")
         return -1, LandlockReport(0, False, reason=why)
     fitted = resolve(rules, min(version, 7))
     report = fitted.report
@@ -131,8 +132,8 @@ def _add_path(ruleset: int, path: str, rights: int, best_effort: bool) -> bool:
             return False
         raise errors.LandlockError(exc.errno or errno.ENOENT, path,
                                    "a Landlock rule's path must exist when the child is "
-                                   "started; create it first, or use "
-                                   "Landlock(best_effort=True) to skip it",
+                                   "started; create it first, or skip it with "
+                                   "Landlock(best_effort=True)",
                                    action="open") from None
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):

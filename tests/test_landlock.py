@@ -342,3 +342,34 @@ def test_signal_scope_does_not_stop_the_parent_death_signal():
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the confined child outlived its parent")
+
+
+# -- the command line ---------------------------------------------------------------
+
+
+@needs_landlock
+def test_cli(tree):
+    from test_cli import aunshare
+
+    system = [a for p in SYSTEM for a in ("--landlock-exec", p)]
+    res = aunshare("-v", *system, "--landlock-ro", str(tree / "ro"), "--landlock-rw",
+                   str(tree / "rw"), "--landlock-ro", str(tree / "missing"), "--",
+                   "sh", "-c", f"cat {tree}/ro/file; echo x > {tree}/rw/new; "
+                   f"cat {tree}/secret/file || exit 7")
+    assert res.returncode == 7 and res.stdout == "ro", res.stderr
+    assert f"landlock: ABI {ABI}, enforced" in res.stderr
+    assert f"missing paths skipped: {tree / 'missing'}" in res.stderr
+    assert (tree / "rw" / "new").read_text() == "x\n"
+    # the program itself not allowed: exec fails (126), saying which option helps
+    res = aunshare("--landlock-ro", "/etc", "--", "true")
+    assert res.returncode == 126 and "--landlock-exec" in res.stderr
+    # strict: a missing path is a setup failure (125); nothing runs
+    res = aunshare("--landlock-strict", *system, "--landlock-ro", str(tree / "missing"), "--",
+                   "touch", str(tree / "rw" / "ran"))
+    assert res.returncode == 125 and "without --landlock-strict" in res.stderr
+    assert not (tree / "rw" / "ran").exists()
+    for bad in ("0", "65536", "http"):
+        res = aunshare("--landlock-tcp-bind", bad, "--", "true")
+        assert res.returncode == 2 and "--landlock-tcp-bind" in res.stderr
+    res = aunshare("--landlock-strict", "--", "true")
+    assert res.returncode == 2 and "--landlock-strict needs" in res.stderr
