@@ -232,7 +232,11 @@ async def test_program_must_be_allowed(tree, no_leaks):
 
     with pytest.raises(Exec) as info:
         await Command("/bin/true").landlock(Landlock(read_only=["/usr"])).status()
-    assert info.value.errno == errno.EACCES
+    assert info.value.errno == errno.EACCES and "execute=" in str(info.value)
+    # a failure in the parent after the ruleset was built leaves nothing open either
+    with pytest.raises(Exec) as info:
+        await Command("no-such-program-here").landlock(Landlock(**RUNTIME)).status()
+    assert info.value.errno == errno.ENOENT
 
 
 @pytest.mark.skipif(ABI < 4, reason=f"TCP rules need Landlock ABI 4, this kernel has {ABI}")
