@@ -203,20 +203,26 @@ class _Prepared:
     """A plan and its encoded table, reusable for an identical spawn.
 
     Identical up to the parent's descriptor numbers: those differ between
-    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    concurrent spawns, so the dup3 steps' sources and the Landlock ruleset
+    (built afresh for every spawn) are patched on reuse.
     """
 
-    __slots__ = ("plan", "table", "dups")
+    __slots__ = ("plan", "table", "dups", "landlock")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+        self.landlock = next((i for i, step in enumerate(plan.steps)
+                              if step.syscall == "landlock_restrict_self"), -1)
 
-    def reuse(self, moves: list[tuple[int, int]]) -> None:
-        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1) -> None:
+        """Point the dup3 steps at this spawn's sources, and the Landlock
+        step at its ruleset; forget the last failure."""
         for index, (source, _) in zip(self.dups, moves):
             self.table.set_first_arg(index, source)
+        if self.landlock >= 0:
+            self.table.set_first_arg(self.landlock, landlock_fd)
         self.table.clear_record()
 
 
@@ -257,24 +263,23 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool) -> object | None:
+               vfork: bool, landlock: bool = False) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
-    the default stdio, the parent's pid, euid and egid, PATH when the
+    the default stdio, whether a Landlock ruleset is enforced (its descriptor
+    is patched on reuse), the parent's pid, euid and egid, PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
     environment edited on top of the parent's is copied on every spawn, so
     it is never cached; nor is a handshake (its pipe differs every time),
-    nor a Landlock ruleset (built afresh for each spawn, as are its paths),
     nor a spec holding descriptors of its own (the cache would keep them
     open after the caller dropped the Command).
     """
     prog = spec.program
-    if (prog.env and not prog.env_clear) or spec.needs_handshake or spec.owns_descriptors \
-            or spec.isolation.landlock is not None:  # a ruleset is built per spawn
+    if (prog.env and not prog.env_clear) or spec.needs_handshake or spec.owns_descriptors:
         return None
     if prog.env_clear:
         env: object = None
@@ -286,7 +291,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid())
+            os.getpid(), os.geteuid(), os.getegid(), landlock)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -330,11 +335,11 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
         if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
                                  in zip(join, spec.isolation.join)):
-            key = _cache_key(spec, moves, default_stdio, vfork)
+            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            prepared.reuse(moves)
+            prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
                           reset_caught, landlock_fd)

@@ -502,9 +502,9 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     # 10b. Landlock, once no_new_privs is set
     if setup.landlock_fd >= 0:
         steps.append(Step("landlock_restrict_self", (setup.landlock_fd, 0), errors.LandlockError,
-                          "landlock_restrict_self", f"ruleset fd {setup.landlock_fd}",
+                          "landlock_restrict_self", "the ruleset built by the parent",
                           detail="the kernel refused to enforce the Landlock ruleset "
-                                 "(E2BIG: more than 16 nested domains)"))
+                                 "(E2BIG: the child is already inside 16 nested Landlock domains)"))
 
     # 11. parent-death signal, armed after the last credential change
     if life.death_signal is not None:

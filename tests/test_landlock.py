@@ -239,6 +239,36 @@ async def test_program_must_be_allowed(tree, no_leaks):
     assert info.value.errno == errno.ENOENT
 
 
+@needs_landlock
+@one_loop
+@pytest.mark.anyio
+async def test_reused_plan_gets_each_spawns_ruleset(tree, no_leaks):
+    """The plan of a repeated Command is reused with the new ruleset's
+    descriptor patched in: shift the descriptor numbers between spawns,
+    and run some at once, and every child is still confined."""
+    import anyio
+
+    cmd = Command("/bin/cat").arg(f"{tree}/secret/file").landlock(Landlock(execute=SYSTEM))
+    cmd.stderr(Stdio.null())
+    held: list[int] = []
+    try:
+        for _ in range(3):
+            assert (await cmd.status()).code == 1
+            held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        codes: list[int | None] = []
+
+        async def one() -> None:
+            codes.append((await cmd.status()).code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+        assert codes == [1, 1, 1, 1]
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 @pytest.mark.skipif(ABI < 4, reason=f"TCP rules need Landlock ABI 4, this kernel has {ABI}")
 @one_loop
 @pytest.mark.anyio
