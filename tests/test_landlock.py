@@ -149,6 +149,24 @@ def test_rights_by_rule_and_abi():
     assert fs_rights(3) == (1 << 15) - 1 and fs_rights(4) == fs_rights(3)
 
 
+def test_rights_match_the_installed_kernel_headers():
+    header = Path("/usr/include/linux/landlock.h")
+    if not header.exists():
+        pytest.skip("no <linux/landlock.h> (linux-libc-dev) installed")
+    import re
+
+    from aunshare.landlock import NET_RIGHTS, SCOPES
+
+    text = header.read_text()
+    found = {f"{kind}_{name}": 1 << int(shift) for kind, name, shift in re.findall(
+        r"#define LANDLOCK_(ACCESS_FS|ACCESS_NET|SCOPE)_(\w+)\s+\(1ULL << (\d+)\)", text)}
+    ours = {**{f"ACCESS_FS_{n}": b for n, (b, _) in FS_RIGHTS.items()},
+            **{f"ACCESS_NET_{n}": b for n, (b, _) in NET_RIGHTS.items()},
+            **{f"SCOPE_{n}": b for n, (b, _) in SCOPES.items()}}
+    assert found and all(ours[name] == bit for name, bit in found.items()), found
+    assert "LANDLOCK_RULE_PATH_BENEATH = 1" in text
+
+
 def test_resolve_best_effort_drops_what_the_abi_lacks():
     rules = Landlock(read_write=["/srv"], tcp_bind=[80], tcp_connect=[443],
                      scope_signals=True, scope_abstract_unix=True)
