@@ -258,7 +258,8 @@ def _missing(what: str, since: int, abi: int, fix: str) -> errors.LandlockError:
 
 
 def resolve(rules: Landlock, abi: int) -> Resolved:
-    """Fit ``rules`` to Landlock ABI ``abi`` (>= 1). Pure.
+    """Fit ``rules`` to Landlock ABI ``abi`` (>= 1; an ABI newer than
+    :data:`LATEST_ABI` handles every right this module knows). Pure.
 
     With ``best_effort`` rights, ports and scopes the ABI lacks are dropped
     and listed in the report; without it they raise

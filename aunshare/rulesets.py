@@ -78,7 +78,7 @@ def prepare(rules: Landlock, hi: int, opened: Opened) -> tuple[int, LandlockRepo
                 err, None, why + "; or run unconfined with Landlock(best_effort=True)",
                 action="create Landlock ruleset")
         return -1, LandlockReport(0, False, reason=why)
-    fitted = resolve(rules, min(version, 7))
+    fitted = resolve(rules, version)
     report = fitted.report
     if not report.enforced:
         return -1, report

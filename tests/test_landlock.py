@@ -183,6 +183,7 @@ def test_resolve_best_effort_drops_what_the_abi_lacks():
     assert mid.report.dropped_scopes == ("ABSTRACT_UNIX_SOCKET", "SIGNAL")
     new = resolve(rules, 7)
     assert new.scoped == 3 and new.report.complete
+    assert resolve(rules, 9).handled_fs == new.handled_fs and resolve(rules, 9).report.abi == 9
     # only network rules on an ABI without them: nothing to enforce, and why
     none = resolve(Landlock(tcp_bind=[80]), 3)
     assert not none.report.enforced and "ABI 3" in none.report.reason
