@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ._names import STDIO_NAMES
 from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
+from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
 
@@ -172,12 +173,15 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    landlock: Landlock | None = None
+    """:meth:`Command.landlock`: the rules the child restricts itself with."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
-                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits)
+                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
+                self.landlock)
 
     def __hash__(self) -> int:
         return self._hash

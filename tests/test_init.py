@@ -15,10 +15,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aunshare import Command, Exec, Fd, Namespace, Stdio
+from aunshare import Command, Exec, Fd, Landlock, Namespace, Stdio
 from aunshare._linux import ARCH
 from aunshare.executors.init import INIT, init_memfd
 from aunshare.plan import Setup, build_plan
+from aunshare.rulesets import abi
 
 from conftest import run_unprivileged
 
@@ -106,6 +107,20 @@ async def test_with_a_handshake_and_descriptors_above_the_memfd(no_leaks):
     lines = out.stdout.decode().split()
     assert lines[:2] == ["2", "2"]
     assert sorted(map(int, lines[2:])) == sorted({0, 1, 2, high, 3 if high != 3 else 4})
+
+
+@pytest.mark.skipif(abi() == 0, reason="this kernel has no Landlock (or it is disabled)")
+@ONE_LOOP
+async def test_under_landlock_rules(no_leaks):
+    """The init runs from a memfd, which Landlock's execute rules do not cover
+    (an internal file, not in the tree): it starts under rules that allow
+    only the program's own trees, and the program is confined by them."""
+    rules = Landlock(execute=("/usr", "/bin", "/lib", "/lib64"),
+                     read_only=("/usr", "/lib", "/lib64"))
+    out = await (_pid_cmd("/bin/sh", "-c", "echo $$; cat /etc/hostname || exit 5")
+                 .init_process().landlock(rules).output())
+    assert out.status.code == 5 and out.stdout == b"2\n"
+    assert b"Permission denied" in out.stderr
 
 
 @ONE_LOOP
@@ -204,7 +219,7 @@ async def test_unprivileged_in_a_user_namespace():
     """As uid 65534: user + pid + mount namespaces, mapped to root inside."""
     out = await run_unprivileged(f"""
         import json, signal, anyio
-        from aunshare import Command, Exec, Fd, Namespace, Stdio
+        from aunshare import Command, Exec, Fd, Landlock, Namespace, Stdio
         def cmd(*argv):
             return (Command(argv[0]).args(argv[1:]).map_root_user().init_process()
                     .unshare(Namespace.USER | Namespace.PID | Namespace.MOUNT).mount_proc())

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 
 LAYERS: list[list[str]] = [
     # pure data
-    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "policy",
-     "fds", "spec"],
+    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "landlock",
+     "policy", "fds", "spec"],
     # what the child does
     ["plan"],
     # what runs it
@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
      "executors.init",
      "executors"],
     # the parent's side, synchronous
-    ["descriptors", "cgroup", "idmaps", "tree"],
+    ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
     ["streams", "_tasks", "child"],

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare import Command, Fd, KillPolicy, Landlock, Namespace, Spec, Stdio, UidMap, GidMap
 from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
@@ -74,6 +74,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "keep_caps": {"keep_caps": frozenset({12})},
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
+        "landlock": {"landlock": Landlock(read_only=["/usr"])},
     },
     "lifetime": {
         "death_signal": {"death_signal": 15},
