@@ -128,7 +128,10 @@ async def test_program_gets_the_plans_signal_mask_and_actions(no_leaks):
     """The init blocks everything for itself; the program starts with the
     empty mask and default actions, as without the init, and the init keeps
     no standard stream of its own open."""
-    script = "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/1/fd | wc -l"
+    # (the init closes its streams right after starting the program: give it
+    # the moment it may need on a busy machine)
+    script = ("grep -E '^Sig(Blk|Ign)' /proc/self/status; for i in $(seq 100); do "
+              "n=$(ls /proc/1/fd | wc -l); [ $n = 0 ] && break; sleep 0.01; done; echo $n")
     out = await (_pid_cmd("/bin/sh", "-c", script).unshare(Namespace.MOUNT).mount_proc()
                  .init_process().output())
     assert out.stdout.decode().split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16, "0"]
