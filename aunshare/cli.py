@@ -28,9 +28,10 @@ from ._version import __version__
 from .command import Command
 from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
 from .errors import Error, Exec, WaitError
+from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import from_waitid
+from .status import from_init, from_waitid
 from .tree import signal_tree
 
 if TYPE_CHECKING:
@@ -120,6 +121,11 @@ API_TO_CLI: list[tuple[str, Any]] = [
     (r"keep_caps\(\)", "--keep-caps"),
     (r"no_new_privs\(\)", "--no-new-privs"),
     (r"rlimit\(\)", "--rlimit"),
+    (r"with Landlock\(best_effort=True\)", "without --landlock-strict"),
+    (r"\(execute=, e\.g\. /usr\)", "(--landlock-exec, e.g. /usr)"),
+    (r"Landlock\((read_only|read_write|execute)=\.\.\.\)",
+     lambda m: {"read_only": "--landlock-ro", "read_write": "--landlock-rw",
+                "execute": "--landlock-exec"}[m[1]]),
     (r"\buid\(\)", "--uid"),
     (r"\bgid\(\)", "--gid"),
     (r"\bgroups\(\)", "--groups"),
@@ -168,7 +174,7 @@ signals:
   terminal's foreground, where the program got them from the terminal
   already. A second SIGHUP, SIGINT, SIGQUIT or SIGTERM kills the program
   with SIGKILL (pid 1 of a new pid namespace ignores signals it has no
-  handler for).
+  handler for; with --init, pid 1 is an init that passes them on).
 """
 
 
@@ -269,6 +275,19 @@ def rlimit_spec(text: str) -> tuple[int, int | None, int | None]:
     else:
         hard = _limit(hard_text, "hard")
     return res, soft, hard
+
+
+def tcp_port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+LANDLOCK_SCOPES = ("signals", "abstract-unix")
 
 
 def seconds(text: str) -> float:
@@ -454,7 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("-n", "--net", "--unshare-net", action="store_true",
                     help="new network namespace (lo up unless --no-loopback)")
     ns.add_argument("-p", "--pid", "--unshare-pid", action="store_true",
-                    help="new pid namespace: PROGRAM is its pid 1")
+                    help="new pid namespace: PROGRAM is its pid 1 (see --init)")
+    pid1 = ns.add_mutually_exclusive_group()
+    pid1.add_argument("--init", action="store_true", default=None,
+                      help="pid 1 of the new pid namespace is a tiny init that runs PROGRAM "
+                           "as pid 2, passes every signal on to it and reaps orphans "
+                           "(implies --pid)")
+    pid1.add_argument("--as-pid-1", dest="init", action="store_false",
+                      help="no init: PROGRAM itself is pid 1 of the new pid namespace "
+                           "(the default with --pid)")
     ns.add_argument("-m", "--mount", action="store_true",
                     help="new mount namespace (every mount made private first)")
     ns.add_argument("-u", "--uts", "--unshare-uts", action="store_true",
@@ -468,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "if given), as bwrap does")
     ns.add_argument("--unshare-all", action="store_true",
                     help="new user, mount, pid, network, IPC, UTS and cgroup namespaces, "
-                         "as --unshare-user (bwrap's --unshare-all)")
+                         "as --unshare-user, with --init unless --as-pid-1 (bwrap's "
+                         "--unshare-all)")
     ns.add_argument("--share-net", action="store_true",
                     help="with --unshare-all: keep the caller's network namespace")
     ns.add_argument("--no-loopback", action="store_true",
@@ -537,6 +565,28 @@ def build_parser() -> argparse.ArgumentParser:
                           "alone sets both, SOFT: keeps the hard limit, 'unlimited' is "
                           "allowed (repeatable)")
 
+    ll = p.add_argument_group(
+        "Landlock (the program, its interpreter and libraries must be allowed: "
+        "e.g. --landlock-exec /usr)")
+    ll.add_argument("--landlock-ro", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read files and list directories under PATH (repeatable)")
+    ll.add_argument("--landlock-rw", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read, write, create and remove under PATH (repeatable)")
+    ll.add_argument("--landlock-exec", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may execute (and read) files under PATH (repeatable)")
+    ll.add_argument("--landlock-tcp-bind", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may bind (repeatable)")
+    ll.add_argument("--landlock-tcp-connect", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may connect to (repeatable)")
+    ll.add_argument("--landlock-scope", metavar="SCOPE", choices=LANDLOCK_SCOPES,
+                    action="append", default=[],
+                    help="signals: PROGRAM may signal only processes it started; "
+                         "abstract-unix: it may connect only to their abstract unix sockets "
+                         "(repeatable)")
+    ll.add_argument("--landlock-strict", action="store_true",
+                    help="fail (exit 125) rather than skip a missing PATH or a rule this "
+                         "kernel cannot enforce")
+
     life = p.add_argument_group("lifetime and reporting")
     life.add_argument("--die-with-parent", action="store_true",
                       help="SIGKILL PROGRAM when aunshare dies (by default it may outlive "
@@ -586,6 +636,8 @@ def build_command(args: argparse.Namespace) -> Command:
     if args.unshare_all:
         args.pid = args.mount = args.uts = args.ipc = args.cgroup = True
         args.net = args.net or not args.share_net
+        if args.init is None:  # as bwrap, an init at pid 1 unless --as-pid-1
+            args.init = True
     flags = Namespace(0)
     if bwrap_user:
         flags |= Namespace.USER
@@ -598,6 +650,8 @@ def build_command(args: argparse.Namespace) -> Command:
     joined = {kind for kind, _ in args.setns}
     if args.mount_proc or args.pivot_root:
         flags |= Namespace.MOUNT
+    if args.init:
+        flags |= Namespace.PID
     if args.hostname is not None and Namespace.UTS not in joined:
         flags |= Namespace.UTS
     if flags:
@@ -637,6 +691,8 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.hostname(args.hostname)
     if args.mount_proc:
         cmd.mount_proc()
+    if args.init:
+        cmd.init_process()
     if args.chroot:
         cmd.chroot_dir(args.chroot)
     if args.pivot_root:
@@ -665,6 +721,9 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.no_new_privs()
     for res, soft, hard in args.rlimit:
         cmd.rlimit(res, soft, hard)
+    landlock = landlock_rules(args)
+    if landlock is not None:
+        cmd.landlock(landlock)
 
     if args.die_with_parent:
         cmd.set_parent_death_signal(signal.SIGKILL)
@@ -672,6 +731,39 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.allow_daemonize()
     cmd.kill_policy(KillPolicy(grace=args.kill_after))
     return cmd
+
+
+def landlock_rules(args: argparse.Namespace) -> Landlock | None:
+    """The Landlock rules the --landlock-* options give, or None."""
+    given = (args.landlock_ro, args.landlock_rw, args.landlock_exec, args.landlock_tcp_bind,
+             args.landlock_tcp_connect, args.landlock_scope)
+    if not any(given):
+        if args.landlock_strict:
+            raise ValueError("--landlock-strict needs Landlock rules (--landlock-ro, ...)")
+        return None
+    return Landlock(read_only=args.landlock_ro, read_write=args.landlock_rw,
+                    execute=args.landlock_exec, tcp_bind=args.landlock_tcp_bind,
+                    tcp_connect=args.landlock_tcp_connect,
+                    scope_signals="signals" in args.landlock_scope,
+                    scope_abstract_unix="abstract-unix" in args.landlock_scope,
+                    best_effort=not args.landlock_strict)
+
+
+def landlock_summary(report: LandlockReport) -> str:
+    """One line saying what the Landlock rules became (for --verbose)."""
+    if not report.enforced:
+        return f"landlock: nothing enforced ({report.reason})"
+    parts = [f"landlock: ABI {report.abi}, enforced"]
+    if report.dropped_rights:
+        parts.append("not restricted: " + ", ".join(report.dropped_rights))
+    if report.dropped_ports:
+        parts.append("port rules dropped: " + ", ".join(f"{k} {p}"
+                                                        for k, p in report.dropped_ports))
+    if report.dropped_scopes:
+        parts.append("scopes dropped: " + ", ".join(report.dropped_scopes))
+    if report.skipped_paths:
+        parts.append("missing paths skipped: " + ", ".join(report.skipped_paths))
+    return "; ".join(parts)
 
 
 class SetupFailed(Exception):
@@ -801,6 +893,7 @@ class _Supervisor:
 
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
+        self.init = pending.spec.lifetime.init_process
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -862,7 +955,8 @@ class _Supervisor:
             info, ru = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
-        return from_waitid(info, ru)
+        status = from_waitid(info, ru)
+        return from_init(status) if self.init else status
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
@@ -882,6 +976,8 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
             run.pid = pending.pid
             if args.verbose:
                 say(f"pid {pending.pid}")
+                if pending.landlock_report is not None:
+                    say(landlock_summary(pending.landlock_report))
             sup = _Supervisor(pending, signals, policy)
             try:
                 if not sup.until_exited(args.timeout):

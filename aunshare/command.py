@@ -26,6 +26,7 @@ from ._linux import NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
+from .landlock import Landlock
 from .fds import MAX_FD, Fd, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
     JOIN_ORDER, Capability, GidMap, Namespace, UidMap, cap_name, check_maps, namespace_names,
@@ -402,6 +403,24 @@ class Command:
         """
         return self._change("_lifetime", keep_sigmask=True)
 
+    def init_process(self, enabled: bool = True) -> Command:
+        """Run a tiny init as pid 1 of the new pid namespace, the program as pid 2.
+
+        Needs ``unshare(Namespace.PID)``. Without it the program itself is
+        pid 1 there: it inherits every orphan of the namespace (zombies pile
+        up unless it reaps them) and the kernel drops each signal it has no
+        handler for, so ``terminate()`` does nothing to most programs. The
+        init (machine code, no libc, executed from a memfd) forwards every
+        signal it can catch to the program, reaps every orphan, and exits
+        with the program's status; the status the parent sees is the
+        program's, signals included (see the namespaces guide for the one
+        ambiguity: a program exiting with code 128+N itself reads as killed
+        by signal N).
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"init_process(enabled) takes a bool, got {enabled!r}")
+        return self._change("_lifetime", init_process=enabled)
+
     # -- namespaces and isolation ------------------------------------------------------
     def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
         """Create the child in new namespaces: a :class:`Namespace` combination
@@ -737,6 +756,28 @@ class Command:
         (setuid bits and file capabilities are ignored)."""
         return self._change("_isolation", no_new_privs=bool(enable))
 
+    def landlock(self, rules: Landlock | None) -> Command:
+        """Confine the child with Landlock ``rules``: only the paths and TCP
+        ports they list stay reachable, for the program and everything it
+        runs (see :class:`~aunshare.Landlock` and the Landlock guide).
+
+        The parent builds the ruleset at spawn; the child sets
+        ``no_new_privs`` and restricts itself just after its identity
+        change, before ``execve``. The program and its libraries must be
+        allowed (``execute=["/usr"]`` or similar) or exec fails with EACCES.
+        :attr:`Child.landlock_report` says what was enforced. ``None``
+        removes the rules.
+        """
+        if rules is not None:
+            if not isinstance(rules, Landlock):
+                raise TypeError(f"landlock() takes an aunshare.Landlock or None, got "
+                                f"{type(rules).__name__}")
+            if not (rules.path_rules or rules.tcp_bind or rules.tcp_connect or rules.scoped):
+                raise ValueError("landlock(Landlock()) with no rule would restrict nothing: "
+                                 "give paths (read_only, read_write, execute), TCP ports "
+                                 "(tcp_bind, tcp_connect) or a scope")
+        return self._change("_isolation", landlock=rules)
+
     def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
         """Set a resource limit (``resource.RLIMIT_*``) for the child.
 
@@ -849,6 +890,8 @@ class Command:
             extra.append(f"keep_caps=[{names}]")
         if iso.no_new_privs:
             extra.append("no_new_privs")
+        if iso.landlock is not None:
+            extra.append(f"landlock=[{iso.landlock.describe()}]")
         for res, soft, hard in iso.rlimits:
             extra.append(f"rlimit[{res}]={_limit_str(soft)}:{_limit_str(hard)}")
         if life.death_signal != _signal.SIGKILL:

@@ -24,8 +24,8 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "Mount", "MountTarget", "SetIdMap", "AuxCommandExited", "AuxCommandKilled",
-    "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+    "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong",
+    "CgroupError",
     "CalledProcessError", "TimeoutExpired", "fork_causes",
 ]
 
@@ -333,6 +333,15 @@ class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
     action = "set capabilities"
+
+
+class LandlockError(_OSError):
+    """Landlock rules (:meth:`Command.landlock`) could not be set up or
+    enforced: a path missing (ENOENT), a right, port rule or scope this
+    kernel's Landlock ABI lacks (EOPNOTSUPP), Landlock unavailable (ENOSYS,
+    EOPNOTSUPP), or ``landlock_restrict_self`` refused in the child."""
+
+    action = "landlock"
 
 
 class AuxCommandExited(Error):

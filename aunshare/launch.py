@@ -1,5 +1,5 @@
 """The parent's side of a spawn, up to the clone: resolve the program,
-prepare descriptors and the cgroup, build (or reuse) and encode the plan,
+prepare descriptors, the cgroup and a Landlock ruleset, build (or reuse) and encode the plan,
 run the executor.
 
 Synchronous and quick; :mod:`aunshare.spawn` calls :func:`start` and awaits
@@ -19,12 +19,14 @@ import signal as _signal
 import stat
 
 from . import cgroup as _cgroup
-from . import errors
+from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
+from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
+from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
 from .spec import MountKind, Spec
@@ -96,7 +98,8 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable")
+                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
+                 "landlock_report")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -114,6 +117,7 @@ class Pending:
         # Where clone3 is refused: the cgroup the handshake moves the child into.
         self.join_cgroup: bytes | None = None
         self.reusable: tuple[object, _Prepared] | None = None
+        self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
         """Close every descriptor held and remove the child's own cgroup.
@@ -201,20 +205,26 @@ class _Prepared:
     """A plan and its encoded table, reusable for an identical spawn.
 
     Identical up to the parent's descriptor numbers: those differ between
-    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    concurrent spawns, so the dup3 steps' sources and the Landlock ruleset
+    (built afresh for every spawn) are patched on reuse.
     """
 
-    __slots__ = ("plan", "table", "dups")
+    __slots__ = ("plan", "table", "dups", "landlock")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+        self.landlock = next((i for i, step in enumerate(plan.steps)
+                              if step.syscall == "landlock_restrict_self"), -1)
 
-    def reuse(self, moves: list[tuple[int, int]]) -> None:
-        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1) -> None:
+        """Point the dup3 steps at this spawn's sources, and the Landlock
+        step at its ruleset; forget the last failure."""
         for index, (source, _) in zip(self.dups, moves):
             self.table.set_first_arg(index, source)
+        if self.landlock >= 0:
+            self.table.set_first_arg(self.landlock, landlock_fd)
         self.table.clear_record()
 
 
@@ -255,13 +265,14 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool, view: object = None) -> object | None:
+               vfork: bool, landlock: bool = False, view: object = None) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
-    the default stdio, the parent's pid, euid and egid, what the parent
-    found for the filesystem view (``view``: bind sources, umask), PATH when the
+    the default stdio, whether a Landlock ruleset is enforced (its descriptor
+    is patched on reuse), what the parent found for the filesystem view
+    (``view``: bind sources, umask), the parent's pid, euid and egid, PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
@@ -283,7 +294,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid(), view)
+            os.getpid(), os.geteuid(), os.getegid(), landlock, view)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -303,6 +314,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
     handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
+    init = life.init_process
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         fds = dict(spec.fds.fds)
@@ -311,31 +323,47 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
                 fds.setdefault(target, fd)
         opened = pending.opened
         moves, hi = prepare_fds(fds, opened)
+        errfd = init_fd = report_target = -1
+        if init:
+            # The program execs after the child's own exec (of the init): only
+            # the error pipe can tell how that went, on the vfork path too.
+            # Its write end gets a target of its own, the first above the
+            # caller's, for the init to report the program's exec on.
+            report_target, hi = hi, hi + 1
+            pending.report_fd, errfd = error_pipe(hi)
+            opened.child_side.append(errfd)
+            moves.append((errfd, report_target))
+            init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
                 for ns, owned in spec.isolation.join]
         wake = None
         if handshake:
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
+        landlock_fd = -1
+        if spec.isolation.landlock is not None:
+            landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
+                                                                     hi, opened)
 
         view = view_facts(spec) if spec.isolation.mounts or spec.isolation.fresh_root else None
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
-                                 in zip(join, spec.isolation.join)):
-            key = _cache_key(spec, moves, default_stdio, vfork, view)
+        if (shares_memory and not reset_caught and (not init or init_fd == _init_memfd())
+                and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
+            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
+            if key is not None and init:  # the plan names the memfd by number
+                key = (key, init_fd)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            prepared.reuse(moves)
+            prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught, view)
+                          reset_caught, landlock_fd, init_fd, report_target, view)
             table = encode(plan)
         pending.plan, pending.table = plan, table
-        errfd = -1
-        if not vfork:
+        if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
         if life.cgroup_parent is not None:
@@ -367,6 +395,17 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     elif key is not None:
         pending.reusable = (key, prepared or _Prepared(plan, table))
     return pending
+
+
+def _init_memfd() -> int:
+    """The memfd holding the init (made once per process), or a typed error."""
+    try:
+        return init_memfd()
+    except (OSError, NotImplementedError) as exc:
+        err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENOSYS
+        raise errors.Exec(err, "the init of the pid namespace",
+                          f"cannot place it in a memfd ({exc}); run without "
+                          "init_process(True)") from None
 
 
 def caught_signals() -> tuple[int, ...]:
@@ -431,6 +470,33 @@ def view_facts(spec: Spec) -> tuple[tuple[str, ...], int]:
     return tuple(kinds), _umask()
 
 
+def sandbox_lookup(spec: Spec, candidates: tuple[bytes, ...]) -> bytes:
+    """The first of ``candidates`` (paths inside a new root) that names an
+    executable file on the host through the view's binds and symlinks; the
+    last one when none does (the exec then says it is missing)."""
+    mounts = spec.isolation.mounts
+    for cand in candidates:
+        path = cand
+        for _ in range(8):  # symlinks of the view may lead to binds, and on
+            for op in reversed(mounts):
+                dest = op.dest
+                if op.kind in (MountKind.BIND, MountKind.SYMLINK) and (
+                        path == dest or path.startswith(dest + b"/")) and op.source:
+                    rest = path[len(dest):]
+                    target = op.source
+                    if op.kind is MountKind.SYMLINK and not target.startswith(b"/"):
+                        target = os.path.normpath(os.path.dirname(dest) + b"/" + target)
+                    path = target + rest
+                    break
+            else:
+                break
+            if op.kind is MountKind.BIND:
+                if os.access(path, os.X_OK) and not os.path.isdir(path):
+                    return cand
+                break
+    return candidates[-1]
+
+
 _MOUNTING = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.OVERLAY, MountKind.PROC,
                        MountKind.DEV, MountKind.FILE, MountKind.REMOUNT_RO})
 
@@ -452,6 +518,7 @@ def _umask() -> int:
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
            view: tuple[tuple[str, ...], int] | None = None) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
@@ -474,9 +541,12 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         if envp is None and shared_memory:
             envp = environ_copy()
         kinds, umask = view if view is not None else view_facts(spec)
+        if spec.lifetime.init_process and search:
+            # The init execs one path: find it here, through the view's binds.
+            program, search = sandbox_lookup(spec, (*search, program)), ()
         setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                       wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                      reset_caught, kinds, umask, search)
+                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search)
         return build_plan(spec, setup)
     if view is None and iso.mounts:
         view = view_facts(spec)
@@ -495,7 +565,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, kinds, umask)
+                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask)
     return build_plan(spec, setup)
 
 

@@ -84,7 +84,13 @@ over them whatever the caller's own privileges.
    parent's threads through shared memory), groups first, uid last, since
    each needs the privilege the next drops; then ``capset`` and the
    ambient raise of the kept capabilities (they survive exec for a
-   non-root uid); then ``PR_SET_NO_NEW_PRIVS``.
+   non-root uid); then ``PR_SET_NO_NEW_PRIVS`` (also for Landlock rules:
+   an unprivileged process may restrict itself only with it set).
+   Then, with :meth:`Command.landlock`, ``landlock_restrict_self`` on the
+   ruleset the parent built (its descriptor above every target, like the
+   prepared sources of step 1). After the identity change, so that the
+   uid/gid changes and mounts above are never subject to the rules; before
+   the last steps, which touch no file.
 11. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
    kernel clears the parent-death signal when credentials change; then
    ``getppid()`` must still be the spawning process (0 in a new pid
@@ -94,7 +100,18 @@ over them whatever the caller's own privileges.
    already reset handlers, but ignored signals such as Python's SIGPIPE stay
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
-13. ``execve``.
+13. ``execve``. With :meth:`Command.init_process` instead
+   ``execveat(memfd, "", argv, envp, AT_EMPTY_PATH)`` of the init
+   (:mod:`aunshare.executors.init`, a static ELF in a close-on-exec memfd
+   prepared by the parent above every dup3 target): the process that ran
+   the plan becomes the init, pid 1 of the new pid namespace, and execs
+   the program (path, argv and environment passed in its argv and envp)
+   in a child of its own, pid 2, with the mask the plan set. Everything
+   above therefore applies to both; the spawn's error pipe is one of the
+   step 1 dup3 targets (without close-on-exec, so it survives the init's
+   exec), and the init reports the program's failed exec on it as this
+   step's failure, so the parent raises the same typed
+   :class:`~aunshare.errors.Exec`.
 
 Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
@@ -114,7 +131,7 @@ from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
-    AT_FDCWD, AT_RECURSIVE, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, IFF_UP,
+    AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, IFF_UP,
     LINUX_CAPABILITY_VERSION_3, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC,
     PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS,
@@ -245,7 +262,8 @@ class Plan(NamedTuple):
     """The child's steps in order, how it is cloned, and what it will be."""
 
     steps: tuple[Step, ...]
-    """The syscalls the child makes, in order; the last one is ``execve``."""
+    """The syscalls the child makes, in order; the last one is ``execve``
+    (``execveat`` of the init with ``init_process``)."""
     clone_flags: int = 0
     """Extra clone3 flags (namespaces, CLONE_INTO_CGROUP), beyond the executor's own."""
     leads_group: bool = False
@@ -326,6 +344,14 @@ class Setup(NamedTuple):
     reset_caught: tuple[int, ...] = ()
     """Signals the parent catches, to reset where the clone cannot
     (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
+    landlock_fd: int = -1
+    """The Landlock ruleset the child restricts itself with (above every
+    target), or -1: none (not asked for, or nothing enforceable)."""
+    init_fd: int = -1
+    """With ``init_process``: the memfd holding the init (above every target)."""
+    report_fd: int = -1
+    """With ``init_process``: the dup3 target the error pipe's write end gets
+    in the child, for the init to report the program's exec on; -1: none."""
     mount_kinds: tuple[str, ...] = ()
     """Per filesystem-view operation, what the parent found at a bind's
     source: ``"dir"``, ``"file"`` or ``"missing"`` (an optional one,
@@ -534,9 +560,15 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         for cap in sorted(caps):
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                               errors.CapSet, "raise the ambient capability", cap_name(cap)))
-    if iso.no_new_privs:
+    if iso.no_new_privs or iso.landlock is not None:
         steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
                           "prctl(PR_SET_NO_NEW_PRIVS)", 1))
+    # 10b. Landlock, once no_new_privs is set
+    if setup.landlock_fd >= 0:
+        steps.append(Step("landlock_restrict_self", (setup.landlock_fd, 0), errors.LandlockError,
+                          "landlock_restrict_self", "the ruleset built by the parent",
+                          detail="the kernel refused to enforce the Landlock ruleset "
+                                 "(E2BIG: the child is already inside 16 nested Landlock domains)"))
 
     # 11. parent-death signal, armed after the last credential change
     if life.death_signal is not None:
@@ -562,16 +594,29 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     if prog.env_pid:
         envp = [*(setup.envp or ()), *(Slot(key + b"=", PID_SLOT_SIZE) for key in prog.env_pid)]
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
-    argv = CStrArray(tuple(setup.argv))
-    for path in setup.search:  # the first that execs ends the plan
-        steps.append(Step("execve", (CStr(path), argv, env_arg), errors.Exec, "exec", path,
-                          IGNORE_ERROR))
-    searched = ", ".join(os.fsdecode(p) for p in (*setup.search, setup.program))
-    steps.append(Step("execve", (CStr(setup.program), argv, env_arg),
-                      errors.Exec, "exec", setup.program,
-                      detail=f"looked up inside the new root (tried {searched})"
-                      if setup.search else "the program is looked up inside the new root"
-                      if root_changed else ""))
+    details = ("the program is looked up inside the new root" if root_changed else "",
+               "with Landlock rules the program, its interpreter and libraries must be "
+               "allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0 else "")
+    if life.init_process:
+        report = str(setup.report_fd).encode() if setup.report_fd >= 0 else b"-"
+        argv = (b"aunshare-init", report, str(len(steps)).encode(), setup.program,
+                *setup.argv)
+        steps.append(Step("execveat", (setup.init_fd, CStr(b""), CStrArray(argv), env_arg,
+                                       AT_EMPTY_PATH),
+                          errors.Exec, "exec", setup.program,
+                          detail="; ".join(d for d in (
+                              "run by the init of the new pid namespace", *details) if d)))
+    else:
+        argv_arg = CStrArray(tuple(setup.argv))
+        for path in setup.search:  # the first that execs ends the plan
+            steps.append(Step("execve", (CStr(path), argv_arg, env_arg), errors.Exec, "exec",
+                              path, IGNORE_ERROR))
+        if setup.search:
+            searched = ", ".join(os.fsdecode(p) for p in (*setup.search, setup.program))
+            details = (f"looked up in PATH inside the new root (tried {searched})", details[1])
+        steps.append(Step("execve", (CStr(setup.program), argv_arg, env_arg),
+                          errors.Exec, "exec", setup.program,
+                          detail="; ".join(d for d in details if d)))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ._names import STDIO_NAMES
 from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
+from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
 
@@ -237,13 +238,15 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    landlock: Landlock | None = None
+    """:meth:`Command.landlock`: the rules the child restricts itself with."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
                 self.hostname, self.mount_proc, self.mounts, self.fresh_root, self.loopback,
-                self.keep_caps, self.no_new_privs, self.rlimits)
+                self.keep_caps, self.no_new_privs, self.rlimits, self.landlock)
 
     def __hash__(self) -> int:
         return self._hash
@@ -276,11 +279,14 @@ class LifetimeSpec:
     """:meth:`Command.new_cgroup`: a cgroup of its own is made under this."""
     cgroup_path: bytes | None = None
     """:meth:`Command.cgroup`: start inside this existing cgroup."""
+    init_process: bool = False
+    """:meth:`Command.init_process`: pid 1 of the new pid namespace is an init
+    that starts the program as pid 2, forwards signals to it and reaps orphans."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.death_signal, self.keep_sigmask, self.kill_policy, self.cgroup_parent,
-                self.cgroup_path)
+                self.cgroup_path, self.init_process)
 
     def __hash__(self) -> int:
         return self._hash
@@ -399,6 +405,9 @@ def _validate(spec: Spec) -> None:
     if iso.pivot is not None and not new & Namespace.MOUNT:
         raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
                          "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if life.init_process and not new & Namespace.PID:
+        raise ValueError("init_process(True) starts an init as pid 1 of a new pid namespace, "
+                         "but there is none: add unshare(Namespace.PID)")
     if iso.mount_proc and not new & Namespace.MOUNT:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "

@@ -168,7 +168,8 @@ OSERROR_CLASSES = [
     aunshare.NixError, aunshare.CreatePipe, aunshare.Fork, aunshare.Exec, aunshare.Chdir,
     aunshare.ParentDeathSignal, aunshare.PipeError, aunshare.WaitError, aunshare.StdioError,
     aunshare.SetUser, aunshare.ChangeRoot, aunshare.SetIdMap, aunshare.SetPGid,
-    aunshare.SetNs, aunshare.CgroupError, aunshare.SetRlimit, aunshare.CapSet, aunshare.Mount,
+    aunshare.SetNs, aunshare.CgroupError, aunshare.SetRlimit, aunshare.CapSet,
+    aunshare.LandlockError, aunshare.Mount,
 ]
 
 ERRNO_CLASSES = [
