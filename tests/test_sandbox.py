@@ -395,3 +395,21 @@ def test_same_view_as_bwrap(as_user, ids, anyio_backend):
     assert [m.replace("drwxrwxrwt", "drwxr-xr-x") if m.endswith(" shm") else
             pts if ids and m.endswith(" pts") else m for m in mine[2]] == bw[2]
     assert mine[1] == bw[1] and mine[3:] == bw[3:]
+
+
+@pytest.fixture
+def _init_memfd_made():
+    """The init's memfd lives as long as the process: made before no_leaks counts."""
+    from aunshare.executors.init import init_memfd
+
+    init_memfd()
+
+
+async def test_sandbox_with_an_init(_init_memfd_made, no_leaks):
+    """With init_process the init execs one path: a program given without a
+    slash is found by the parent through the view's binds and symlinks."""
+    cmd = sandbox(Command("sh").args(["-c", "echo $$; exit 3"])
+                  .unshare(Namespace.USER | Namespace.PID).map_root_user().init_process())
+    cmd.env("PATH", "/usr/local/bin:/bin")  # /bin is the view's symlink to usr/bin
+    out = await cmd.output()
+    assert out.status.code == 3 and out.stdout == b"2\n", out
