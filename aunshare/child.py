@@ -635,7 +635,10 @@ class Child:
         the grace period, then SIGKILLs the target (before reaping the child,
         so no reused pid or process group can be hit), reaps the child and
         removes its cgroup. Shielded from cancellation: it always finishes,
-        at most the grace period plus the time SIGKILL takes. A child that
+        at most the grace period plus the time SIGKILL takes; a policy's
+        ``reap_timeout`` bounds the latter, raising
+        :class:`~aunshare.ReapTimeout` for a child that SIGKILL has not
+        ended by then (it is reaped later, once it dies). A child that
         has already been reaped is not signalled, but whatever is left in
         its cgroup is killed. Concurrent calls share one shutdown.
         Returns the exit status.

@@ -6,6 +6,8 @@ Timed from before the spawn to after the wait:
 
 * ``aunshare (asyncio|uvloop|trio)`` - ``child.stdout.receive_into()`` into
   one reused 1 MiB buffer, under ``anyio.run`` on each backend.
+* ``aunshare output(max_output=1M ...)`` - ``Command.output()`` keeping the
+  first (or last) MiB and draining the rest: the bounded capture's cost.
 * ``asyncio.create_subprocess_exec`` - ``proc.stdout.read(1 MiB)`` in a loop
   (plain asyncio loop), and the same on uvloop.
 * ``trio.lowlevel.open_process`` - ``proc.stdout.receive_some(1 MiB)``.
@@ -85,6 +87,22 @@ async def _aunshare(size: int) -> float:
     await child.aclose_streams()
     _check(total, size, child.returncode)
     return dt
+
+
+async def _aunshare_bounded(size: int, keep: str) -> float:
+    t0 = time.perf_counter()
+    out = await aunshare.Command("head").args(["-c", str(size), "/dev/zero"]).output(
+        max_output=READ, keep=keep)
+    dt = time.perf_counter() - t0
+    _check(size if out.stdout_truncated and len(out.stdout) == READ else -1, size,
+           out.status.returncode)
+    return dt
+
+
+def _aunshare_bounded_run(keep: str) -> Run:
+    def run(size: int) -> float:
+        return anyio.run(_aunshare_bounded, size, keep, backend="asyncio")
+    return run
 
 
 def _aunshare_run(backend: str, options: dict | None = None) -> Run:
@@ -170,6 +188,8 @@ def peers() -> dict[str, Run | None]:
         AUNSHARE: _aunshare_run("asyncio"),
         "aunshare (uvloop)": _aunshare_run("asyncio", {"use_uvloop": True}) if uvloop else None,
         "aunshare (trio)": _aunshare_run("trio") if trio else None,
+        "aunshare output(max_output=1M) (asyncio)": _aunshare_bounded_run("head"),
+        "aunshare output(max_output=1M, keep=tail)": _aunshare_bounded_run("tail"),
         "asyncio.create_subprocess_exec": _asyncio_run,
         "uvloop create_subprocess_exec": _uvloop_run if uvloop else None,
         "trio.lowlevel.open_process": _trio_run if trio else None,
