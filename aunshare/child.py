@@ -488,33 +488,44 @@ class Child:
         stdin = self.stdin
         pending = 0
         finished = anyio.Event()
+        fed = stdin is None
 
         async def run(job: Any, *args: Any) -> None:
-            nonlocal pending
+            nonlocal pending, fed
             try:
                 await job(*args)
+                fed = fed or job is send_then_close
             finally:
                 pending -= 1
                 if not pending:
                     finished.set()
 
-        cut = False
+        pairs = [(cap, stream) for cap, stream in ((out, self.stdout), (err, self.stderr))
+                 if cap is not None and stream is not None]
+        stopped = False
         async with anyio.create_task_group() as tg:
             if stdin is not None:
                 pending += 1
                 tg.start_soon(run, send_then_close, stdin, input)
-            for cap, stream in ((out, self.stdout), (err, self.stderr)):
-                if cap is not None and stream is not None:
-                    pending += 1
-                    tg.start_soon(run, cap.drain, stream)
+            for cap, stream in pairs:
+                pending += 1
+                tg.start_soon(run, cap.drain, stream)
             # Not reaped yet: its process group stays ours to kill.
             await self.until_exited()
             if pending and wait_delay is not None:
                 with anyio.move_on_after(wait_delay):
                     await finished.wait()
                 if pending:  # Go's WaitDelay: stop reading, close our ends
-                    cut = True
+                    stopped = True
                     tg.cancel_scope.cancel()
+        cut = False
+        if stopped:
+            # What the pipes hold already was written before the end: take it
+            # (bounded: a writer may still be going), then close.
+            for cap, stream in pairs:
+                if not cap.eof:
+                    cap.read_ready(stream, max_reads=4)
+            cut = not fed or not all(cap.eof for cap, _ in pairs)
         for end in (stdin, self.stdout, self.stderr):
             if end is not None and not end.is_tty:
                 await end.aclose()

@@ -115,6 +115,9 @@ async def _after_kill(child: Child, caps: tuple[Capture | None, Capture | None],
         async with anyio.create_task_group() as tg:
             for cap, stream in pairs:
                 tg.start_soon(cap.drain, stream)
+    for cap, stream in pairs:
+        if not cap.eof:
+            cap.read_ready(stream, max_reads=4)  # written before the delay ran out
     return not all(cap.eof for cap, _ in pairs)
 
 

@@ -514,11 +514,14 @@ class Capture:
         self.eof = True
         self._scratch = None
 
-    def read_ready(self, stream: PipeReader | None) -> None:
-        """Take whatever the pipe already holds, without waiting."""
+    def read_ready(self, stream: PipeReader | None, max_reads: int | None = None) -> None:
+        """Take whatever the pipe already holds, without waiting (at most
+        ``max_reads`` reads: a writer still running could go on forever)."""
         if stream is None or stream.fileno() < 0:
             return
-        while True:
+        reads = 0
+        while max_reads is None or reads < max_reads:
+            reads += 1
             try:
                 data = os.read(stream.fileno(), _CAPTURE_READ)
             except OSError:  # EAGAIN: nothing more now; EIO: a hung-up pty
