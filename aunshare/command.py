@@ -815,13 +815,26 @@ class Command:
         async with await spawn(self.spec()) as child:
             return await child.wait()
 
-    async def output(self) -> Output:
+    async def output(self, *, max_output: int | None = None, keep: str = "head",
+                     wait_delay: float | None = None) -> Output:
         """Run the child and collect its output. Standard streams not set:
-        stdin is /dev/null, stdout and stderr are piped and captured."""
-        from .spawn import DefaultStdio, spawn
+        stdin is /dev/null, stdout and stderr are piped and captured.
 
+        ``max_output`` (bytes, per stream) keeps the first bytes of each
+        stream, or the last ones with ``keep="tail"``; the rest is read and
+        dropped (``Output.stdout_truncated`` / ``stderr_truncated``).
+        ``wait_delay`` (seconds; default None: until every writer closed
+        the pipe) bounds the reading after the child has exited, like Go's
+        ``Cmd.WaitDelay``: a grandchild that keeps stdout open cannot make
+        this hang (``Output.cut_short``).
+        """
+        from .spawn import DefaultStdio, spawn
+        from .streams import check_capture
+
+        check_capture(max_output, keep, wait_delay, "output()")
         child = await spawn(self.spec(), DefaultStdio.OUTPUT)
-        return await child.wait_with_output()
+        return await child.wait_with_output(max_output=max_output, keep=keep,
+                                            wait_delay=wait_delay)
 
     def copy(self) -> Command:
         """An independent copy: changing one leaves the other as it was
