@@ -23,7 +23,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "openat": 257, "setns": 308, "chroot": 161,
         "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435, "clone": 56,
         "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
-        "pivot_root": 155, "prlimit64": 302, "capset": 126,
+        "pivot_root": 155, "prlimit64": 302, "capset": 126, "umask": 95,
     },
     "aarch64": {
         "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
@@ -34,6 +34,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
         "clone3": 435, "clone": 220, "close_range": 436, "sethostname": 161, "mount": 40,
         "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91,
+        "umask": 166,
     },
 }
 

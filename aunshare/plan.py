@@ -27,7 +27,9 @@ over them whatever the caller's own privileges.
    A session leader also leads a new process group. Otherwise
    ``setpgid(0, 0)`` when the child is to lead its own process group
    (:meth:`Command.make_group_leader`, or a kill policy aimed at the group:
-   the group must exist before the program can fork into it). The Command
+   the group must exist before the program can fork into it);
+   ``setsid()`` for :meth:`Command.new_session`; ``setpgid(0, pgid)`` to
+   join an existing group (:meth:`Command.process_group`). The Command
    refuses a pty with make_group_leader (a session leader cannot change
    its group).
 3. the handshake, only when the parent must act before the child goes on
@@ -58,7 +60,8 @@ over them whatever the caller's own privileges.
    goes (an unprivileged proc mount needs a visible one). Either way the
    child then enters "/" of the new root, so no working directory is left
    outside it.
-8. ``chdir`` to :meth:`Command.current_dir` (inside the new root, if any).
+8. ``chdir`` to :meth:`Command.current_dir` (inside the new root, if any),
+   and ``umask`` (:meth:`Command.umask`).
    Before dropping privileges, as the crate does, so a root parent can
    enter a directory the target user could not.
 9. resource limits (``prlimit64``), before dropping privileges so a hard
@@ -260,6 +263,7 @@ _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
 _NEW_SESSION = Step("setsid", (), errors.StdioError, "setsid", "for the pty",
                     detail="a new session is needed to take a controlling terminal")
+_OWN_SESSION = Step("setsid", (), errors.SetPGid, "setsid", "(new_session)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -364,8 +368,14 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     if ctty is not None:  # setsid also starts a new process group led by the child
         steps.append(_NEW_SESSION)
         steps.append(_ctty_step(ctty))
+    elif ident.new_session:  # a session leader leads a new process group too
+        steps.append(_OWN_SESSION)
     elif spec.leads_group:
         steps.append(_GROUP_LEADER)
+    elif ident.process_group is not None:
+        pgid = ident.process_group
+        steps.append(Step("setpgid", (0, pgid), errors.SetPGid, "setpgid", f"(0, {pgid})",
+                          detail="the group must exist in the child's session"))
 
     # 3. handshake
     if setup.wake is not None:
@@ -440,6 +450,10 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     # 8. working directory
     if prog.cwd is not None:
         steps.append(Step("chdir", (CStr(prog.cwd),), errors.Chdir, "chdir", prog.cwd))
+
+    if ident.umask is not None:  # umask(2) cannot fail
+        steps.append(Step("umask", (ident.umask,), errors.NixError, "umask",
+                          oct(ident.umask)))
 
     # 9. resource limits
     for res, soft, hard in iso.rlimits:
