@@ -81,6 +81,15 @@ def build_command(argv: list[Any], *, stdin: object, stdout: object, stderr: obj
 
     ``command``, when given, receives the Command last and may change it
     (or return another one)."""
+    if not argv:
+        raise ValueError("the program to run is missing (empty argument list)")
+    if not options and stdin is None and stdout is None and stderr is None:
+        # The common call: nothing but the argument list (every builder call
+        # saved is a record copy saved, on every spawn).
+        cmd = Command(argv[0])
+        if len(argv) > 1:
+            cmd.args(argv[1:])
+        return _hook(cmd, command)
     unknown = set(options) - set(_DEFAULTS)
     if unknown:
         name = sorted(unknown)[0]
@@ -96,17 +105,21 @@ def build_command(argv: list[Any], *, stdin: object, stdout: object, stderr: obj
         raise ValueError("restore_signals=False cannot be honoured: aunshare resets every "
                          "signal to its default action before exec (the child would "
                          "otherwise inherit Python's ignored SIGPIPE)")
-    if not argv:
-        raise ValueError("the program to run is missing (empty argument list)")
     program = opt["executable"] if opt["executable"] is not None else argv[0]
     cmd = Command(program)
     if opt["executable"] is not None:
         cmd.arg0(argv[0])
-    cmd.args(argv[1:])
+    if len(argv) > 1:
+        cmd.args(argv[1:])
     if not opt["close_fds"] and not opt["pass_fds"]:
         cmd.reset_fds()  # inheritable descriptors stay open, as subprocess leaves them
-    cmd.stdin(stdio(stdin, "stdin")).stdout(stdio(stdout, "stdout"))
-    cmd.stderr(stdio(stderr, "stderr"))
+    # None is inheriting, the default: no call for it
+    if stdin is not None:
+        cmd.stdin(stdio(stdin, "stdin"))
+    if stdout is not None:
+        cmd.stdout(stdio(stdout, "stdout"))
+    if stderr is not None:
+        cmd.stderr(stdio(stderr, "stderr"))
     for fd in sorted(set(opt["pass_fds"])):
         if fd >= 3:  # 0-2 are the standard streams, set above
             cmd.file_descriptor(fd, Fd.from_fd(fd))
@@ -128,14 +141,20 @@ def build_command(argv: list[Any], *, stdin: object, stdout: object, stderr: obj
         cmd.groups([_gid(g, "extra_groups item") for g in extra])
     if opt["umask"] >= 0:
         cmd.umask(opt["umask"])
-    if command is not None:
-        changed = command(cmd)
-        if changed is not None:
-            if not isinstance(changed, Command):
-                raise TypeError("the command= callable must change the Command it is given "
-                                f"or return a Command, not {type(changed).__name__}")
-            cmd = changed
-    return cmd
+    return _hook(cmd, command)
+
+
+def _hook(cmd: Command, command: Callable[[Command], Command | None] | None) -> Command:
+    """The Command after the caller's ``command=`` callable changed it."""
+    if command is None:
+        return cmd
+    changed = command(cmd)
+    if changed is None:
+        return cmd
+    if not isinstance(changed, Command):
+        raise TypeError("the command= callable must change the Command it is given "
+                        f"or return a Command, not {type(changed).__name__}")
+    return changed
 
 
 def pipe_size(options: Mapping[str, Any]) -> int:
