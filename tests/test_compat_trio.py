@@ -88,7 +88,7 @@ def test_bad_arguments_are_refused():
             await compat.open_process(["true"], encoding="utf-8")
         with pytest.raises(TypeError):
             await compat.open_process("true")  # a string needs shell=True
-        with pytest.raises(ValueError, match="only valid with nursery.start"):
+        with pytest.raises(ValueError, match=r"only valid with nursery\.start"):
             await compat.run_process(["true"], stdout=compat.PIPE)
         with pytest.raises(UnicodeError):
             await compat.run_process(["true"], stdin="text")
