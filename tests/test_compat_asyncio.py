@@ -151,3 +151,18 @@ async def test_cancelled_wait_stops_the_child(anyio_backend, no_leaks):
         await asyncio.wait_for(proc.wait(), 0.05)
     assert proc.returncode == -signal.SIGTERM
     proc.kill()  # no error once reaped, as asyncio
+
+
+@pytest.mark.anyio
+async def test_process_group_joins_an_existing_group(anyio_backend, no_leaks):
+    """``process_group=N``: the child joins the group another child leads."""
+    leader = await compat.create_subprocess_exec("sleep", "60", process_group=0)
+    try:
+        proc = await compat.create_subprocess_exec(
+            PY, "-c", "import os; print(os.getpgrp())", stdout=compat.PIPE,
+            process_group=leader.pid)
+        out, _ = await proc.communicate()
+        assert int(out) == leader.pid
+    finally:
+        leader.kill()
+        await leader.wait()
