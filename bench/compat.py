@@ -9,6 +9,9 @@ Pairs, each peer called as a user of that API would write it:
 * ``aunshare.compat.trio`` vs ``trio.run_process``:
   ``await run_process(["/bin/true"])`` under ``trio.run``.
 
+Plus plain ``await aunshare.Command("/bin/true").status()`` on asyncio and
+trio, the reference that shows what the compat layer itself adds.
+
 The compat layer must not eat aunshare's advantage: each ratio
 (compat / its peer) is judged against <= 0.95x. Peers run interleaved in
 rounds, in rotating order, so machine noise lands on all alike; medians
@@ -36,6 +39,7 @@ from pathlib import Path
 # Run from a checkout without installing: the package is one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import aunshare
 import aunshare.executors
 from aunshare.compat import asyncio as compat_asyncio
 from aunshare.compat import trio as compat_trio
@@ -53,6 +57,10 @@ TRUE = "/bin/true"
 TARGET = 0.95
 Batch = Callable[[int, int], list[int]]
 # (compat peer, the peer it copies)
+OVERHEAD = [
+    ("aunshare.compat.asyncio", "aunshare Command.status (asyncio)"),
+    ("aunshare.compat.trio", "aunshare Command.status (trio)"),
+]
 PAIRS = [
     ("aunshare.compat.asyncio", "asyncio.create_subprocess_exec"),
     ("aunshare.compat.asyncio (uvloop)", "asyncio.create_subprocess_exec (uvloop)"),
@@ -70,6 +78,10 @@ async def _timed(spawn_and_wait: Callable[[], object], n: int, skip: int) -> lis
         await spawn_and_wait()
         out.append(clock() - t0)
     return out
+
+
+def _plain_once() -> object:
+    return aunshare.Command(TRUE).status()
 
 
 async def _compat_asyncio_once() -> None:
@@ -115,6 +127,8 @@ def peers() -> dict[str, Batch | None]:
             _asyncio_batch(_asyncio_once, True) if uvloop else None,
         "aunshare.compat.trio": _trio_batch(_compat_trio_once) if trio else None,
         "trio.run_process": _trio_batch(_trio_once) if trio else None,
+        "aunshare Command.status (asyncio)": _asyncio_batch(_plain_once),
+        "aunshare Command.status (trio)": _trio_batch(_plain_once) if trio else None,
     }
 
 
@@ -167,6 +181,10 @@ def main() -> None:
             r = median[mine] / median[peer]
             verdict = "[met]" if r <= TARGET else f"[MISSED: {r:.3f}x]"
             print(f"{mine} / {peer}: {r:.3f}x (target <= {TARGET:.2f}x) {verdict}")
+    for mine, plain in OVERHEAD:
+        if mine in median and plain in median:
+            print(f"{mine} / {plain}: {median[mine] / median[plain]:.3f}x "
+                  "(what the front end adds)")
 
 
 if __name__ == "__main__":
