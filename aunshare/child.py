@@ -40,9 +40,11 @@ from . import errors
 from ._linux import TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
 from ._names import STDIO_NAMES, check_signal
 from ._record import record
+from .landlock import LandlockReport
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
+from .status import from_init
 from .status import from_waitid as _status
 from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
@@ -172,12 +174,16 @@ class Child:
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
         self._status: ExitStatus | None = None
+        self._init = pending.spec.lifetime.init_process
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
         self._waiter: anyio.Event | None = None
         self._readable: asyncio.Future[None] | None = None  # the asyncio fast wait
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
+        self.landlock_report: LandlockReport | None = pending.landlock_report
+        """What the child's :meth:`Command.landlock` rules became on this
+        kernel (what was enforced, dropped or skipped); None without rules."""
         self._group_leader = plan.leads_group
         self._cgroup, pending.cgroup = pending.cgroup, None
         policy = pending.spec.lifetime.kill_policy
@@ -190,6 +196,13 @@ class Child:
     def pidfd(self) -> int:
         """The child's pidfd; -1 once the child has been reaped."""
         return self._pidfd
+
+    @property
+    def landlock_abi(self) -> int | None:
+        """The Landlock ABI the child's rules were fitted to (0: Landlock
+        unavailable, nothing enforced); None without :meth:`Command.landlock`."""
+        report = self.landlock_report
+        return None if report is None else report.abi
 
     @property
     def cgroup(self) -> str | None:
@@ -254,7 +267,10 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        self._status = st = _status(info, ru)
+        st = _status(info, ru)
+        if self._init:  # the init's status encodes the program's
+            st = from_init(st)
+        self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
         return st

@@ -17,15 +17,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 
 LAYERS: list[list[str]] = [
     # pure data
-    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "policy",
-     "fds", "spec"],
+    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "landlock",
+     "policy", "fds", "spec"],
     # what the child does
     ["plan"],
     # what runs it
     ["executors.table", "executors.clone", "executors.native", "executors.portable",
+     "executors.init",
      "executors"],
     # the parent's side, synchronous
-    ["descriptors", "cgroup", "idmaps", "tree"],
+    ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
     ["streams", "_tasks", "child"],
