@@ -47,12 +47,13 @@ _LAZY: dict[str, str] = {
     "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
+    "CompletedRun": "runner", "ReapTimeout": "errors",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
     "ChildEventKind": "events", "ChildEvents": "events",
     **{name: "errors" for name in (
         "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-        "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+        "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
         "CalledProcessError", "TimeoutExpired", "LandlockError")},
 }
@@ -72,7 +73,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LandlockError as LandlockError, LineTooLong as LineTooLong, NixError as NixError,
+        LandlockError as LandlockError, LineTooLong as LineTooLong, Mount as Mount,
+        NixError as NixError,
         ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
@@ -91,6 +93,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         JobResult as JobResult, run as run, run_as_completed as run_as_completed,
         run_many as run_many,
     )
+    from .errors import ReapTimeout as ReapTimeout
+    from .runner import CompletedRun as CompletedRun
     from .spec import Spec as Spec
     from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
