@@ -45,7 +45,7 @@ from .landlock import LandlockReport
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
-from .status import from_init
+from .status import from_init, read_wait_status
 from .status import from_waitid as _status
 from .streams import Capture, PipeReader, PipeWriter, check_capture, send_then_close
 from .tree import signal_tree
@@ -199,6 +199,8 @@ class Child:
             s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
         self._status: ExitStatus | None = None
         self._init = pending.spec.lifetime.init_process
+        # With an init: its status pipe, read (then closed) when it is reaped.
+        self._status_fd, pending.status_fd = pending.status_fd, -1
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
@@ -293,14 +295,16 @@ class Child:
         if info.si_pid == 0:
             return None
         st = _status(info, ru)
-        if self._init:  # the init's status encodes the program's
-            st = from_init(st)
+        if self._init:  # the init wrote the program's status, or encodes it
+            st = from_init(st, read_wait_status(self._status_fd)
+                           if self._status_fd >= 0 else None)
         self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
         return st
 
     def _close_pidfd(self) -> None:
+        self._close_status_fd()
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
             if self._waiting:  # try_wait() reaped while a task waits on the fd
@@ -314,6 +318,11 @@ class Child:
                         anyio.notify_closing(fd)
                     except RuntimeError:  # no event loop in this thread
                         pass
+            os.close(fd)
+
+    def _close_status_fd(self) -> None:
+        fd, self._status_fd = self._status_fd, -1
+        if fd >= 0:
             os.close(fd)
 
     def try_wait(self) -> ExitStatus | None:
@@ -794,6 +803,7 @@ class Child:
                               "running; it will be reaped once it exits", ResourceWarning,
                               stacklevel=2)
                 # Keep its pidfd: the next spawn reaps it once it has exited.
+                self._close_status_fd()
                 fd, self._pidfd = self._pidfd, -1
                 _orphans.append((self.pid, fd))
             else:

@@ -31,7 +31,7 @@ from .errors import Error, Exec, WaitError
 from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import from_init, from_waitid
+from .status import from_init, from_waitid, read_wait_status
 from .tree import signal_tree
 
 if TYPE_CHECKING:
@@ -894,6 +894,7 @@ class _Supervisor:
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
         self.init = pending.spec.lifetime.init_process
+        self.status_fd = pending.status_fd  # the init's status pipe; pending closes it
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -956,7 +957,10 @@ class _Supervisor:
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
         status = from_waitid(info, ru)
-        return from_init(status) if self.init else status
+        if not self.init:
+            return status
+        return from_init(status, read_wait_status(self.status_fd)
+                         if self.status_fd >= 0 else None)
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:

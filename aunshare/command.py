@@ -438,9 +438,9 @@ class Command:
         init (machine code, no libc, executed from a memfd) forwards every
         signal it can catch to the program, reaps every orphan, and exits
         with the program's status; the status the parent sees is the
-        program's, signals included (see the namespaces guide for the one
-        ambiguity: a program exiting with code 128+N itself reads as killed
-        by signal N).
+        program's, signals and core dumps included (the init writes the
+        program's wait status on a pipe the parent reads when it reaps the
+        init; see the namespaces guide).
         """
         if not isinstance(enabled, bool):
             raise TypeError(f"init_process(enabled) takes a bool, got {enabled!r}")

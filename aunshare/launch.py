@@ -21,7 +21,7 @@ import stat
 from . import cgroup as _cgroup
 from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
-from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
+from .descriptors import Opened, above, error_pipe, prepare_fds, status_pipe, wake_pipe
 from .executors import Executor, get_executor
 from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
@@ -98,8 +98,8 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
-                 "landlock_report")
+                 "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
+                 "reusable", "landlock_report")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -111,6 +111,8 @@ class Pending:
         self.table: Table | None = None  # must outlive the child's use of it
         self.vfork = False          # the spawning thread slept until the exec
         self.report_fd = -1         # the error pipe to read until EOF, if any
+        # With an init: the pipe it writes the program's wait status on (read end).
+        self.status_fd = -1
         self.wake_fd = -1           # the handshake's wake-up pipe (write end)
         self.cgroup: bytes | None = None  # the child's own cgroup, if any
         self.cgroup_fd = -1
@@ -123,7 +125,7 @@ class Pending:
         """Close every descriptor held and remove the child's own cgroup.
         For a child that never existed or has been reaped; idempotent."""
         self.opened.close()
-        for name in ("pidfd", "report_fd", "wake_fd", "cgroup_fd"):
+        for name in ("pidfd", "report_fd", "status_fd", "wake_fd", "cgroup_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
@@ -323,16 +325,20 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
                 fds.setdefault(target, fd)
         opened = pending.opened
         moves, hi = prepare_fds(fds, opened)
-        errfd = init_fd = report_target = -1
+        errfd = init_fd = report_target = status_target = -1
         if init:
             # The program execs after the child's own exec (of the init): only
             # the error pipe can tell how that went, on the vfork path too.
             # Its write end gets a target of its own, the first above the
-            # caller's, for the init to report the program's exec on.
-            report_target, hi = hi, hi + 1
+            # caller's, for the init to report the program's exec on; the
+            # next one is the status pipe's, for the program's wait status.
+            report_target, status_target, hi = hi, hi + 1, hi + 2
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
             moves.append((errfd, report_target))
+            pending.status_fd, status_w = status_pipe(hi)
+            opened.child_side.append(status_w)
+            moves.append((status_w, status_target))
             init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
                 for ns, owned in spec.isolation.join]
@@ -360,7 +366,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught, landlock_fd, init_fd, report_target, view)
+                          reset_caught, landlock_fd, init_fd, report_target, view,
+                          status_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         if not vfork and errfd < 0:
@@ -519,7 +526,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
-           view: tuple[tuple[str, ...], int] | None = None) -> Plan:
+           view: tuple[tuple[str, ...], int] | None = None,
+           status_target: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -546,7 +554,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
             program, search = sandbox_lookup(spec, (*search, program)), ()
         setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                       wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search)
+                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
+                      status_target)
         return build_plan(spec, setup)
     if view is None and iso.mounts:
         view = view_facts(spec)
@@ -565,7 +574,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask)
+                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
+                  status_fd=status_target)
     return build_plan(spec, setup)
 
 

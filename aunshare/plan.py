@@ -114,7 +114,9 @@ over them whatever the caller's own privileges.
    step 1 dup3 targets (without close-on-exec, so it survives the init's
    exec), and the init reports the program's failed exec on it as this
    step's failure, so the parent raises the same typed
-   :class:`~aunshare.errors.Exec`.
+   :class:`~aunshare.errors.Exec`. Another dup3 target is the write end
+   of the status pipe, on which the init writes the program's exact wait
+   status once it has reaped it (its own exit code cannot carry a signal).
 
 Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
@@ -365,6 +367,9 @@ class Setup(NamedTuple):
     search: tuple[bytes, ...] = ()
     """Paths to try in order before ``program`` (a PATH search inside a
     new root, which only the child can see)."""
+    status_fd: int = -1
+    """With ``init_process``: the dup3 target the status pipe's write end gets
+    in the child, for the init to write the program's wait status on; -1: none."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -610,7 +615,8 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                "allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0 else "")
     if life.init_process:
         report = str(setup.report_fd).encode() if setup.report_fd >= 0 else b"-"
-        argv = (b"aunshare-init", report, str(len(steps)).encode(), setup.program,
+        status = str(setup.status_fd).encode() if setup.status_fd >= 0 else b"-"
+        argv = (b"aunshare-init", report, str(len(steps)).encode(), status, setup.program,
                 *setup.argv)
         steps.append(Step("execveat", (setup.init_fd, CStr(b""), CStrArray(argv), env_arg,
                                        AT_EMPTY_PATH),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from ._names import CLD_DUMPED, CLD_EXITED, signal_name
 from ._record import record
 
@@ -9,7 +12,7 @@ TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as 
 if TYPE_CHECKING:
     from ._linux import Rusage, Siginfo
 
-__all__ = ["ExitStatus", "ResourceUsage", "from_waitid", "from_init"]
+__all__ = ["ExitStatus", "ResourceUsage", "from_waitid", "from_init", "read_wait_status"]
 
 
 @record
@@ -76,12 +79,37 @@ def from_waitid(info: Siginfo, ru: Rusage) -> ExitStatus:
     return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage)
 
 
-def from_init(status: ExitStatus) -> ExitStatus:
+def read_wait_status(fd: int) -> int | None:
+    """The wait status the init of a pid namespace wrote on its status pipe
+    (``fd``, the non-blocking read end), or None when it wrote none (it did
+    not reach the program's end: killed, or the program never started).
+    Read once the init has exited; the caller closes ``fd``."""
+    try:
+        data = os.read(fd, 4)
+    except BlockingIOError:
+        return None
+    return int.from_bytes(data, sys.byteorder) if len(data) == 4 else None
+
+
+def from_init(status: ExitStatus, wait_status: int | None = None) -> ExitStatus:
     """The program's status from that of the init that ran it
-    (:meth:`Command.init_process`): the init exits with the program's code,
-    or 128+N when a signal N killed the program, since a namespace's init
-    cannot be killed by a signal sent from inside; 128+N is read back as
-    that signal (a program that exits with 128+N itself reads the same)."""
+    (:meth:`Command.init_process`), with the init's resource usage (which
+    counts the program and every orphan it reaped).
+
+    ``wait_status`` is the program's own wait status as the init wrote it on
+    its status pipe (:func:`read_wait_status`): read exactly (code, signal,
+    core dump). Without it (the init was killed before the program ended),
+    the init's exit code is read as the init makes it: the program's code,
+    or 128+N when a signal N killed it, since a namespace's init cannot be
+    killed by a signal sent from inside; that fallback cannot tell a program
+    that exits with 128+N itself from one killed by N, nor see a core dump.
+    An init killed by a signal (from outside) reports that signal."""
+    if wait_status is not None:
+        if os.WIFEXITED(wait_status):
+            return ExitStatus(os.WEXITSTATUS(wait_status), None, False, status.rusage)
+        if os.WIFSIGNALED(wait_status):
+            return ExitStatus(None, os.WTERMSIG(wait_status), os.WCOREDUMP(wait_status),
+                              status.rusage)
     code = status.code
     if code is not None and 128 < code <= 128 + 64:
         return ExitStatus(None, code - 128, False, status.rusage)
