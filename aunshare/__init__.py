@@ -38,7 +38,7 @@ from ._version import __version__ as __version__  # noqa: E402 (after the consta
 _LAZY: dict[str, str] = {
     "Command": "command", "Spec": "spec", "Stdio": "fds", "Fd": "fds",
     "Child": "child", "Output": "child",
-    "ExitStatus": "status", "ResourceUsage": "status",
+    "ExitStatus": "status", "ResourceUsage": "status", "CgroupUsage": "status",
     "PipeReader": "streams", "PipeWriter": "streams",
     "KillPolicy": "policy", "KillTarget": "policy",
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
@@ -88,7 +88,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         run_many as run_many,
     )
     from .spec import Spec as Spec
-    from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
+    from .status import CgroupUsage as CgroupUsage, ExitStatus as ExitStatus
+    from .status import ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
 
 

@@ -254,7 +254,9 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        self._status = st = _status(info, ru)
+        # The cgroup's figures now: the child has exited, the cgroup is still there.
+        self._status = st = _status(info, ru, None if self._cgroup is None
+                                    else _cgroup.usage(self._cgroup))
         self._close_pidfd()
         _unreaped.discard(self)
         return st

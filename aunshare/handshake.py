@@ -104,8 +104,8 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
     of its own) raises ValueError before anything is started: use
     :func:`aunshare.spawn.spawn`.
     """
-    iso, life = spec.isolation, spec.lifetime
-    if (iso.before_unfreeze is not None or life.cgroup_parent is not None
+    iso = spec.isolation
+    if (iso.before_unfreeze is not None or spec.own_cgroup
             or (iso.uid_maps is not None and iso.id_map_commands is not None)):
         raise ValueError("spawn_blocking(): this spec needs the event loop (before_unfreeze, "
                          "set_id_map_commands or new_cgroup); use spawn()")

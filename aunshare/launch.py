@@ -298,11 +298,23 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     executor = get_executor()
     pending = Pending(spec, executor)
     life = spec.lifetime
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
+    if life.limits is not None:
+        # Made first: where only cgroup v1 has the controllers, the child is
+        # moved in through the handshake, which the plan must then have.
+        pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
+            life.cgroup_parent, life.limits)
+        into_cgroup = into_cgroup and on_v2
     handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
+        if pending.cgroup is not None:
+            pass  # made above, with its limits
+        elif life.cgroup_parent is not None:
+            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
+        elif life.cgroup_path is not None:
+            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
         fds = dict(spec.fds.fds)
         if default_stdio is DefaultStdio.OUTPUT:
             for target, fd in _OUTPUT_DEFAULTS.items():
@@ -335,10 +347,6 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if not vfork:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
-        if life.cgroup_parent is not None:
-            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
-        elif life.cgroup_path is not None:
-            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
         if in_cgroup and not into_cgroup:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
@@ -347,10 +355,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             os.close(pending.cgroup_fd)
             pending.cgroup_fd = -1
         if pid < 0:
-            raise errors.Fork(-pid, life.cgroup_parent or life.cgroup_path,
-                              errors.fork_causes(-pid, plan.clone_flags,
-                                                 life.cgroup_parent is not None
-                                                 or life.cgroup_path is not None))
+            raise errors.Fork(-pid, pending.cgroup or life.cgroup_parent or life.cgroup_path,
+                              errors.fork_causes(-pid, plan.clone_flags, in_cgroup))
         pending.pid, pending.pidfd = pid, table.pidfd()
     except BaseException:
         pending.close()

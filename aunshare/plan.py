@@ -519,7 +519,7 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                       errors.Exec, "exec", setup.program,
                       detail="the program is looked up inside the new root"
                       if root_changed else ""))
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 

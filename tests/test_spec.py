@@ -18,7 +18,7 @@ from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
-from aunshare.spec import PivotRoot, Rlimit, SelfMap
+from aunshare.spec import CgroupLimits, PivotRoot, Rlimit, SelfMap
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +79,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "kill_policy": {"kill_policy": KillPolicy(grace=1)},
         "cgroup_parent": {"cgroup_parent": b"/sys/fs/cgroup/x"},
         "cgroup_path": {"cgroup_path": b"/sys/fs/cgroup/y"},
+        "limits": {"limits": CgroupLimits(pids_max=20)},
     },
 }
 
