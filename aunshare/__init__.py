@@ -44,7 +44,7 @@ _LAZY: dict[str, str] = {
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
     "Capability": "namespaces",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
-    "JobResult": "runner",
+    "JobResult": "runner", "CompletedRun": "runner",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
     "ChildEventKind": "events", "ChildEvents": "events",
     **{name: "errors" for name in (
@@ -84,8 +84,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
     )
     from .policy import KillPolicy as KillPolicy, KillTarget as KillTarget
     from .runner import (
-        JobResult as JobResult, run as run, run_as_completed as run_as_completed,
-        run_many as run_many,
+        CompletedRun as CompletedRun, JobResult as JobResult, run as run,
+        run_as_completed as run_as_completed, run_many as run_many,
     )
     from .spec import Spec as Spec
     from .status import CgroupUsage as CgroupUsage, ExitStatus as ExitStatus

@@ -22,7 +22,8 @@ from .spec import CgroupLimits
 from .status import CgroupUsage
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
-           "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage"]
+           "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage",
+           "clear_blocking"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -272,6 +273,25 @@ def _remove(path: bytes) -> bool:
             return False
         raise errors.CgroupError(exc.errno or _errno.EIO, path, action="remove cgroup") from None
     return True
+
+
+def clear_blocking(path: bytes, timeout: float = 10.0) -> bool:
+    """Kill whatever is left in the cgroup ``path``, wait until it is empty
+    and remove it, blocking the thread (polling: the command line has no
+    event loop). False when it is still there after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if populated(path):
+            kill(path)
+        if not populated(path) and remove(path):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 _IN_MODIFY = 0x2

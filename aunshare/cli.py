@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .command import Command
 from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
+from ._record import fields
+from .cgroup import clear_blocking
+from .cgroup import usage as cgroup_usage
 from .errors import Error, Exec, WaitError
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
@@ -385,6 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "alone sets both, SOFT: keeps the hard limit, 'unlimited' is "
                           "allowed (repeatable)")
 
+    lim = p.add_argument_group(
+        "resource limits (in a cgroup of PROGRAM's own: cgroup v2, or the v1 hierarchies)")
+    lim.add_argument("--memory", metavar="SIZE",
+                     help="memory limit of PROGRAM and all it starts, e.g. 512M or 1.5G "
+                          "(K, M, G, T: powers of 1024); beyond it they are killed, "
+                          "and --json-status says oom_killed")
+    lim.add_argument("--pids", metavar="N", type=int,
+                     help="at most N processes and threads at once")
+    lim.add_argument("--cpus", metavar="CPUS", type=float,
+                     help="CPU time, in CPUs (0.5: half of one CPU)")
+
     life = p.add_argument_group("lifetime and reporting")
     life.add_argument("--die-with-parent", action="store_true",
                       help="SIGKILL PROGRAM when aunshare dies (by default it may outlive "
@@ -489,6 +503,13 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.no_new_privs()
     for res, soft, hard in args.rlimit:
         cmd.rlimit(res, soft, hard)
+
+    if args.memory is not None:
+        cmd.limit_memory(args.memory)
+    if args.pids is not None:
+        cmd.limit_pids(args.pids)
+    if args.cpus is not None:
+        cmd.limit_cpu(args.cpus)
 
     if args.die_with_parent:
         cmd.set_parent_death_signal(signal.SIGKILL)
@@ -625,6 +646,7 @@ class _Supervisor:
 
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
+        self.cgroup = pending.cgroup  # its own (resource limits), or None
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -679,14 +701,15 @@ class _Supervisor:
         self.until_exited()
 
     def _signal(self, target: KillTarget, sig: int) -> None:
-        signal_tree(self.pid, self.pidfd, target, None, sig)
+        signal_tree(self.pid, self.pidfd, target, self.cgroup, sig)
 
     def reap(self) -> ExitStatus:
         try:
             info, ru = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
-        return from_waitid(info, ru)
+        # Its cgroup's figures: after the exit, before the cgroup is removed.
+        return from_waitid(info, ru, None if self.cgroup is None else cgroup_usage(self.cgroup))
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
@@ -719,6 +742,8 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
                 raise
             run.status = sup.reap()
         finally:
+            if pending.cgroup is not None:  # kill what PROGRAM left in it, then remove it
+                clear_blocking(pending.cgroup)
             pending.close()
         run.elapsed = time.monotonic() - run.started
     finally:
@@ -739,6 +764,10 @@ def report_of(run: _Run, code: int, error: str | None) -> dict[str, Any]:
         "user_seconds": usage.user_time if usage else None,
         "system_seconds": usage.system_time if usage else None,
         "max_rss_kib": usage.max_rss_kib if usage else None,
+        "cgroup_usage": (None if st is None or st.cgroup_usage is None
+                         else {f.name: getattr(st.cgroup_usage, f.name)
+                               for f in fields(st.cgroup_usage)}),
+        "oom_killed": st.oom_killed if st is not None else False,
         "elapsed_seconds": round(run.elapsed, 6) if run.status is not None else None,
         "aunshare_exit": code,
         "error": error,

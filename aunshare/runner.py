@@ -33,10 +33,10 @@ from ._tasks import background_tasks
 from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
 from .policy import KillPolicy
-from .status import ExitStatus
+from .status import CgroupUsage, ExitStatus
 from .streams import PipeReader, send_then_close
 
-__all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
+__all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike", "CompletedRun"]
 
 CommandLike = Command | Sequence[StrOrBytesPath]
 """A :class:`Command`, or an argument list whose first item is the program."""
@@ -156,6 +156,30 @@ def _prepare(cmd: Command, *, input: bytes | None, capture_output: bool,
         cmd.make_group_leader()
 
 
+class CompletedRun(CompletedProcess[bytes]):
+    """What :func:`run` returns: a :class:`subprocess.CompletedProcess` that
+    also says how the child ended, with what its own cgroup used."""
+
+    status: ExitStatus
+    """How the child ended (:class:`~aunshare.ExitStatus`)."""
+
+    def __init__(self, args: Any, status: ExitStatus, stdout: bytes | None,
+                 stderr: bytes | None) -> None:
+        super().__init__(args, status.returncode, stdout, stderr)
+        self.status = status
+
+    @property
+    def cgroup_usage(self) -> CgroupUsage | None:
+        """What the child's own cgroup used (resource limits or
+        :meth:`Command.new_cgroup`), else None."""
+        return self.status.cgroup_usage
+
+    @property
+    def oom_killed(self) -> bool:
+        """The child was killed for running out of memory (its memory limit)."""
+        return self.status.oom_killed
+
+
 async def run(
     args: CommandLike,
     *,
@@ -167,7 +191,7 @@ async def run(
     env: Mapping[Any, Any] | None = None,
     kill_policy: KillPolicy | None = None,
     process_group: bool = True,
-) -> CompletedProcess[bytes]:
+) -> CompletedRun:
     """Run a command to completion, like :func:`subprocess.run`, on the event loop.
 
     ``args`` is an argument list (no shell: a single string is refused) or a
@@ -186,9 +210,13 @@ async def run(
     :meth:`~Command.new_cgroup` is killed as its cgroup instead. A
     cancellation of the caller does the same before it propagates.
 
-    Returns :class:`subprocess.CompletedProcess`; with ``check`` a non-zero
-    exit raises :class:`~aunshare.CalledProcessError` (a
-    :class:`subprocess.CalledProcessError`). Spawn failures raise the typed
+    Returns a :class:`CompletedRun` (a :class:`subprocess.CompletedProcess`
+    with the :class:`~aunshare.ExitStatus` as ``status``, so with the
+    ``cgroup_usage`` and ``oom_killed`` verdict of a Command with resource
+    limits); with ``check`` a non-zero exit raises
+    :class:`~aunshare.CalledProcessError` (a
+    :class:`subprocess.CalledProcessError`, whose message says "out of
+    memory" when that is why). Spawn failures raise the typed
     :class:`~aunshare.Error` subclasses.
     """
     _check_timeout(timeout)
@@ -200,7 +228,7 @@ async def run(
     code = done.status.returncode
     if check and code != 0:
         raise errors.CalledProcessError(code, shown, done.stdout, done.stderr, status=done.status)
-    return CompletedProcess(shown, code, done.stdout, done.stderr)
+    return CompletedRun(shown, done.status, done.stdout, done.stderr)
 
 
 # -- the job runner ------------------------------------------------------------------------
@@ -230,6 +258,16 @@ class JobResult:
     def returncode(self) -> int | None:
         """The subprocess-style return code, or None when the child never started."""
         return None if self.status is None else self.status.returncode
+
+    @property
+    def cgroup_usage(self) -> CgroupUsage | None:
+        """What the job's own cgroup used (resource limits), else None."""
+        return None if self.status is None else self.status.cgroup_usage
+
+    @property
+    def oom_killed(self) -> bool:
+        """The job was killed for running out of memory (its memory limit)."""
+        return self.status is not None and self.status.oom_killed
 
     @property
     def ok(self) -> bool:

@@ -12,7 +12,6 @@ constructor raises ValueError naming both sides and what to do).
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -199,8 +198,7 @@ class IsolationSpec:
         return self.pivot.new_root if self.pivot is not None else None
 
 
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:([kmgtpe])(i?b?)|(b?))\s*\Z",
-                   re.IGNORECASE)
+_SIZE = r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:([kmgtpe])(i?b?)|(b?))\s*\Z"
 _SIZE_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 
 
@@ -221,7 +219,9 @@ def parse_size(value: object, what: str) -> int:
     if isinstance(value, int):
         size = value
     else:
-        m = _SIZE.match(value)
+        import re  # here: the command line does not import re unless it parses a size
+
+        m = re.match(_SIZE, value, re.IGNORECASE)
         if m is None:
             raise ValueError(f"{what}: {value!r} is not a size: give bytes as an int, or a "
                              "number with a suffix K, M, G, T, P or E (powers of 1024, "

@@ -243,3 +243,47 @@ async def test_unprivileged_says_how_to_delegate():
         pytest.skip("uid 65534 may create cgroups here (a delegated hierarchy)")
     assert text.startswith("CgroupError /"), text
     assert "Delegate=yes" in text and "new_cgroup(parent)" in text
+
+
+@needs_cgroups
+@pytest.mark.anyio
+async def test_run_and_run_many_report_usage(no_leaks):
+    before = _our_cgroups()
+    cmd = aunshare.Command("sh").args(["-c", "exit 3"]).limit_pids(8).limit_memory("32M")
+    done = await aunshare.run(cmd)
+    assert done.returncode == 3 and done.status.code == 3 and not done.oom_killed
+    assert done.cgroup_usage is not None and done.cgroup_usage.pids_limit_hits == 0
+    assert done.cgroup_usage.memory_limit == 32 * MiB
+    results = await aunshare.run_many([cmd, aunshare.Command("true")], limit=2)
+    assert [r.returncode for r in results] == [3, 0]
+    assert results[0].cgroup_usage is not None and not results[0].oom_killed
+    assert results[1].cgroup_usage is None  # no cgroup of its own
+    assert _our_cgroups() == before
+
+
+@needs_cgroups
+def test_command_line(tmp_path):
+    before = _our_cgroups()
+    report = tmp_path / "st.json"
+    code = ("import sys; from aunshare.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'anyio' not in sys.modules, 'the command line imported anyio'; "
+            "sys.exit(rc)")
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--pids", "4", "--memory", "1G", "--cpus", "0.5",
+         "--json-status", str(report), "--", "sh", "-c",
+         "for i in 1 2 3 4 5 6; do sleep 0.2 & done; wait"],
+        capture_output=True, text=True, timeout=30)
+    st = json.loads(report.read_text())
+    # The shell fails on the refused fork (dash exits with 2): an exit, not a kill.
+    assert st["exit_code"] is not None and proc.returncode == st["exit_code"], proc.stderr
+    assert st["oom_killed"] is False
+    usage = st["cgroup_usage"]
+    assert usage["pids_limit_hits"] > 0 and usage["memory_limit"] == 1 << 30
+    assert usage["cpu_user_usec"] is not None
+    assert _our_cgroups() == before
+    bad = subprocess.run([sys.executable, "-m", "aunshare", "--memory", "12X", "--", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "'12X' is not a size" in bad.stderr
