@@ -331,8 +331,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
-                                 in zip(join, spec.isolation.join)):
+        # No plan reuse with a handshake, also one the spec does not imply (a
+        # cgroup joined through cgroup.procs): its wake pipe differs every time.
+        if shares_memory and not reset_caught and not handshake and all(
+                fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join)):
             key = _cache_key(spec, moves, default_stdio, vfork)
         prepared = _take(key) if key is not None else None
         if prepared is not None:

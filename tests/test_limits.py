@@ -192,7 +192,7 @@ async def test_cpu_limit(no_leaks):
     assert usage is not None and usage.cpu_user_usec is not None
     assert usage.cpu_system_usec is not None
     cpu = (usage.cpu_user_usec + usage.cpu_system_usec) / 1e6
-    assert 0.9 < wall < 3
+    assert 0.9 < wall < 10  # throttled, timeout(1) itself runs late (slow VMs: 5 s)
     assert 0.02 < cpu <= 0.3 * wall, (cpu, wall)
 
 
@@ -254,10 +254,11 @@ async def test_run_and_run_many_report_usage(no_leaks):
     assert done.returncode == 3 and done.status.code == 3 and not done.oom_killed
     assert done.cgroup_usage is not None and done.cgroup_usage.pids_limit_hits == 0
     assert done.cgroup_usage.memory_limit == 32 * MiB
-    results = await aunshare.run_many([cmd, aunshare.Command("true")], limit=2)
-    assert [r.returncode for r in results] == [3, 0]
+    # At once: on cgroup v1 each waits in its own handshake (no shared plan).
+    results = await aunshare.run_many([cmd] * 4 + [aunshare.Command("true")], limit=5)
+    assert [r.returncode for r in results] == [3, 3, 3, 3, 0], [r.error for r in results]
     assert results[0].cgroup_usage is not None and not results[0].oom_killed
-    assert results[1].cgroup_usage is None  # no cgroup of its own
+    assert results[4].cgroup_usage is None  # no cgroup of its own
     assert _our_cgroups() == before
 
 
