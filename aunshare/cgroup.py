@@ -157,8 +157,12 @@ def move(path: bytes, pid: int) -> None:
 def populated(path: bytes) -> bool:
     """True while a live process is in ``path`` or below (zombies do not count)."""
     dirs = _V1.get(path)
-    if dirs is not None:  # v1 has no cgroup.events; exited tasks leave cgroup.procs
-        return any(_pids(d) for top in dirs for d, _, _ in os.walk(top))
+    if dirs is not None:
+        # v1 has no cgroup.events; exited tasks leave cgroup.procs. Every
+        # process the child starts is in each of the group's directories, so
+        # the first one's list tells (a cgroup made below it by a privileged
+        # child shows as remove() failing with EBUSY).
+        return bool(_pids(path))
     try:
         with open(path + b"/cgroup.events", "rb") as f:
             data = f.read()
@@ -552,7 +556,29 @@ def create_limited(parent: bytes | None, limits: CgroupLimits) -> tuple[bytes, i
     cgroup v1 hierarchies of those controllers. CgroupError when neither
     can be used, naming the path, the reason and the remedy.
     """
-    needed = limits.controllers
+    key = (os.getpid(), parent, limits.controllers)
+    place = _PLACES.get(key)
+    if place is None:
+        place = _place(parent, limits.controllers)
+        if len(_PLACES) > 64:
+            _PLACES.clear()
+        _PLACES[key] = place
+    v2_parent, v1_parents = place
+    if v2_parent is not None:
+        return _finish_v2(v2_parent, limits)
+    assert v1_parents is not None
+    return _create_v1(v1_parents, limits), -1, False
+
+
+# Where the cgroups of a parent and a set of controllers go, once found (the
+# search reads mountinfo and /proc/self/cgroup and may enable controllers):
+# (pid, parent, controllers) -> (v2 directory, None) or (None, v1 directories).
+_PLACES: dict[tuple[int, bytes | None, tuple[str, ...]],
+              tuple[bytes | None, dict[str, bytes] | None]] = {}
+
+
+def _place(parent: bytes | None, needed: tuple[str, ...]
+           ) -> tuple[bytes | None, dict[str, bytes] | None]:
     v1 = _v1_mounts()
     if parent is not None:
         try:
@@ -562,18 +588,16 @@ def create_limited(parent: bytes | None, limits: CgroupLimits) -> tuple[bytes, i
                                      action="create cgroup under") from None
         if on_v2:
             _enable_v2(parent, needed)
-            return _finish_v2(parent, limits)
+            return parent, None
         # A directory in a v1 hierarchy: the same place in each hierarchy.
         text = os.fsdecode(parent)
         for mount, _ in v1.values():
             if text == mount or text.startswith(mount.rstrip("/") + "/"):
                 rel = text[len(mount.rstrip("/")):]
-                missing = [c for c in needed if c not in v1]
-                if missing:
+                if any(c not in v1 for c in needed):
                     break
-                parents = {c: os.fsencode(v1[c][0].rstrip("/") + rel)
-                           for c in (*needed, *_V1_ACCOUNTING) if c in v1}
-                return _create_v1(parents, limits), -1, False
+                return None, {c: os.fsencode(v1[c][0].rstrip("/") + rel)
+                              for c in (*needed, *_V1_ACCOUNTING) if c in v1}
         raise errors.CgroupError(_errno.ENOTDIR, parent,
                                  f"neither a cgroup v2 directory nor one in the cgroup v1 "
                                  f"hierarchies of {', '.join(needed)}",
@@ -584,7 +608,7 @@ def create_limited(parent: bytes | None, limits: CgroupLimits) -> tuple[bytes, i
     if own is not None:
         try:
             _enable_v2(os.fsencode(own), needed)
-            return _finish_v2(os.fsencode(own), limits)
+            return os.fsencode(own), None
         except errors.CgroupError as exc:
             reasons.append(str(exc).partition("; give the child")[0])
     else:
@@ -602,7 +626,7 @@ def create_limited(parent: bytes | None, limits: CgroupLimits) -> tuple[bytes, i
                             f"cgroup v1 {c} hierarchy; {_REMEDY}", action="create cgroup under")
                     continue
                 parents[c] = os.fsencode(own_dir)
-        return _create_v1(parents, limits), -1, False
+        return None, parents
     missing = [c for c in needed if c not in v1]
     raise errors.CgroupError(
         _errno.EOPNOTSUPP, os.fsencode(own or v2_mount() or "/sys/fs/cgroup"),
