@@ -636,7 +636,13 @@ def _place(parent: bytes | None, needed: tuple[str, ...]
 
 
 def _finish_v2(parent: bytes, limits: CgroupLimits) -> tuple[bytes, int, bool]:
-    path, fd = create(parent)
+    try:
+        path, fd = create(parent)
+    except errors.CgroupError as exc:
+        if exc.errno not in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
+            raise
+        raise errors.CgroupError(exc.errno, parent, f"this process may not create cgroups "
+                                 f"here; {_REMEDY}", action="create cgroup under") from None
     try:
         _limit_v2(path, limits)
     except BaseException:

@@ -103,13 +103,69 @@ def measure(batches: dict[str, Callable[[int], list[int]]], n: int,
     return samples
 
 
+# The plot's jobs: (MiB allocated and touched, memory limit).
+PLOT_JOBS = ((40, "64M"), (100, "64M"), (100, "128M"), (200, "256M"), (400, "256M"))
+
+
+async def _peaks() -> dict[str, dict[str, float]]:
+    """memory_peak against the limit for a few jobs, in MiB."""
+    groups: dict[str, dict[str, float]] = {}
+    for mib, limit in PLOT_JOBS:
+        code = f"b = bytearray({mib} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1"
+        done = await aunshare.run(aunshare.Command(sys.executable).args(["-c", code])
+                                  .limit_memory(limit))
+        usage = done.cgroup_usage
+        assert usage is not None and usage.memory_peak is not None
+        verdict = "OOM-killed" if done.oom_killed else f"exit {done.returncode}"
+        groups[f"allocates {mib} MiB: {verdict}"] = {
+            "limit": (usage.memory_limit or 0) / (1 << 20),
+            "memory_peak": usage.memory_peak / (1 << 20)}
+    return groups
+
+
+def _plot_peaks(path: str, groups: dict[str, dict[str, float]]) -> None:
+    """One row per job: its limit (light) and its memory_peak (dark), in the
+    colours of bench/_plot.py."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(names) + 1.4))
+    ys = range(len(names))
+    limit = ax.barh([y - 0.2 for y in ys], [groups[n]["limit"] for n in names], height=0.4,
+                    color="#9bb7d4", label="memory limit")
+    peak = ax.barh([y + 0.2 for y in ys], [groups[n]["memory_peak"] for n in names],
+                   height=0.4, color="#1f5f99", label="cgroup_usage.memory_peak")
+    ax.set_yticks(list(ys), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MiB")
+    for bars in (limit, peak):
+        ax.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
+    ax.margins(x=0.12)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    fig.suptitle("memory_peak against the memory limit, one job per row", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plot", metavar="PNG",
+                        help="only draw memory_peak against the limit for a few jobs "
+                             "(needs matplotlib)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=200, help="runs per peer per round")
     parser.add_argument("--batches", type=int, default=4,
                         help=f"batches of {FLIGHT} in flight per peer per round")
     args = parser.parse_args()
+    if args.plot:
+        _plot_peaks(args.plot, anyio.run(_peaks))
+        return 0
     try:
         anyio.run(aunshare.run, _limited())
     except aunshare.CgroupError as exc:
