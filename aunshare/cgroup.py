@@ -23,7 +23,7 @@ from .status import CgroupUsage
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
            "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage",
-           "clear_blocking"]
+           "clear_blocking", "v1_dirs"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -257,6 +257,13 @@ def remove(path: bytes) -> bool:
 
 
 def _remove(path: bytes) -> bool:
+    try:  # the common case: nothing was made below it
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # EBUSY (a process or a cgroup below it): see below
     for dirpath, dirnames, _ in os.walk(path, topdown=False):
         for name in dirnames:
             try:
@@ -343,8 +350,9 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
 # cgroup v2 first: one directory, limits written before the child is created
 # in it with CLONE_INTO_CGROUP. Where the controllers are mounted on cgroup v1
 # instead (hybrid hosts), one directory per hierarchy, all with the same name;
-# the child is moved into each through cgroup.procs while it waits in the
-# handshake, before it runs anything. The first of those directories stands
+# the child moves itself into each (the first steps of its plan write 0 to
+# their tasks files, see plan.Setup.cgroup_tasks), before it does anything
+# else. The first of those directories stands
 # for the group everywhere a path is passed (Child.cgroup, kill, remove); the
 # others are found in _V1.
 
@@ -357,6 +365,12 @@ _REMEDY = ("give the child a cgroup subtree this process may manage: run it in a
            "Command.new_cgroup(parent)")
 # v1 accounting that costs one directory more and is worth it: CPU times.
 _V1_ACCOUNTING = ("cpuacct",)
+
+
+def v1_dirs(path: bytes) -> tuple[bytes, ...]:
+    """Every directory of the cgroup v1 group ``path`` made here (one per
+    hierarchy); empty for a cgroup v2 directory."""
+    return _V1.get(path, ())
 
 
 def _v1_mounts() -> dict[str, tuple[str, str]]:

@@ -300,13 +300,15 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     life = spec.lifetime
     in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
+    cgroup_tasks: tuple[bytes, ...] = ()
     if life.limits is not None:
-        # Made first: where only cgroup v1 has the controllers, the child is
-        # moved in through the handshake, which the plan must then have.
+        # Made first: where only cgroup v1 has the controllers, the child
+        # moves itself into each directory, as the first steps of its plan.
         pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
             life.cgroup_parent, life.limits)
-        into_cgroup = into_cgroup and on_v2
-    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
+        if not on_v2:
+            cgroup_tasks = _cgroup.v1_dirs(pending.cgroup)
+    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_tasks)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         if pending.cgroup is not None:
@@ -333,7 +335,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
         # No plan reuse with a handshake, also one the spec does not imply (a
         # cgroup joined through cgroup.procs): its wake pipe differs every time.
-        if shares_memory and not reset_caught and not handshake and all(
+        # Nor for a child joining cgroup v1 directories: their names differ.
+        if shares_memory and not reset_caught and not handshake and not cgroup_tasks and all(
                 fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join)):
             key = _cache_key(spec, moves, default_stdio, vfork)
         prepared = _take(key) if key is not None else None
@@ -342,14 +345,14 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             prepared.reuse(moves)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught)
+                          reset_caught, cgroup_tasks)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
         if not vfork:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
-        if in_cgroup and not into_cgroup:
+        if in_cgroup and not into_cgroup and not cgroup_tasks:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
         opened.close_child_side()
@@ -392,7 +395,8 @@ _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
-           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           cgroup_tasks: tuple[bytes, ...] = ()) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -411,7 +415,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught)
+                  reset_caught, cgroup_tasks)
     return build_plan(spec, setup)
 
 

@@ -310,6 +310,12 @@ class Setup(NamedTuple):
     reset_caught: tuple[int, ...] = ()
     """Signals the parent catches, to reset where the clone cannot
     (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
+    cgroup_tasks: tuple[bytes, ...] = ()
+    """cgroup v1 directories the child moves itself into, first of all, by
+    writing 0 to their ``tasks`` (its own cgroup on a hybrid host; no
+    CLONE_INTO_CGROUP there). A task moving itself skips the kernel's
+    global threadgroup lock, which a write of another pid takes (an RCU
+    grace period, milliseconds)."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -351,6 +357,15 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     new = iso.unshare
     user_ns = bool((new | iso.joined) & Namespace.USER)
     steps: list[Step] = []
+
+    # 0. into its own cgroup v1 directories, before it does anything else
+    for directory in setup.cgroup_tasks:
+        tasks = directory + b"/tasks"
+        steps.append(Step("openat", (AT_FDCWD, CStr(tasks), os.O_WRONLY | os.O_CLOEXEC),
+                          errors.CgroupError, "open", tasks))
+        steps.append(Step("write", (0, CStr(b"0"), 1, 0, 0, 1), errors.CgroupError,
+                          "join cgroup", directory, USE_PREVIOUS | EXPECT_ARG5,
+                          "the child moving itself in through tasks"))
 
     # 1. descriptors
     for lo, hi in spec.fds.close:
@@ -520,7 +535,8 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                       detail="the program is looked up inside the new root"
                       if root_changed else ""))
     in_cgroup = spec.own_cgroup or life.cgroup_path is not None
-    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
+    into = in_cgroup and setup.into_cgroup and not setup.cgroup_tasks
+    flags = int(new) | (CLONE_INTO_CGROUP if into else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 
 

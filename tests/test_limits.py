@@ -288,3 +288,23 @@ def test_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "aunshare", "--memory", "12X", "--", "true"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "'12X' is not a size" in bad.stderr
+
+
+def test_v1_join_is_the_childs_first_steps():
+    """On cgroup v1 the child moves itself in (writing 0 to each directory's
+    tasks) before any other step, and is not created with CLONE_INTO_CGROUP."""
+    from aunshare._linux import CLONE_INTO_CGROUP
+    from aunshare.plan import Setup, build_plan
+
+    spec = aunshare.Command("true").limit_pids(5).spec()
+    dirs = (b"/sys/fs/cgroup/pids/aunshare-1-0", b"/sys/fs/cgroup/cpuacct/aunshare-1-0")
+    plan = build_plan(spec, Setup(b"/bin/true", (b"true",), None, [], 1, 0, 0,
+                                  cgroup_tasks=dirs))
+    head = [(s.syscall, s.subject) for s in plan.steps[:4]]
+    assert head == [("openat", dirs[0] + b"/tasks"), ("write", dirs[0]),
+                    ("openat", dirs[1] + b"/tasks"), ("write", dirs[1])]
+    assert all(s.error is aunshare.CgroupError for s in plan.steps[:4])
+    assert not plan.clone_flags & CLONE_INTO_CGROUP
+    v2 = build_plan(spec, Setup(b"/bin/true", (b"true",), None, [], 1, 0, 0))
+    assert v2.clone_flags & CLONE_INTO_CGROUP
+    assert v2.steps[0].syscall != "openat"
