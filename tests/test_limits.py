@@ -36,6 +36,9 @@ def _hierarchy_reason() -> str | None:
 
 _REASON = _hierarchy_reason() if os.geteuid() == 0 else "needs root"
 needs_cgroups = pytest.mark.skipif(_REASON is not None, reason=f"no cgroup for limits: {_REASON}")
+# What the kernel does to a child does not depend on the event loop: these
+# tests run on one (the default backend), the supervision ones on every loop.
+one_loop = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 def _our_cgroups() -> set[str]:
@@ -143,6 +146,7 @@ ALLOC_256M = "b = bytearray(256 << 20)\nfor i in range(0, len(b), 4096): b[i] = 
 
 
 @needs_cgroups
+@one_loop
 @pytest.mark.anyio
 async def test_memory_limit_oom(no_leaks):
     before = _our_cgroups()
@@ -181,6 +185,7 @@ async def test_fork_bomb_pids_limit(no_leaks):
 
 
 @needs_cgroups
+@one_loop
 @pytest.mark.anyio
 async def test_cpu_limit(no_leaks):
     cmd = aunshare.Command("timeout").args(["1", "sh", "-c", "while :; do :; done"])
@@ -214,6 +219,7 @@ async def test_removed_after_cancel_and_kill_policy(no_leaks):
 
 
 @needs_cgroups
+@one_loop
 @pytest.mark.anyio
 async def test_not_a_cgroup_parent(tmp_path, no_leaks):
     cmd = aunshare.Command("true").limit_memory("64M").new_cgroup(tmp_path)
@@ -223,6 +229,7 @@ async def test_not_a_cgroup_parent(tmp_path, no_leaks):
     assert list(tmp_path.iterdir()) == []
 
 
+@one_loop
 @pytest.mark.anyio
 async def test_unprivileged_says_how_to_delegate():
     if os.geteuid() != 0:
