@@ -294,7 +294,8 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        st = _status(info, ru)
+        # The cgroup's figures now: the child has exited, the cgroup is still there.
+        st = _status(info, ru, None if self._cgroup is None else _cgroup.usage(self._cgroup))
         if self._init:  # the init wrote the program's status, or encodes it
             st = from_init(st, read_wait_status(self._status_fd)
                            if self._status_fd >= 0 else None)

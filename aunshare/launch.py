@@ -313,12 +313,26 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     executor = get_executor()
     pending = Pending(spec, executor)
     life = spec.lifetime
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
-    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
     init = life.init_process
+    cgroup_tasks: tuple[bytes, ...] = ()
+    if life.limits is not None:
+        # Made first: where only cgroup v1 has the controllers, the child
+        # moves itself into each directory, as the first steps of its plan.
+        pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
+            life.cgroup_parent, life.limits)
+        if not on_v2:
+            cgroup_tasks = _cgroup.v1_dirs(pending.cgroup)
+    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_tasks)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
+        if pending.cgroup is not None:
+            pass  # made above, with its limits
+        elif life.cgroup_parent is not None:
+            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
+        elif life.cgroup_path is not None:
+            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
         fds = dict(spec.fds.fds)
         if default_stdio is DefaultStdio.OUTPUT:
             for target, fd in _OUTPUT_DEFAULTS.items():
@@ -355,7 +369,11 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        if (shares_memory and not reset_caught and (not init or init_fd == _init_memfd())
+        # No plan reuse with a handshake, also one the spec does not imply (a
+        # cgroup joined through cgroup.procs): its wake pipe differs every time.
+        # Nor for a child joining cgroup v1 directories: their names differ.
+        if (shares_memory and not reset_caught and not handshake and not cgroup_tasks
+                and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
             if key is not None and init:  # the plan names the memfd by number
@@ -367,17 +385,13 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
                           reset_caught, landlock_fd, init_fd, report_target, view,
-                          status_target)
+                          status_target, cgroup_tasks)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
-        if life.cgroup_parent is not None:
-            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
-        elif life.cgroup_path is not None:
-            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
-        if in_cgroup and not into_cgroup:
+        if in_cgroup and not into_cgroup and not cgroup_tasks:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
         opened.close_child_side()
@@ -385,10 +399,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             os.close(pending.cgroup_fd)
             pending.cgroup_fd = -1
         if pid < 0:
-            raise errors.Fork(-pid, life.cgroup_parent or life.cgroup_path,
-                              errors.fork_causes(-pid, plan.clone_flags,
-                                                 life.cgroup_parent is not None
-                                                 or life.cgroup_path is not None))
+            raise errors.Fork(-pid, pending.cgroup or life.cgroup_parent or life.cgroup_path,
+                              errors.fork_causes(-pid, plan.clone_flags, in_cgroup))
         pending.pid, pending.pidfd = pid, table.pidfd()
     except BaseException:
         pending.close()
@@ -527,7 +539,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
            view: tuple[tuple[str, ...], int] | None = None,
-           status_target: int = -1) -> Plan:
+           status_target: int = -1, cgroup_tasks: tuple[bytes, ...] = ()) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -575,7 +587,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
                   reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
-                  status_fd=status_target)
+                  status_fd=status_target, cgroup_tasks=cgroup_tasks)
     return build_plan(spec, setup)
 
 

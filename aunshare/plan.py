@@ -370,6 +370,12 @@ class Setup(NamedTuple):
     status_fd: int = -1
     """With ``init_process``: the dup3 target the status pipe's write end gets
     in the child, for the init to write the program's wait status on; -1: none."""
+    cgroup_tasks: tuple[bytes, ...] = ()
+    """cgroup v1 directories the child moves itself into, first of all, by
+    writing 0 to their ``tasks`` (its own cgroup on a hybrid host; no
+    CLONE_INTO_CGROUP there). A task moving itself skips the kernel's
+    global threadgroup lock, which a write of another pid takes (an RCU
+    grace period, milliseconds)."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -423,6 +429,15 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     new = iso.unshare
     user_ns = bool((new | iso.joined) & Namespace.USER)
     steps: list[Step] = []
+
+    # 0. into its own cgroup v1 directories, before it does anything else
+    for directory in setup.cgroup_tasks:
+        tasks = directory + b"/tasks"
+        steps.append(Step("openat", (AT_FDCWD, CStr(tasks), os.O_WRONLY | os.O_CLOEXEC),
+                          errors.CgroupError, "open", tasks))
+        steps.append(Step("write", (0, CStr(b"0"), 1, 0, 0, 1), errors.CgroupError,
+                          "join cgroup", directory, USE_PREVIOUS | EXPECT_ARG5,
+                          "the child moving itself in through tasks"))
 
     # 1. descriptors
     for lo, hi in spec.fds.close:
@@ -634,8 +649,9 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.append(Step("execve", (CStr(setup.program), argv_arg, env_arg),
                           errors.Exec, "exec", setup.program,
                           detail="; ".join(d for d in details if d)))
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
-    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
+    into = in_cgroup and setup.into_cgroup and not setup.cgroup_tasks
+    flags = int(new) | (CLONE_INTO_CGROUP if into else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 
 
