@@ -52,7 +52,8 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired")},
+        "CalledProcessError", "TimeoutExpired", "NetworkError")},
+    "TcpForward": "forward",
 }
 
 __all__ = list(_LAZY)
@@ -65,12 +66,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
     from .child import Child as Child, Output as Output
     from .command import Command as Command
     from .fds import Fd as Fd, Stdio as Stdio
+    from .forward import TcpForward as TcpForward
     from .errors import (
         AuxCommandExited as AuxCommandExited, AuxCommandKilled as AuxCommandKilled,
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
+        LineTooLong as LineTooLong, NetworkError as NetworkError, NixError as NixError,
+        ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
         TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,
