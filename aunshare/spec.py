@@ -23,7 +23,7 @@ from .policy import KillPolicy, KillTarget
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
-    "SelfMap", "PivotRoot", "Rlimit",
+    "SelfMap", "PivotRoot", "Rlimit", "UserNetwork",
 ]
 
 
@@ -57,6 +57,16 @@ class Rlimit(NamedTuple):
     resource: int
     soft: int
     hard: int
+
+
+class UserNetwork(NamedTuple):
+    """:meth:`Command.user_network`'s arguments, normalised."""
+
+    pasta: bytes
+    """The pasta program found at the builder call."""
+    tcp_ports: tuple[tuple[int, int], ...] = ()
+    """(host port, port inside) pairs forwarded into the sandbox."""
+    udp_ports: tuple[tuple[int, int], ...] = ()
 
 
 @record
@@ -172,12 +182,15 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    user_network: UserNetwork | None = None
+    """:meth:`Command.user_network`: pasta, started in the handshake."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
-                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits)
+                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
+                self.user_network)
 
     def __hash__(self) -> int:
         return self._hash
@@ -271,7 +284,7 @@ class Spec:
         """The parent must act between clone and exec: the child waits for it."""
         iso = self.isolation
         return (iso.uid_maps is not None or iso.before_unfreeze is not None
-                or bool(self.program.env_pid))
+                or iso.user_network is not None or bool(self.program.env_pid))
 
 
 # The records of a Command that sets nothing: shared (they are immutable),
@@ -332,6 +345,10 @@ def _validate(spec: Spec) -> None:
     if iso.pivot is not None and not new & Namespace.MOUNT:
         raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
                          "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if iso.user_network is not None and not new & Namespace.NET:
+        raise ValueError("user_network() connects the child's own network namespace to the "
+                         "outside: add unshare(Namespace.NET) (with Namespace.USER when "
+                         "unprivileged)")
     if iso.mount_proc and not new & Namespace.MOUNT:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
