@@ -65,16 +65,18 @@ class TcpForward:
         self._host = host
         self._listener: anyio.abc.SocketListener | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._port = 0  # once bound
         self.connections: int = 0
         """How many connections were accepted so far."""
 
     @property
     def port(self) -> int:
-        """The host port listened on (the ephemeral one chosen for ``host_port=0``)."""
-        if self._listener is None:
-            raise RuntimeError("TcpForward.port: the forwarder is not running "
+        """The host port listened on (the ephemeral one chosen for
+        ``host_port=0``); kept after the forwarder has stopped."""
+        if not self._port:
+            raise RuntimeError("TcpForward.port: the forwarder was not started "
                                "(use 'async with child.forward_tcp(...)')")
-        return int(self._listener.extra(anyio.abc.SocketAttribute.local_port))
+        return self._port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -93,6 +95,7 @@ class TcpForward:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._host, self._host_port))
             sock.listen(128)
+            self._port = sock.getsockname()[1]
             sock.setblocking(False)
         except OSError as exc:
             sock.close()

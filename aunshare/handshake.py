@@ -57,7 +57,7 @@ class _Pasta:
 
     pasta runs in the foreground (our own child: it dies with us by the
     parent-death signal, and is reaped by us), attached to the child's
-    user and network namespaces by pid. It writes its pid file once the
+    user and network namespaces (inherited descriptors). It writes its pid file once the
     namespace is configured: the pid file is a FIFO we read, so that
     write is the "ready" signal. Its stderr goes to an unlinked file, read
     only when it fails.
@@ -70,6 +70,7 @@ class _Pasta:
         assert net is not None
         self.dir = tempfile.mkdtemp(prefix="aunshare-pasta-")
         self.ready_fd = self.hold_fd = self.log_fd = -1
+        self.ns_fds: list[int] = []
         self.pasta: Pending | None = None
         try:
             fifo = os.path.join(self.dir, "ready")
@@ -91,10 +92,27 @@ class _Pasta:
             if os.geteuid() == 0:
                 # Else pasta drops to "nobody", who cannot open root's namespaces.
                 args += [b"--runas", b"0"]
-            args.append(str(pending.pid).encode())
+            # The namespaces are opened here and inherited: pasta opening
+            # /proc/PID/ns/* itself would need ptrace access to the child,
+            # which a non-dumpable parent (whose memory the child may still
+            # share) does not give to a pasta that dropped CAP_SYS_PTRACE.
+            # We stop pasta ourselves: no watching for the namespace to go.
+            for name in ("user", "net"):
+                try:
+                    fd = os.open(f"/proc/{pending.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise errors.NetworkError(exc.errno or _errno.EIO,
+                                              f"/proc/{pending.pid}/ns/{name}",
+                                              "the child's namespace, for pasta",
+                                              action="open") from None
+                self.ns_fds.append(fd)
+            args += [b"--userns", b"/proc/self/fd/3", b"--netns", b"/proc/self/fd/4",
+                     b"--no-netns-quit"]
             spec = Spec(ProgramSpec(net.pasta, tuple(args)),
                         DescriptorSpec(((0, Fd(FdKind.NULL_READ)), (1, Fd(FdKind.NULL_WRITE)),
-                                        (2, Fd(FdKind.BORROWED, fd=self.log_fd)))))
+                                        (2, Fd(FdKind.BORROWED, fd=self.log_fd)),
+                                        (3, Fd(FdKind.BORROWED, fd=self.ns_fds[0])),
+                                        (4, Fd(FdKind.BORROWED, fd=self.ns_fds[1])))))
             try:
                 self.pasta = spawn_blocking(spec)
             except errors._OSError as exc:
@@ -157,6 +175,9 @@ class _Pasta:
         if pasta is not None:
             pasta.kill()
             pasta.close()
+        for fd in self.ns_fds:
+            os.close(fd)
+        self.ns_fds.clear()
         for name in ("ready_fd", "hold_fd", "log_fd"):
             fd = getattr(self, name)
             if fd >= 0:
