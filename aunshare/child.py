@@ -74,6 +74,8 @@ _unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
 # (pid, pidfd) of children whose Child was dropped unreaped: reaped by
 # reap_orphans() once they exit, as subprocess does with its dropped Popens.
 _orphans: list[tuple[int, int]] = []
+# Helpers (pasta) of those dropped children, by pidfd: stopped once it is reaped.
+_orphan_aux: dict[int, list[tuple[int, int]]] = {}
 
 
 def busy() -> bool:
@@ -96,6 +98,9 @@ def reap_orphans() -> None:
                 _orphans.remove(item)
             except ValueError:
                 continue  # another thread took it
+            aux = _orphan_aux.pop(pidfd, None)
+            if aux:
+                stop_aux(aux)
             os.close(pidfd)
 
 
@@ -726,6 +731,12 @@ class Child:
                               stacklevel=2)
                 # Keep its pidfd: the next spawn reaps it once it has exited.
                 fd, self._pidfd = self._pidfd, -1
+                helper, self._socket_helper = self._socket_helper, None
+                if helper is not None:
+                    helper.close()  # the socket helper exits at once
+                if self._aux:  # pasta serves the child until it exits
+                    _orphan_aux[fd] = self._aux
+                    self._aux = []
                 _orphans.append((self.pid, fd))
             else:
                 self._close_pidfd()

@@ -173,6 +173,8 @@ class _Pasta:
         """Stop pasta unless it was handed over; remove the FIFO and its directory."""
         pasta, self.pasta = self.pasta, None
         if pasta is not None:
+            if pasta.pidfd >= 0:  # made non-blocking by a loop that polled it (uvloop)
+                os.set_blocking(pasta.pidfd, True)
             pasta.kill()
             pasta.close()
         for fd in self.ns_fds:

@@ -40,6 +40,9 @@ def stop_aux(aux: list[tuple[int, int]]) -> None:
             pidfd_send_signal(pidfd, _signal.SIGKILL)
         except OSError:
             pass  # already exited
+        # An event loop that polled the pidfd may have made it non-blocking
+        # (uvloop does): waitid would then say EAGAIN instead of waiting.
+        os.set_blocking(pidfd, True)
         try:
             waitid_pidfd(pidfd, WEXITED)
         except OSError:

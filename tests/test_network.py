@@ -126,6 +126,17 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
+async def warm_loop():
+    """uvloop opens a descriptor of its own (/dev/null, kept until the loop
+    closes) the first time a loop wraps an existing socket: let it happen
+    before no_leaks counts."""
+    a, b = socket.socketpair()
+    stream = await anyio.abc.SocketStream.from_socket(a)
+    await stream.aclose()
+    b.close()
+
+
+@pytest.fixture
 def host_http():
     """An HTTP server on the host's loopback; yields its port."""
     srv = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
@@ -140,7 +151,7 @@ def host_http():
 # -- open_tcp_stream ------------------------------------------------------------------
 @pytest.mark.anyio
 @pytest.mark.parametrize("ns", [Namespace.NET, Namespace.USER | Namespace.NET], ids=["net", "user"])
-async def test_open_tcp_stream_reaches_a_server_inside(anyio_backend, no_leaks, ns):
+async def test_open_tcp_stream_reaches_a_server_inside(anyio_backend, warm_loop, no_leaks, ns):
     cmd = server(7000).unshare(ns)
     if ns & Namespace.USER:
         cmd.map_root_user()
@@ -158,7 +169,7 @@ async def test_open_tcp_stream_reaches_a_server_inside(anyio_backend, no_leaks, 
 
 @pytest.mark.anyio
 @ONE_LOOP
-async def test_open_tcp_stream_errors(anyio_backend, no_leaks):
+async def test_open_tcp_stream_errors(anyio_backend, warm_loop, no_leaks):
     async with await server(7001).unshare(Namespace.NET).spawn() as child:
         await ready(child)
         with pytest.raises(ConnectionRefusedError):
@@ -224,7 +235,7 @@ def _client(address: tuple[str, int], data: bytes) -> bytes:
 
 
 @pytest.mark.anyio
-async def test_forward_tcp(anyio_backend, no_leaks):
+async def test_forward_tcp(anyio_backend, warm_loop, no_leaks):
     cmd = server(6379).unshare(Namespace.USER | Namespace.NET).map_root_user()
     async with await cmd.spawn() as child:
         await ready(child)
@@ -250,7 +261,7 @@ async def test_forward_tcp(anyio_backend, no_leaks):
 
 @pytest.mark.anyio
 @ONE_LOOP
-async def test_forward_tcp_to_a_closed_port_closes_the_client(anyio_backend, no_leaks):
+async def test_forward_tcp_to_a_closed_port_closes_the_client(anyio_backend, warm_loop, no_leaks):
     async with await server(7003).unshare(Namespace.NET).spawn() as child:
         await ready(child)
         async with child.forward_tcp(7004) as fwd:  # nothing listens on 7004 inside
