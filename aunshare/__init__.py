@@ -5,13 +5,14 @@ The pieces, from data to the event loop:
 
 * data: :mod:`aunshare.fds` (:class:`Stdio`, :class:`Fd`), :mod:`aunshare.namespaces`
   (:class:`Namespace`, :class:`UidMap`, :class:`GidMap`, :class:`Capability`),
+  :mod:`aunshare.landlock` (:class:`Landlock`),
   :mod:`aunshare.policy` (:class:`KillPolicy`), :mod:`aunshare.errors`,
   :mod:`aunshare.status`, and :mod:`aunshare.spec`, the frozen :class:`Spec`.
 * :mod:`aunshare.plan` - what the child does between clone and exec, in order.
 * :mod:`aunshare.executors` - what clones the child and runs the plan.
 * the parent's side, synchronous: :mod:`aunshare.descriptors`, :mod:`aunshare.cgroup`,
-  :mod:`aunshare.idmaps`, :mod:`aunshare.tree`; then :mod:`aunshare.launch`, up to
-  the clone.
+  :mod:`aunshare.idmaps`, :mod:`aunshare.tree`, :mod:`aunshare.rulesets`; then
+  :mod:`aunshare.launch`, up to the clone.
 * :mod:`aunshare.child` - :class:`Child`: streams, waiting, signals, shutdown.
 * :mod:`aunshare.spawn` - a spec to a running Child on the event loop (the
   handshake, the wait for exec).
@@ -43,16 +44,18 @@ _LAZY: dict[str, str] = {
     "KillPolicy": "policy", "KillTarget": "policy",
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
     "Capability": "namespaces",
+    "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
+    "CompletedRun": "runner", "ReapTimeout": "errors",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
     "ChildEventKind": "events", "ChildEvents": "events",
     **{name: "errors" for name in (
         "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-        "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+        "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired", "NetworkError")},
+        "CalledProcessError", "TimeoutExpired", "LandlockError", "NetworkError")},
     "TcpForward": "forward",
 }
 
@@ -72,7 +75,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LineTooLong as LineTooLong, NetworkError as NetworkError, NixError as NixError,
+        LandlockError as LandlockError, LineTooLong as LineTooLong, Mount as Mount,
+        NetworkError as NetworkError, NixError as NixError,
         ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
@@ -82,6 +86,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         ChildEvent as ChildEvent, ChildEventKind as ChildEventKind, ChildEvents as ChildEvents,
         child_events as child_events, reap_zombies as reap_zombies,
     )
+    from .landlock import Landlock as Landlock, LandlockReport as LandlockReport
     from .namespaces import (
         Capability as Capability, GidMap as GidMap, Namespace as Namespace, UidMap as UidMap,
     )
@@ -90,6 +95,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         JobResult as JobResult, run as run, run_as_completed as run_as_completed,
         run_many as run_many,
     )
+    from .errors import ReapTimeout as ReapTimeout
+    from .runner import CompletedRun as CompletedRun
     from .spec import Spec as Spec
     from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter

@@ -23,7 +23,9 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "openat": 257, "setns": 308, "chroot": 161,
         "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435, "clone": 56,
         "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
-        "pivot_root": 155, "prlimit64": 302, "capset": 126,
+        "pivot_root": 155, "prlimit64": 302, "capset": 126, "execveat": 322,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+        "mkdirat": 258, "symlinkat": 266, "mount_setattr": 442, "socket": 41, "umask": 95,
     },
     "aarch64": {
         "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
@@ -33,7 +35,9 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "exit": 93, "waitid": 95, "openat": 56, "setns": 268,
         "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
         "clone3": 435, "clone": 220, "close_range": 436, "sethostname": 161, "mount": 40,
-        "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91,
+        "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91, "execveat": 281,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+        "mkdirat": 34, "symlinkat": 36, "mount_setattr": 442, "socket": 198, "umask": 166,
     },
 }
 
@@ -71,7 +75,15 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
+# mount_setattr(2): struct mount_attr's attr_set bits, and its flag
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
+AT_RECURSIVE = 0x8000
+# bringing "lo" up: ioctl(SIOCSIFFLAGS) on an AF_INET datagram socket
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+SOCK_CLOEXEC = 0o2000000
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
 # tty ioctls (asm-generic values, the same on x86_64 and aarch64)
 TIOCSCTTY = 0x540E

@@ -28,9 +28,10 @@ from ._version import __version__
 from .command import Command
 from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
 from .errors import Error, Exec, WaitError
+from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import from_waitid
+from .status import from_init, from_waitid
 from .tree import signal_tree
 
 if TYPE_CHECKING:
@@ -120,6 +121,11 @@ API_TO_CLI: list[tuple[str, Any]] = [
     (r"keep_caps\(\)", "--keep-caps"),
     (r"no_new_privs\(\)", "--no-new-privs"),
     (r"rlimit\(\)", "--rlimit"),
+    (r"with Landlock\(best_effort=True\)", "without --landlock-strict"),
+    (r"\(execute=, e\.g\. /usr\)", "(--landlock-exec, e.g. /usr)"),
+    (r"Landlock\((read_only|read_write|execute)=\.\.\.\)",
+     lambda m: {"read_only": "--landlock-ro", "read_write": "--landlock-rw",
+                "execute": "--landlock-exec"}[m[1]]),
     (r"\buid\(\)", "--uid"),
     (r"\bgid\(\)", "--gid"),
     (r"\bgroups\(\)", "--groups"),
@@ -139,7 +145,11 @@ EPILOG = """\
 examples:
   aunshare -r --net -- sh -c 'id -u; cat /proc/net/dev'
       root in a new user namespace, with a network namespace of its own
-      (only a loopback device, down)
+      (only a loopback device, up)
+  aunshare --unshare-all --ro-bind /usr /usr --symlink usr/bin /bin \
+           --symlink usr/lib /lib --symlink usr/lib64 /lib64 --tmpfs /tmp \
+           --dev /dev --proc /proc -- sh
+      a sandbox in bubblewrap's words: a new root holding only what is named
   aunshare -r --pid --mount-proc -- ps -e
       pid 1 of a new pid namespace, with a /proc that shows only it
   aunshare -r --hostname box -- hostname
@@ -164,7 +174,7 @@ signals:
   terminal's foreground, where the program got them from the terminal
   already. A second SIGHUP, SIGINT, SIGQUIT or SIGTERM kills the program
   with SIGKILL (pid 1 of a new pid namespace ignores signals it has no
-  handler for).
+  handler for; with --init, pid 1 is an init that passes them on).
 """
 
 
@@ -278,6 +288,19 @@ def rlimit_spec(text: str) -> tuple[int, int | None, int | None]:
     return res, soft, hard
 
 
+def tcp_port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+LANDLOCK_SCOPES = ("signals", "abstract-unix")
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -292,6 +315,129 @@ def grace_seconds(text: str) -> float:
     if text in ("0", "0.0"):
         return 0.0
     return seconds(text)
+
+
+# -- bubblewrap's options -----------------------------------------------------------------
+
+# (option, nargs, metavar, help); each is kept, in order, in args.view.
+_VIEW_OPTIONS: list[tuple[str, int, str | tuple[str, ...], str]] = [
+    ("--bind", 2, ("SRC", "DEST"), "bind SRC on DEST"),
+    ("--bind-try", 2, ("SRC", "DEST"), "as --bind, skipped when SRC is missing"),
+    ("--ro-bind", 2, ("SRC", "DEST"), "bind SRC read-only on DEST"),
+    ("--ro-bind-try", 2, ("SRC", "DEST"), "as --ro-bind, skipped when SRC is missing"),
+    ("--dev-bind", 2, ("SRC", "DEST"), "bind SRC on DEST, device files usable"),
+    ("--dev-bind-try", 2, ("SRC", "DEST"), "as --dev-bind, skipped when SRC is missing"),
+    ("--remount-ro", 1, "DEST", "make the mount at DEST (and those below) read-only"),
+    ("--tmpfs", 1, "DEST", "mount a tmpfs on DEST (see --size, --perms)"),
+    ("--dir", 1, "DEST", "create the directory DEST (see --perms)"),
+    ("--symlink", 2, ("SRC", "DEST"), "create a symlink at DEST pointing to SRC"),
+    ("--file-data", 2, ("DEST", "DATA"), "a read-only file DEST holding DATA (see --perms)"),
+    ("--file", 2, ("FD", "DEST"), "a file DEST holding what descriptor FD holds (read "
+                                  "by aunshare before the start)"),
+    ("--bind-data", 2, ("FD", "DEST"), "as --file"),
+    ("--ro-bind-data", 2, ("FD", "DEST"), "as --file, read-only"),
+    ("--dev", 1, "DEST", "a minimal /dev on DEST (null, zero, full, random, urandom, tty, "
+                         "shm, pts, ptmx, fd, stdin, stdout, stderr, core)"),
+    ("--proc", 1, "DEST", "a fresh proc on DEST (needs --unshare-pid unless root)"),
+    ("--overlay-src", 1, "SRC", "a lower directory for the next overlay (repeatable)"),
+    ("--tmp-overlay", 1, "DEST", "an overlay of the --overlay-src directories on DEST "
+                                 "with a writable layer that vanishes with PROGRAM"),
+    ("--overlay", 3, ("RWSRC", "WORKDIR", "DEST"), "an overlay of the --overlay-src "
+                                                   "directories on DEST, writes to RWSRC"),
+    ("--size", 1, "BYTES", "the size of the next --tmpfs"),
+    ("--perms", 1, "OCTAL", "the mode of the next --tmpfs, --dir or file"),
+]
+
+
+class _ViewAction(argparse.Action):
+    """Keeps each sandbox option, in order, with its values."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        view = list(getattr(namespace, self.dest) or [])
+        view.append((option_string, list(values or [])))
+        setattr(namespace, self.dest, view)
+
+
+def _host_path(path: str) -> str:
+    """A source on the host, absolute (bwrap takes it relative to the
+    working directory)."""
+    return os.path.abspath(path)
+
+
+def _read_fd(text: str, option: str) -> bytes:
+    if not text.isdigit():
+        raise ValueError(f"{option} FD: expected a descriptor number, got {text!r}")
+    fd = int(text)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        os.close(fd)  # bwrap closes it too
+    except OSError as exc:
+        raise SetupFailed(f"{option} {fd}: {exc.strerror}") from None
+    return b"".join(chunks)
+
+
+def apply_view(cmd: Command, view: Sequence[tuple[str, list[str]]]) -> None:
+    """Carry out bubblewrap's sandbox options (``args.view``) on ``cmd``."""
+    size: int | None = None
+    perms: int | None = None
+    lower: list[str] = []
+    for option, values in view:
+        if option == "--size":
+            if not values[0].isdigit():
+                raise ValueError(f"--size: expected a number of bytes, got {values[0]!r}")
+            size = int(values[0])
+            continue
+        if option == "--perms":
+            try:
+                perms = int(values[0], 8)
+            except ValueError:
+                raise ValueError(f"--perms: expected an octal mode, got {values[0]!r}") from None
+            continue
+        if option == "--overlay-src":
+            lower.append(_host_path(values[0]))
+            continue
+        kind = option.removesuffix("-try")
+        if kind in ("--bind", "--ro-bind", "--dev-bind"):
+            cmd.bind_mount(_host_path(values[0]), values[1], read_only=kind == "--ro-bind",
+                           allow_devices=kind == "--dev-bind", optional=option.endswith("-try"))
+        elif option == "--remount-ro":
+            cmd.remount_read_only(values[0])
+        elif option == "--tmpfs":
+            cmd.tmpfs(values[0], size=size, mode=0o755 if perms is None else perms)
+        elif option == "--dir":
+            cmd.mkdir(values[0], 0o755 if perms is None else perms)
+        elif option == "--symlink":
+            cmd.symlink(values[0], values[1])
+        elif option == "--file-data":
+            cmd.write_file(values[0], os.fsencode(values[1]),
+                           mode=0o644 if perms is None else perms)
+        elif option in ("--file", "--bind-data", "--ro-bind-data"):
+            cmd.write_file(values[1], _read_fd(values[0], option),
+                           mode=0o666 if perms is None else perms,
+                           read_only=option == "--ro-bind-data")
+        elif option == "--dev":
+            cmd.mount_dev(values[0])
+        elif option == "--proc":
+            cmd.mount_proc(values[0])
+        elif option in ("--tmp-overlay", "--overlay"):
+            if not lower:
+                raise ValueError(f"{option} needs --overlay-src directories before it")
+            if option == "--overlay":
+                cmd.overlay(values[2], lower, upper=_host_path(values[0]),
+                            work=_host_path(values[1]))
+            else:
+                cmd.overlay(values[0], lower)
+            lower = []
+        if option not in ("--size", "--perms"):
+            size = perms = None  # they apply to the next operation only
+    if size is not None or perms is not None:
+        raise ValueError("--size/--perms must come before the --tmpfs, --dir or file they "
+                         "apply to")
+    if lower:
+        raise ValueError("--overlay-src must be followed by --overlay or --tmp-overlay")
 
 
 # -- the parser --------------------------------------------------------------------
@@ -335,14 +481,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ns = p.add_argument_group("namespaces")
     ns.add_argument("-U", "--user", action="store_true", help="new user namespace")
-    ns.add_argument("-n", "--net", action="store_true", help="new network namespace")
-    ns.add_argument("-p", "--pid", action="store_true",
-                    help="new pid namespace: PROGRAM is its pid 1")
+    ns.add_argument("-n", "--net", "--unshare-net", action="store_true",
+                    help="new network namespace (lo up unless --no-loopback)")
+    ns.add_argument("-p", "--pid", "--unshare-pid", action="store_true",
+                    help="new pid namespace: PROGRAM is its pid 1 (see --init)")
+    pid1 = ns.add_mutually_exclusive_group()
+    pid1.add_argument("--init", action="store_true", default=None,
+                      help="pid 1 of the new pid namespace is a tiny init that runs PROGRAM "
+                           "as pid 2, passes every signal on to it and reaps orphans "
+                           "(implies --pid)")
+    pid1.add_argument("--as-pid-1", dest="init", action="store_false",
+                      help="no init: PROGRAM itself is pid 1 of the new pid namespace "
+                           "(the default with --pid)")
     ns.add_argument("-m", "--mount", action="store_true",
                     help="new mount namespace (every mount made private first)")
-    ns.add_argument("-u", "--uts", action="store_true", help="new UTS namespace")
-    ns.add_argument("-i", "--ipc", action="store_true", help="new IPC namespace")
-    ns.add_argument("-C", "--cgroup", action="store_true", help="new cgroup namespace")
+    ns.add_argument("-u", "--uts", "--unshare-uts", action="store_true",
+                    help="new UTS namespace")
+    ns.add_argument("-i", "--ipc", "--unshare-ipc", action="store_true",
+                    help="new IPC namespace")
+    ns.add_argument("-C", "--cgroup", "--unshare-cgroup", action="store_true",
+                    help="new cgroup namespace")
+    ns.add_argument("--unshare-user", action="store_true",
+                    help="new user namespace with your uid and gid mapped (to --uid/--gid "
+                         "if given), as bwrap does")
+    ns.add_argument("--unshare-all", action="store_true",
+                    help="new user, mount, pid, network, IPC, UTS and cgroup namespaces, "
+                         "as --unshare-user, with --init unless --as-pid-1 (bwrap's "
+                         "--unshare-all)")
+    ns.add_argument("--share-net", action="store_true",
+                    help="with --unshare-all: keep the caller's network namespace")
+    ns.add_argument("--no-loopback", action="store_true",
+                    help="leave lo down in a new network namespace")
     ns.add_argument("-T", "--time", action="store_true", help="new time namespace")
     ns.add_argument("--setns", metavar="TYPE:PATH", type=setns_spec, action="append",
                     default=[],
@@ -382,6 +551,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "oldroot), then detached")
     fs.add_argument("--chdir", metavar="DIR", help="working directory of PROGRAM")
 
+    box = p.add_argument_group(
+        "sandbox (bubblewrap's options, carried out in the order given; any of them "
+        "builds a new root from an empty tmpfs)")
+    for flag, nargs, meta, text in _VIEW_OPTIONS:
+        box.add_argument(flag, nargs=nargs, metavar=meta, action=_ViewAction, dest="view",
+                         default=[], help=text)
+    box.add_argument("--new-session", action="store_true",
+                     help="start PROGRAM in a new session (setsid: no controlling terminal)")
+    box.add_argument("--setenv", nargs=2, metavar=("VAR", "VALUE"), action="append",
+                     default=[], help="set a variable (repeatable)")
+
     env = p.add_argument_group("environment")
     env.add_argument("--env", metavar="KEY=VALUE", type=env_pair, action="append",
                      default=[], help="set a variable (repeatable)")
@@ -401,6 +581,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a resource limit, e.g. nofile=64 or nproc=100:200; SOFT "
                           "alone sets both, SOFT: keeps the hard limit, 'unlimited' is "
                           "allowed (repeatable)")
+
+    ll = p.add_argument_group(
+        "Landlock (the program, its interpreter and libraries must be allowed: "
+        "e.g. --landlock-exec /usr)")
+    ll.add_argument("--landlock-ro", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read files and list directories under PATH (repeatable)")
+    ll.add_argument("--landlock-rw", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read, write, create and remove under PATH (repeatable)")
+    ll.add_argument("--landlock-exec", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may execute (and read) files under PATH (repeatable)")
+    ll.add_argument("--landlock-tcp-bind", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may bind (repeatable)")
+    ll.add_argument("--landlock-tcp-connect", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may connect to (repeatable)")
+    ll.add_argument("--landlock-scope", metavar="SCOPE", choices=LANDLOCK_SCOPES,
+                    action="append", default=[],
+                    help="signals: PROGRAM may signal only processes it started; "
+                         "abstract-unix: it may connect only to their abstract unix sockets "
+                         "(repeatable)")
+    ll.add_argument("--landlock-strict", action="store_true",
+                    help="fail (exit 125) rather than skip a missing PATH or a rule this "
+                         "kernel cannot enforce")
 
     life = p.add_argument_group("lifetime and reporting")
     life.add_argument("--die-with-parent", action="store_true",
@@ -447,7 +649,15 @@ def build_command(args: argparse.Namespace) -> Command:
     cmd = Command(program).args(rest)
     cmd.reset_fds()  # pass every inheritable descriptor on, as unshare does
 
+    bwrap_user = args.unshare_all or args.unshare_user
+    if args.unshare_all:
+        args.pid = args.mount = args.uts = args.ipc = args.cgroup = True
+        args.net = args.net or not args.share_net
+        if args.init is None:  # as bwrap, an init at pid 1 unless --as-pid-1
+            args.init = True
     flags = Namespace(0)
+    if bwrap_user:
+        flags |= Namespace.USER
     for on, ns in ((args.user, Namespace.USER), (args.net, Namespace.NET),
                    (args.pid, Namespace.PID), (args.mount, Namespace.MOUNT),
                    (args.uts, Namespace.UTS), (args.ipc, Namespace.IPC),
@@ -461,6 +671,8 @@ def build_command(args: argparse.Namespace) -> Command:
         flags |= Namespace.NET
     elif args.tcp_port:
         raise ValueError("--tcp-port forwards a port through pasta: add --user-network")
+    if args.init:
+        flags |= Namespace.PID
     if args.hostname is not None and Namespace.UTS not in joined:
         flags |= Namespace.UTS
     if flags:
@@ -479,6 +691,22 @@ def build_command(args: argparse.Namespace) -> Command:
         uid = os.geteuid() if args.map_user is None else args.map_user
         gid = os.getegid() if args.map_group is None else args.map_group
         cmd.set_id_maps([UidMap(uid, os.geteuid())], [GidMap(gid, os.getegid())])
+    elif bwrap_user:
+        # bwrap's mapping: the caller's ids, as themselves or as --uid/--gid
+        if args.uid is None and args.gid is None:
+            cmd.map_current_user()
+        else:
+            uid = os.geteuid() if args.uid is None else args.uid
+            gid = os.getegid() if args.gid is None else args.gid
+            cmd.set_id_maps([UidMap(uid, os.geteuid())], [GidMap(gid, os.getegid())])
+            args.uid = args.gid = None  # the process already is uid and gid inside
+    if args.no_loopback:
+        cmd.loopback(False)
+    if args.view:
+        cmd.new_root()
+        apply_view(cmd, args.view)
+    if args.new_session:
+        cmd.new_session()
 
     if args.hostname is not None:
         cmd.hostname(args.hostname)
@@ -489,6 +717,8 @@ def build_command(args: argparse.Namespace) -> Command:
             raise SetupFailed(f"--user-network: {exc}") from None
     if args.mount_proc:
         cmd.mount_proc()
+    if args.init:
+        cmd.init_process()
     if args.chroot:
         cmd.chroot_dir(args.chroot)
     if args.pivot_root:
@@ -508,6 +738,8 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.env_remove(key)
     for key, value in args.env:
         cmd.env(key, value)
+    for key, value in args.setenv:
+        cmd.env(key, value)
 
     if args.keep_caps is not None:
         cmd.keep_caps(args.keep_caps)
@@ -515,6 +747,9 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.no_new_privs()
     for res, soft, hard in args.rlimit:
         cmd.rlimit(res, soft, hard)
+    landlock = landlock_rules(args)
+    if landlock is not None:
+        cmd.landlock(landlock)
 
     if args.die_with_parent:
         cmd.set_parent_death_signal(signal.SIGKILL)
@@ -522,6 +757,39 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.allow_daemonize()
     cmd.kill_policy(KillPolicy(grace=args.kill_after))
     return cmd
+
+
+def landlock_rules(args: argparse.Namespace) -> Landlock | None:
+    """The Landlock rules the --landlock-* options give, or None."""
+    given = (args.landlock_ro, args.landlock_rw, args.landlock_exec, args.landlock_tcp_bind,
+             args.landlock_tcp_connect, args.landlock_scope)
+    if not any(given):
+        if args.landlock_strict:
+            raise ValueError("--landlock-strict needs Landlock rules (--landlock-ro, ...)")
+        return None
+    return Landlock(read_only=args.landlock_ro, read_write=args.landlock_rw,
+                    execute=args.landlock_exec, tcp_bind=args.landlock_tcp_bind,
+                    tcp_connect=args.landlock_tcp_connect,
+                    scope_signals="signals" in args.landlock_scope,
+                    scope_abstract_unix="abstract-unix" in args.landlock_scope,
+                    best_effort=not args.landlock_strict)
+
+
+def landlock_summary(report: LandlockReport) -> str:
+    """One line saying what the Landlock rules became (for --verbose)."""
+    if not report.enforced:
+        return f"landlock: nothing enforced ({report.reason})"
+    parts = [f"landlock: ABI {report.abi}, enforced"]
+    if report.dropped_rights:
+        parts.append("not restricted: " + ", ".join(report.dropped_rights))
+    if report.dropped_ports:
+        parts.append("port rules dropped: " + ", ".join(f"{k} {p}"
+                                                        for k, p in report.dropped_ports))
+    if report.dropped_scopes:
+        parts.append("scopes dropped: " + ", ".join(report.dropped_scopes))
+    if report.skipped_paths:
+        parts.append("missing paths skipped: " + ", ".join(report.skipped_paths))
+    return "; ".join(parts)
 
 
 class SetupFailed(Exception):
@@ -651,6 +919,7 @@ class _Supervisor:
 
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
+        self.init = pending.spec.lifetime.init_process
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -712,7 +981,8 @@ class _Supervisor:
             info, ru = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
-        return from_waitid(info, ru)
+        status = from_waitid(info, ru)
+        return from_init(status) if self.init else status
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
@@ -732,6 +1002,8 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
             run.pid = pending.pid
             if args.verbose:
                 say(f"pid {pending.pid}")
+                if pending.landlock_report is not None:
+                    say(landlock_summary(pending.landlock_report))
             sup = _Supervisor(pending, signals, policy)
             try:
                 if not sup.until_exited(args.timeout):

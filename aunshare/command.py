@@ -26,6 +26,7 @@ from ._linux import NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
+from .landlock import Landlock
 from .fds import MAX_FD, Fd, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
     JOIN_ORDER, Capability, GidMap, Namespace, UidMap, cap_name, check_maps, namespace_names,
@@ -33,8 +34,8 @@ from .namespaces import (
 )
 from .policy import KillPolicy
 from .spec import (
-    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, PivotRoot, ProgramSpec,
-    Rlimit, SelfMap, Spec, UserNetwork,
+    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, MountKind, MountOp,
+    PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, UserNetwork,
 )
 
 if TYPE_CHECKING:
@@ -86,6 +87,27 @@ def _check_limit(value: object, what: str) -> int:
         raise TypeError(f"{what} must be an int or None, not {type(value).__name__}")
     if not 0 <= value <= _RLIM_INFINITY:
         raise ValueError(f"{what} must be between 0 and {_RLIM_INFINITY}, got {value}")
+    return value
+
+
+def _view_path(value: object, what: str) -> bytes:
+    """An absolute path of the filesystem view, normalised; ``..`` refused
+    (it could climb out of the new root)."""
+    path = to_bytes(value, what)
+    if not path.startswith(b"/"):
+        raise ValueError(f"{what} must be an absolute path, got {value!r}")
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise ValueError(f"{what} must not contain '..' (it could point outside the new "
+                         f"root), got {value!r}; give the path without it")
+    return b"/" + b"/".join(parts)
+
+
+def _mode(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int such as 0o755, not {type(value).__name__}")
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"{what} must be between 0 and 0o7777, got {oct(value)}")
     return value
 
 
@@ -296,6 +318,38 @@ class Command:
             raise TypeError("groups() takes an iterable of gids")
         return self._change("_identity", groups=tuple(_check_id(g, "groups item") for g in groups))
 
+    def new_session(self, new: bool = True) -> Command:
+        """Start the child in a new session (setsid()): it has no
+        controlling terminal, so it cannot push input into the caller's
+        terminal with TIOCSTI (bubblewrap's ``--new-session``). It also
+        leads a new process group."""
+        return self._change("_identity", new_session=bool(new))
+
+    def process_group(self, pgid: int | None) -> Command:
+        """Put the child in the existing process group ``pgid``
+        (``setpgid(0, pgid)``, :mod:`subprocess`'s ``process_group``); 0
+        is :meth:`make_group_leader`, None turns this off. The group must
+        exist in the caller's session; SetPGid otherwise."""
+        if pgid is None:
+            return self._change("_identity", process_group=None)
+        if isinstance(pgid, bool) or not isinstance(pgid, int):
+            raise TypeError(f"process_group must be an int, not {type(pgid).__name__}")
+        if not 0 <= pgid < 2**31:
+            raise ValueError(f"process_group must be between 0 and {2**31 - 1}, got {pgid}")
+        if pgid == 0:
+            return self._change("_identity", group_leader=True, process_group=None)
+        return self._change("_identity", process_group=pgid)
+
+    def umask(self, mask: int | None) -> Command:
+        """Set the child's file mode creation mask (umask(2)) before exec;
+        None keeps the parent's."""
+        if mask is not None:
+            if isinstance(mask, bool) or not isinstance(mask, int):
+                raise TypeError(f"umask must be an int, not {type(mask).__name__}")
+            if not 0 <= mask <= 0o777:
+                raise ValueError(f"umask must be between 0 and 0o777, got {oct(mask)}")
+        return self._change("_identity", umask=mask)
+
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
 
@@ -373,6 +427,24 @@ class Command:
         its default action.
         """
         return self._change("_lifetime", keep_sigmask=True)
+
+    def init_process(self, enabled: bool = True) -> Command:
+        """Run a tiny init as pid 1 of the new pid namespace, the program as pid 2.
+
+        Needs ``unshare(Namespace.PID)``. Without it the program itself is
+        pid 1 there: it inherits every orphan of the namespace (zombies pile
+        up unless it reaps them) and the kernel drops each signal it has no
+        handler for, so ``terminate()`` does nothing to most programs. The
+        init (machine code, no libc, executed from a memfd) forwards every
+        signal it can catch to the program, reaps every orphan, and exits
+        with the program's status; the status the parent sees is the
+        program's, signals included (see the namespaces guide for the one
+        ambiguity: a program exiting with code 128+N itself reads as killed
+        by signal N).
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"init_process(enabled) takes a bool, got {enabled!r}")
+        return self._change("_lifetime", init_process=enabled)
 
     # -- namespaces and isolation ------------------------------------------------------
     def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
@@ -574,11 +646,159 @@ class Command:
                           ports(udp_ports, "udp_ports"))
         return self._change("_isolation", user_network=net)
 
-    def mount_proc(self, mount: bool = True) -> Command:
-        """Mount a fresh /proc in the child (inside the new root, if any), so
-        that ``ps`` shows the child's PID namespace. Needs
-        ``unshare(Namespace.MOUNT)``, and ``Namespace.PID`` to be useful."""
-        return self._change("_isolation", mount_proc=bool(mount))
+    def mount_proc(self, dest: StrOrBytesPath | bool = "/proc") -> Command:
+        """Mount a fresh proc file system in the child, so that ``ps`` shows
+        the child's PID namespace. Needs ``unshare(Namespace.MOUNT)``, and
+        ``Namespace.PID`` to be useful.
+
+        ``mount_proc()`` (or ``True``) mounts /proc inside the new root, if
+        any, after the other operations of the filesystem view; with a
+        destination (``mount_proc("/proc")`` after :meth:`new_root`, say) it
+        is one operation of the view, in the order given. ``False`` removes
+        every proc mount. As root, /proc/sys, sysrq-trigger, irq and bus are
+        made read-only in the view's proc mounts (as bubblewrap does).
+        """
+        iso = self._isolation
+        if dest is False or dest is True:
+            mounts = tuple(m for m in iso.mounts if m.kind is not MountKind.PROC)
+            return self._change("_isolation", mount_proc=dest, mounts=mounts)
+        where = _view_path(dest, "mount_proc dest")
+        if where == b"/proc" and not iso.fresh_root and not iso.mounts:
+            # no view of its own: the plain /proc (also inside a chroot or pivot_root)
+            return self._change("_isolation", mount_proc=True)
+        return self._add_mount(MountOp(MountKind.PROC, where))
+
+    # -- the filesystem view ------------------------------------------------------
+    def _add_mount(self, op: MountOp) -> Command:
+        iso = self._isolation
+        return self._change("_isolation", mounts=(*iso.mounts, op),
+                            unshare=iso.unshare | Namespace.MOUNT)
+
+    def new_root(self, enable: bool = True) -> Command:
+        """Build the child's root from nothing: a fresh, empty tmpfs becomes
+        its "/", the operations of the filesystem view (:meth:`bind_mount`,
+        :meth:`tmpfs`, :meth:`mkdir`, :meth:`symlink`, :meth:`write_file`,
+        :meth:`mount_dev`, :meth:`mount_proc`, :meth:`overlay`, ...) are
+        carried out inside it in the order given, then the child pivots
+        into it and the host's root is detached, as bubblewrap does.
+        Implies ``unshare(Namespace.MOUNT)``; works unprivileged with
+        ``unshare(Namespace.USER)`` and :meth:`map_root_user`.
+
+        Without it the operations apply to the existing root inside the
+        child's private mount namespace. A program without a slash is
+        looked up in PATH inside the new root. A failure is
+        :class:`~aunshare.Mount`, naming the operation.
+        """
+        iso = self._isolation
+        unshare = iso.unshare | Namespace.MOUNT if enable else iso.unshare
+        return self._change("_isolation", fresh_root=bool(enable), unshare=unshare)
+
+    def bind_mount(self, src: StrOrBytesPath, dest: StrOrBytesPath | None = None, *,
+                   read_only: bool = False, allow_devices: bool = False,
+                   optional: bool = False) -> Command:
+        """Bind the host's ``src`` (an absolute path) at ``dest`` (default:
+        the same path) in the child's view, recursively (with every mount
+        below it).
+
+        Every mount of the bind is nosuid, and nodev unless
+        ``allow_devices``; ``read_only`` makes all of them read-only
+        (``mount_setattr`` with ``AT_RECURSIVE``). A missing source is an
+        error at spawn (:class:`~aunshare.Mount`) unless ``optional``, which
+        skips it (bubblewrap's ``--bind-try``). A directory or an empty
+        file is created at ``dest`` to mount on, with the directories above
+        it, as needed.
+        """
+        source = _view_path(src, "bind_mount src")
+        where = source if dest is None else _view_path(dest, "bind_mount dest")
+        return self._add_mount(MountOp(MountKind.BIND, where, source, read_only=bool(read_only),
+                                       allow_devices=bool(allow_devices),
+                                       optional=bool(optional)))
+
+    def tmpfs(self, dest: StrOrBytesPath, *, size: int | None = None,
+              mode: int = 0o755) -> Command:
+        """Mount a new tmpfs at ``dest`` (nosuid, nodev), of ``size`` bytes
+        at most (default: the kernel's, half the memory), its root
+        directory with ``mode``."""
+        where = _view_path(dest, "tmpfs dest")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or size <= 0):
+            raise ValueError(f"tmpfs size must be a positive number of bytes, got {size!r}")
+        return self._add_mount(MountOp(MountKind.TMPFS, where, mode=_mode(mode, "tmpfs mode"),
+                                       size=size))
+
+    def mkdir(self, dest: StrOrBytesPath, mode: int = 0o755) -> Command:
+        """Create the directory ``dest`` (and those above it) in the view;
+        one that exists already is fine. Without :meth:`new_root` only
+        under a mount of the view (never on the host's own file system)."""
+        where = _view_path(dest, "mkdir dest")
+        return self._add_mount(MountOp(MountKind.DIR, where, mode=_mode(mode, "mkdir mode")))
+
+    def symlink(self, target: StrOrBytesPath, dest: StrOrBytesPath) -> Command:
+        """Create a symbolic link at ``dest`` pointing to ``target`` (taken
+        as is: ``usr/bin`` is relative to the link's directory)."""
+        link = to_bytes(target, "symlink target")
+        if not link or b"\0" in link:
+            raise ValueError(f"symlink target must be a non-empty path, got {target!r}")
+        where = _view_path(dest, "symlink dest")
+        return self._add_mount(MountOp(MountKind.SYMLINK, where, link))
+
+    def write_file(self, dest: StrOrBytesPath, data: bytes, *, mode: int = 0o644,
+                   read_only: bool = True) -> Command:
+        """Put a file holding ``data`` at ``dest`` (needs :meth:`new_root`).
+
+        The content is part of what the parent prepares for the child (no
+        pipe is read): it is written to a file in the new root's private
+        staging tmpfs and bound at ``dest``, read-only unless
+        ``read_only=False``.
+        """
+        where = _view_path(dest, "write_file dest")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write_file data must be bytes, not {type(data).__name__}")
+        return self._add_mount(MountOp(MountKind.FILE, where, mode=_mode(mode, "write_file mode"),
+                                       data=bytes(data), read_only=bool(read_only)))
+
+    def remount_read_only(self, dest: StrOrBytesPath) -> Command:
+        """Make the mount at ``dest`` and every mount below it read-only
+        (``dest`` must be a mount point of the view, "/" with
+        :meth:`new_root` being one)."""
+        return self._add_mount(MountOp(MountKind.REMOUNT_RO,
+                                       _view_path(dest, "remount_read_only dest")))
+
+    def mount_dev(self, dest: StrOrBytesPath = "/dev") -> Command:
+        """A minimal /dev at ``dest`` (needs :meth:`new_root`), as
+        bubblewrap's ``--dev``: a tmpfs with null, zero, full, random,
+        urandom and tty bound from the host, ``shm`` (a tmpfs), ``pts`` (a
+        new devpts instance) with ``ptmx``, and the ``fd``, ``stdin``,
+        ``stdout``, ``stderr`` and ``core`` symlinks."""
+        return self._add_mount(MountOp(MountKind.DEV, _view_path(dest, "mount_dev dest")))
+
+    def overlay(self, dest: StrOrBytesPath, lower_dirs: Iterable[StrOrBytesPath], *,
+                upper: StrOrBytesPath | None = None,
+                work: StrOrBytesPath | None = None) -> Command:
+        """Mount an overlay file system at ``dest``: ``lower_dirs`` (host
+        directories, topmost first) below a writable layer, ``upper`` with
+        its ``work`` directory (on the same file system) or, without them,
+        a layer in the new root's private tmpfs that vanishes with the
+        child (bubblewrap's ``--tmp-overlay``; needs :meth:`new_root`).
+        In a user namespace it needs Linux 5.11."""
+        where = _view_path(dest, "overlay dest")
+        if isinstance(lower_dirs, (str, bytes)):
+            raise TypeError("overlay lower_dirs takes an iterable of directories, not one path")
+        lower = tuple(_view_path(d, "overlay lower_dirs item") for d in lower_dirs)
+        if not lower:
+            raise ValueError("overlay needs at least one directory in lower_dirs")
+        if (upper is None) != (work is None):
+            raise ValueError("overlay upper= and work= go together (work is overlayfs's "
+                             "scratch directory, on the same file system as upper)")
+        up = None if upper is None else _view_path(upper, "overlay upper")
+        wk = None if work is None else _view_path(work, "overlay work")
+        return self._add_mount(MountOp(MountKind.OVERLAY, where, lower=lower, upper=up, work=wk))
+
+    def loopback(self, up: bool = True) -> Command:
+        """Bring the loopback interface ``lo`` up in a new network namespace
+        (the default: a server on 127.0.0.1 inside then works); ``False``
+        leaves it down, as the kernel creates it."""
+        return self._change("_isolation", loopback=bool(up))
 
     def keep_caps(self, caps: Iterable[Capability | int]) -> Command:
         """Give the child exactly these capabilities, kept across a
@@ -603,6 +823,28 @@ class Command:
         """Set PR_SET_NO_NEW_PRIVS: exec can no longer grant privileges
         (setuid bits and file capabilities are ignored)."""
         return self._change("_isolation", no_new_privs=bool(enable))
+
+    def landlock(self, rules: Landlock | None) -> Command:
+        """Confine the child with Landlock ``rules``: only the paths and TCP
+        ports they list stay reachable, for the program and everything it
+        runs (see :class:`~aunshare.Landlock` and the Landlock guide).
+
+        The parent builds the ruleset at spawn; the child sets
+        ``no_new_privs`` and restricts itself just after its identity
+        change, before ``execve``. The program and its libraries must be
+        allowed (``execute=["/usr"]`` or similar) or exec fails with EACCES.
+        :attr:`Child.landlock_report` says what was enforced. ``None``
+        removes the rules.
+        """
+        if rules is not None:
+            if not isinstance(rules, Landlock):
+                raise TypeError(f"landlock() takes an aunshare.Landlock or None, got "
+                                f"{type(rules).__name__}")
+            if not (rules.path_rules or rules.tcp_bind or rules.tcp_connect or rules.scoped):
+                raise ValueError("landlock(Landlock()) with no rule would restrict nothing: "
+                                 "give paths (read_only, read_write, execute), TCP ports "
+                                 "(tcp_bind, tcp_connect) or a scope")
+        return self._change("_isolation", landlock=rules)
 
     def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
         """Set a resource limit (``resource.RLIMIT_*``) for the child.
@@ -641,13 +883,26 @@ class Command:
         async with await spawn(self.spec()) as child:
             return await child.wait()
 
-    async def output(self) -> Output:
+    async def output(self, *, max_output: int | None = None, keep: str = "head",
+                     wait_delay: float | None = None) -> Output:
         """Run the child and collect its output. Standard streams not set:
-        stdin is /dev/null, stdout and stderr are piped and captured."""
-        from .spawn import DefaultStdio, spawn
+        stdin is /dev/null, stdout and stderr are piped and captured.
 
+        ``max_output`` (bytes, per stream) keeps the first bytes of each
+        stream, or the last ones with ``keep="tail"``; the rest is read and
+        dropped (``Output.stdout_truncated`` / ``stderr_truncated``).
+        ``wait_delay`` (seconds; default None: until every writer closed
+        the pipe) bounds the reading after the child has exited, like Go's
+        ``Cmd.WaitDelay``: a grandchild that keeps stdout open cannot make
+        this hang (``Output.cut_short``).
+        """
+        from .spawn import DefaultStdio, spawn
+        from .streams import check_capture
+
+        check_capture(max_output, keep, wait_delay, "output()")
         child = await spawn(self.spec(), DefaultStdio.OUTPUT)
-        return await child.wait_with_output()
+        return await child.wait_with_output(max_output=max_output, keep=keep,
+                                            wait_delay=wait_delay)
 
     def copy(self) -> Command:
         """An independent copy: changing one leaves the other as it was
@@ -678,6 +933,12 @@ class Command:
             extra.append(f"groups={list(ident.groups)}")
         if ident.group_leader:
             extra.append("group_leader")
+        if ident.new_session:
+            extra.append("new_session")
+        if ident.process_group is not None:
+            extra.append(f"process_group={ident.process_group}")
+        if ident.umask is not None:
+            extra.append(f"umask={ident.umask:#o}")
         if prog.env_clear:
             extra.append("env_clear")
         for key, value in prog.env:
@@ -703,11 +964,19 @@ class Command:
             extra.append(f"hostname={os.fsdecode(iso.hostname)!r}")
         if iso.mount_proc:
             extra.append("mount_proc")
+        if iso.fresh_root:
+            extra.append("new_root")
+        for op in iso.mounts:
+            extra.append(op.describe())
+        if not iso.loopback:
+            extra.append("loopback=False")
         if iso.keep_caps is not None:
             names = ",".join(cap_name(c) for c in sorted(iso.keep_caps))
             extra.append(f"keep_caps=[{names}]")
         if iso.no_new_privs:
             extra.append("no_new_privs")
+        if iso.landlock is not None:
+            extra.append(f"landlock=[{iso.landlock.describe()}]")
         for res, soft, hard in iso.rlimits:
             extra.append(f"rlimit[{res}]={_limit_str(soft)}:{_limit_str(hard)}")
         if life.death_signal != _signal.SIGKILL:

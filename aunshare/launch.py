@@ -1,5 +1,5 @@
 """The parent's side of a spawn, up to the clone: resolve the program,
-prepare descriptors and the cgroup, build (or reuse) and encode the plan,
+prepare descriptors, the cgroup and a Landlock ruleset, build (or reuse) and encode the plan,
 run the executor.
 
 Synchronous and quick; :mod:`aunshare.spawn` calls :func:`start` and awaits
@@ -16,17 +16,20 @@ import enum
 import errno
 import os
 import signal as _signal
+import stat
 
 from . import cgroup as _cgroup
-from . import errors
+from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
+from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
+from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
-from .spec import Spec
+from .spec import MountKind, Spec
 
 __all__ = ["DefaultStdio", "Pending", "start", "resolve_program", "stop_aux"]
 
@@ -116,7 +119,7 @@ class Pending:
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
                  "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
-                 "aux")
+                 "landlock_report", "aux")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -137,6 +140,7 @@ class Pending:
         # (pid, pidfd) of helpers that live as long as the child (pasta for
         # user_network): stopped by close(), or handed to the Child.
         self.aux: list[tuple[int, int]] = []
+        self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
         """Close every descriptor held, stop the helpers (:attr:`aux`) and
@@ -227,20 +231,26 @@ class _Prepared:
     """A plan and its encoded table, reusable for an identical spawn.
 
     Identical up to the parent's descriptor numbers: those differ between
-    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    concurrent spawns, so the dup3 steps' sources and the Landlock ruleset
+    (built afresh for every spawn) are patched on reuse.
     """
 
-    __slots__ = ("plan", "table", "dups")
+    __slots__ = ("plan", "table", "dups", "landlock")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+        self.landlock = next((i for i, step in enumerate(plan.steps)
+                              if step.syscall == "landlock_restrict_self"), -1)
 
-    def reuse(self, moves: list[tuple[int, int]]) -> None:
-        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1) -> None:
+        """Point the dup3 steps at this spawn's sources, and the Landlock
+        step at its ruleset; forget the last failure."""
         for index, (source, _) in zip(self.dups, moves):
             self.table.set_first_arg(index, source)
+        if self.landlock >= 0:
+            self.table.set_first_arg(self.landlock, landlock_fd)
         self.table.clear_record()
 
 
@@ -281,12 +291,14 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool) -> object | None:
+               vfork: bool, landlock: bool = False, view: object = None) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
-    the default stdio, the parent's pid, euid and egid, PATH when the
+    the default stdio, whether a Landlock ruleset is enforced (its descriptor
+    is patched on reuse), what the parent found for the filesystem view
+    (``view``: bind sources, umask), the parent's pid, euid and egid, PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
@@ -308,7 +320,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid())
+            os.getpid(), os.geteuid(), os.getegid(), landlock, view)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -328,6 +340,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
     handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
+    init = life.init_process
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         fds = dict(spec.fds.fds)
@@ -336,30 +349,47 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
                 fds.setdefault(target, fd)
         opened = pending.opened
         moves, hi = prepare_fds(fds, opened)
+        errfd = init_fd = report_target = -1
+        if init:
+            # The program execs after the child's own exec (of the init): only
+            # the error pipe can tell how that went, on the vfork path too.
+            # Its write end gets a target of its own, the first above the
+            # caller's, for the init to report the program's exec on.
+            report_target, hi = hi, hi + 1
+            pending.report_fd, errfd = error_pipe(hi)
+            opened.child_side.append(errfd)
+            moves.append((errfd, report_target))
+            init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
                 for ns, owned in spec.isolation.join]
         wake = None
         if handshake:
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
+        landlock_fd = -1
+        if spec.isolation.landlock is not None:
+            landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
+                                                                     hi, opened)
 
+        view = view_facts(spec) if spec.isolation.mounts or spec.isolation.fresh_root else None
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
-                                 in zip(join, spec.isolation.join)):
-            key = _cache_key(spec, moves, default_stdio, vfork)
+        if (shares_memory and not reset_caught and (not init or init_fd == _init_memfd())
+                and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
+            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
+            if key is not None and init:  # the plan names the memfd by number
+                key = (key, init_fd)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            prepared.reuse(moves)
+            prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught)
+                          reset_caught, landlock_fd, init_fd, report_target, view)
             table = encode(plan)
         pending.plan, pending.table = plan, table
-        errfd = -1
-        if not vfork:
+        if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
         if life.cgroup_parent is not None:
@@ -393,6 +423,17 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     return pending
 
 
+def _init_memfd() -> int:
+    """The memfd holding the init (made once per process), or a typed error."""
+    try:
+        return init_memfd()
+    except (OSError, NotImplementedError) as exc:
+        err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENOSYS
+        raise errors.Exec(err, "the init of the pid namespace",
+                          f"cannot place it in a memfd ({exc}); run without "
+                          "init_process(True)") from None
+
+
 def caught_signals() -> tuple[int, ...]:
     """The signals this process has a handler for (not SIG_DFL or SIG_IGN)."""
     out = []
@@ -409,13 +450,133 @@ _sigaction = libc.sigaction
 _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
+def view_facts(spec: Spec) -> tuple[tuple[str, ...], int]:
+    """What the filesystem view's plan depends on in the parent's world:
+    per operation, what a bind's source is (``"dir"``, ``"file"``, or
+    ``"missing"`` for an optional one), and the umask to restore.
+
+    Raises :class:`~aunshare.Mount` for a bind source that is missing (and
+    not optional) or a socket, and, without ``new_root()``, for a
+    destination on the host's own file system that does not exist (the
+    child creates nothing there).
+    """
+    iso = spec.isolation
+    kinds: list[str] = []
+    ours: list[bytes] = []  # destinations of the view's mounts so far
+    for i, op in enumerate(iso.mounts):
+        kind = ""
+        if op.kind is MountKind.BIND:
+            assert op.source is not None
+            target = errors.MountTarget(op.describe(), "stat", op.source, op.dest, i)
+            try:
+                mode = os.stat(op.source).st_mode
+            except OSError as exc:
+                if op.optional and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    kinds.append("missing")
+                    continue
+                raise errors.Mount(exc.errno or errno.ENOENT, target,
+                                   "the bind's source must exist on the host (optional=True "
+                                   "skips a missing one)", action="check the source") from None
+            if stat.S_ISSOCK(mode):
+                raise errors.Mount(errno.EINVAL, target, "the source is a socket; bind the "
+                                   "directory that holds it instead", action="check the source")
+            kind = "dir" if stat.S_ISDIR(mode) else "file"
+        if not iso.fresh_root and op.kind in _MOUNTING and not any(
+                op.dest != m and (m == b"/" or op.dest.startswith(m + b"/")) for m in ours):
+            if not os.path.lexists(op.dest):
+                raise errors.Mount(errno.ENOENT, errors.MountTarget(op.describe(), "stat", None,
+                                                                    op.dest, i),
+                                   "without new_root() the destination on the host's file "
+                                   "system must exist (the child creates nothing there): "
+                                   "create it, mount a tmpfs() above it first, or call "
+                                   "new_root()", action="check the destination")
+        if op.kind in _MOUNTING and op.kind is not MountKind.REMOUNT_RO:
+            ours.append(op.dest)  # the child may create things below these
+        kinds.append(kind)
+    return tuple(kinds), _umask()
+
+
+def sandbox_lookup(spec: Spec, candidates: tuple[bytes, ...]) -> bytes:
+    """The first of ``candidates`` (paths inside a new root) that names an
+    executable file on the host through the view's binds and symlinks; the
+    last one when none does (the exec then says it is missing)."""
+    mounts = spec.isolation.mounts
+    for cand in candidates:
+        path = cand
+        for _ in range(8):  # symlinks of the view may lead to binds, and on
+            for op in reversed(mounts):
+                dest = op.dest
+                if op.kind in (MountKind.BIND, MountKind.SYMLINK) and (
+                        path == dest or path.startswith(dest + b"/")) and op.source:
+                    rest = path[len(dest):]
+                    target = op.source
+                    if op.kind is MountKind.SYMLINK and not target.startswith(b"/"):
+                        target = os.path.normpath(os.path.dirname(dest) + b"/" + target)
+                    path = target + rest
+                    break
+            else:
+                break
+            if op.kind is MountKind.BIND:
+                if os.access(path, os.X_OK) and not os.path.isdir(path):
+                    return cand
+                break
+    return candidates[-1]
+
+
+_MOUNTING = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.OVERLAY, MountKind.PROC,
+                       MountKind.DEV, MountKind.FILE, MountKind.REMOUNT_RO})
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # Linux before 4.7: the racy way
+    os.umask(old)
+    return old
+
+
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
-           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
+           view: tuple[tuple[str, ...], int] | None = None) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
         path_env = None if prog.env_clear else os.environb.get(b"PATH")
+    if iso.fresh_root:
+        # Only the child sees the new root: it tries each PATH entry itself.
+        if b"/" in prog.program:
+            search: tuple[bytes, ...] = ()
+            program = prog.program
+        else:
+            dirs = (path_env if path_env is not None else os.defpath.encode()).split(b":")
+            cands = tuple(dict.fromkeys(d.rstrip(b"/") + b"/" + prog.program
+                                        for d in dirs if d.startswith(b"/")))
+            if not cands:
+                raise errors.Exec(errno.ENOENT, prog.program, "no absolute directory in PATH "
+                                  "to look it up in inside the new root")
+            search, program = cands[:-1], cands[-1]
+        envp = child_env(spec)
+        if envp is None and shared_memory:
+            envp = environ_copy()
+        kinds, umask = view if view is not None else view_facts(spec)
+        if spec.lifetime.init_process and search:
+            # The init execs one path: find it here, through the view's binds.
+            program, search = sandbox_lookup(spec, (*search, program)), ()
+        setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
+                      wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
+                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search)
+        return build_plan(spec, setup)
+    if view is None and iso.mounts:
+        view = view_facts(spec)
+    kinds, umask = view if view is not None else ((), 0o022)
     root = iso.new_root or b""
     if root and not os.path.isdir(root):  # say so, rather than "program not found"
         what = "chroot" if iso.chroot is not None else "pivot_root"
@@ -430,7 +591,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught)
+                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask)
     return build_plan(spec, setup)
 
 

@@ -18,12 +18,13 @@ from typing import NamedTuple
 from ._names import STDIO_NAMES
 from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
+from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
-    "SelfMap", "PivotRoot", "Rlimit", "UserNetwork",
+    "SelfMap", "PivotRoot", "Rlimit", "MountOp", "MountKind", "UserNetwork",
 ]
 
 
@@ -49,6 +50,62 @@ class PivotRoot(NamedTuple):
     put_old: bytes
     """Relative to ``new_root``."""
     unmount: bool
+
+
+class MountKind(enum.Enum):
+    """What one operation of the child's filesystem view does."""
+
+    BIND = "bind_mount"
+    TMPFS = "tmpfs"
+    DIR = "mkdir"
+    SYMLINK = "symlink"
+    FILE = "write_file"
+    REMOUNT_RO = "remount_read_only"
+    DEV = "mount_dev"
+    PROC = "mount_proc"
+    OVERLAY = "overlay"
+
+
+class MountOp(NamedTuple):
+    """One operation of the filesystem view (:meth:`Command.bind_mount`,
+    :meth:`Command.tmpfs`, ...), normalised: absolute paths without ``.``,
+    ``..`` or repeated slashes."""
+
+    kind: MountKind
+    dest: bytes
+    """Where, as the child sees it."""
+    source: bytes | None = None
+    """A bind's source on the host, or a symlink's target."""
+    read_only: bool = False
+    allow_devices: bool = False
+    optional: bool = False
+    """A bind whose source may be missing (then skipped)."""
+    mode: int = 0o755
+    size: int | None = None
+    """A tmpfs's size in bytes (None: the kernel's default)."""
+    data: bytes = b""
+    """A file's content (write_file)."""
+    lower: tuple[bytes, ...] = ()
+    """An overlay's lower directories, topmost first."""
+    upper: bytes | None = None
+    work: bytes | None = None
+
+    def describe(self) -> str:
+        """The call that made it, e.g. ``bind_mount('/usr', '/usr', read_only=True)``."""
+        dest = repr(self.dest.decode(errors="replace"))
+        kind = self.kind
+        if kind is MountKind.BIND:
+            assert self.source is not None
+            extra = "".join(f", {name}=True" for name in ("read_only", "allow_devices", "optional")
+                            if getattr(self, name))
+            return f"bind_mount({self.source.decode(errors='replace')!r}, {dest}{extra})"
+        if kind is MountKind.SYMLINK:
+            assert self.source is not None
+            return f"symlink({self.source.decode(errors='replace')!r}, {dest})"
+        if kind is MountKind.OVERLAY:
+            lower = [d.decode(errors="replace") for d in self.lower]
+            return f"overlay({dest}, {lower!r})"
+        return f"{kind.value}({dest})"
 
 
 class Rlimit(NamedTuple):
@@ -151,10 +208,17 @@ class IdentitySpec:
     groups: tuple[int, ...] | None = None
     group_leader: bool = False
     """:meth:`Command.make_group_leader`."""
+    new_session: bool = False
+    """:meth:`Command.new_session`: setsid() (no controlling terminal)."""
+    process_group: int | None = None
+    """:meth:`Command.process_group`: join this existing process group."""
+    umask: int | None = None
+    """:meth:`Command.umask`: the child's file mode creation mask."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _hashed(self, self.uid, self.gid, self.groups, self.group_leader)
+        _hashed(self, self.uid, self.gid, self.groups, self.group_leader, self.new_session,
+                self.process_group, self.umask)
 
     def __hash__(self) -> int:
         return self._hash
@@ -178,10 +242,19 @@ class IsolationSpec:
     pivot: PivotRoot | None = None
     hostname: bytes | None = None
     mount_proc: bool = False
+    """A fresh /proc (inside the new root, if any; after the mounts)."""
+    mounts: tuple[MountOp, ...] = ()
+    """The filesystem view, in order."""
+    fresh_root: bool = False
+    """:meth:`Command.new_root`: the view is built in an empty tmpfs."""
+    loopback: bool = True
+    """Bring ``lo`` up in a new network namespace."""
     keep_caps: frozenset[int] | None = None
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    landlock: Landlock | None = None
+    """:meth:`Command.landlock`: the rules the child restricts itself with."""
     user_network: UserNetwork | None = None
     """:meth:`Command.user_network`: pasta, started in the handshake."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
@@ -189,7 +262,8 @@ class IsolationSpec:
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
-                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
+                self.hostname, self.mount_proc, self.mounts, self.fresh_root, self.loopback,
+                self.keep_caps, self.no_new_privs, self.rlimits, self.landlock,
                 self.user_network)
 
     def __hash__(self) -> int:
@@ -223,11 +297,14 @@ class LifetimeSpec:
     """:meth:`Command.new_cgroup`: a cgroup of its own is made under this."""
     cgroup_path: bytes | None = None
     """:meth:`Command.cgroup`: start inside this existing cgroup."""
+    init_process: bool = False
+    """:meth:`Command.init_process`: pid 1 of the new pid namespace is an init
+    that starts the program as pid 2, forwards signals to it and reaps orphans."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.death_signal, self.keep_sigmask, self.kill_policy, self.cgroup_parent,
-                self.cgroup_path)
+                self.cgroup_path, self.init_process)
 
     def __hash__(self) -> int:
         return self._hash
@@ -260,7 +337,8 @@ class Spec:
     @property
     def leads_group(self) -> bool:
         """The child leads a process group of its own (setpgid or setsid)."""
-        return (self.identity.group_leader or self.kill_target is KillTarget.GROUP
+        return (self.identity.group_leader or self.identity.new_session
+                or self.kill_target is KillTarget.GROUP
                 or self.fds.pty_target is not None)
 
     @property
@@ -315,6 +393,14 @@ def _validate(spec: Spec) -> None:
                                  f"({', '.join(map(str, sorted(given)))}) on different "
                                  "standard streams: they share one terminal, which has "
                                  "one window size")
+    pgid = spec.identity.process_group
+    if pgid is not None and spec.leads_group:
+        why = ("Stdio.pty() makes it a session leader" if pty is not None
+               else "new_session() makes it a session leader" if spec.identity.new_session
+               else "make_group_leader() or a kill policy aimed at the group makes it lead "
+                    "a group of its own")
+        raise ValueError(f"process_group({pgid}) puts the child in an existing process group, "
+                         f"but {why}; choose one")
     if spec.kill_target is KillTarget.CGROUP and life.cgroup_parent is None:
         raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
                          "call Command.new_cgroup(parent) too")
@@ -345,6 +431,9 @@ def _validate(spec: Spec) -> None:
     if iso.pivot is not None and not new & Namespace.MOUNT:
         raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
                          "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if life.init_process and not new & Namespace.PID:
+        raise ValueError("init_process(True) starts an init as pid 1 of a new pid namespace, "
+                         "but there is none: add unshare(Namespace.PID)")
     if iso.user_network is not None and not new & Namespace.NET:
         raise ValueError("user_network() connects the child's own network namespace to the "
                          "outside: add unshare(Namespace.NET) (with Namespace.USER when "
@@ -353,3 +442,56 @@ def _validate(spec: Spec) -> None:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
                          "to see only the child's processes)")
+    if iso.mounts or iso.fresh_root:
+        _validate_mounts(iso)
+
+
+def _under(path: bytes, top: bytes) -> bool:
+    """``path`` is ``top`` or below it (both normalised)."""
+    return top == b"/" or path == top or path.startswith(top + b"/")
+
+
+def _validate_mounts(iso: IsolationSpec) -> None:
+    mounts = iso.mounts
+    if not mounts and not iso.fresh_root:
+        return
+    if not iso.unshare & Namespace.MOUNT:
+        raise ValueError("the filesystem view (new_root(), bind_mount(), tmpfs(), ...) needs a "
+                         "new mount namespace, or it would change the caller's: add "
+                         "unshare(Namespace.MOUNT)")
+    if iso.chroot is not None or iso.pivot is not None:
+        what = "chroot_dir()" if iso.chroot is not None else "pivot_root()"
+        raise ValueError(f"{what} changes the root to a prepared directory, and new_root()/"
+                         "bind_mount()/tmpfs()/... build the view themselves; choose one "
+                         "(new_root() with bind_mount() replaces a prepared root)")
+    for i, op in enumerate(mounts):
+        if not iso.fresh_root:
+            if op.kind is MountKind.FILE:
+                raise ValueError(f"{op.describe()} needs new_root(): the file is staged in the "
+                                 "new root's private tmpfs and bound in, which an existing root "
+                                 "does not have")
+            if op.kind is MountKind.DEV:
+                raise ValueError(f"{op.describe()} needs new_root(): it binds the host's device "
+                                 "nodes from /dev, which the new /dev would hide")
+            if op.kind is MountKind.OVERLAY and op.upper is None:
+                raise ValueError(f"{op.describe()} without upper= keeps its writable layer in "
+                                 "the new root's private tmpfs: call new_root(), or give "
+                                 "upper= and work= directories")
+            if op.kind in (MountKind.DIR, MountKind.SYMLINK) and not any(
+                    _under(op.dest, m.dest) and m.dest != op.dest
+                    for m in mounts[:i] if m.kind in _MOUNTS):
+                raise ValueError(f"{op.describe()} without new_root() would create it on the "
+                                 "host's own file system: mount a tmpfs() above it first, or "
+                                 "call new_root()")
+            continue
+        for top, needs in ((b"/proc", "mount_proc()"), (b"/dev", "mount_dev()")):
+            if op.dest.startswith(top + b"/") and not any(
+                    _under(op.dest, m.dest) and m.kind in _MOUNTS for m in mounts[:i]):
+                raise ValueError(f"{op.describe()}: a destination under {top.decode()} in a "
+                                 f"new_root() needs {needs} (or a mount at {top.decode()}) "
+                                 "before it; in the new root that directory starts empty")
+
+
+# Operations that put a mount at their destination.
+_MOUNTS = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.DEV, MountKind.PROC,
+                     MountKind.OVERLAY})

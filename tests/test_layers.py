@@ -17,21 +17,25 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 
 LAYERS: list[list[str]] = [
     # pure data
-    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "policy",
-     "fds", "spec"],
+    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "landlock",
+     "policy", "fds", "spec"],
     # what the child does
     ["plan"],
     # what runs it
     ["executors.table", "executors.clone", "executors.native", "executors.portable",
+     "executors.init",
      "executors"],
     # the parent's side, synchronous
-    ["descriptors", "cgroup", "idmaps", "tree"],
+    ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
     ["streams", "_tasks", "netns", "forward", "child"],
     ["spawn"],
     ["command"],
     ["runner", "events"],
+    # front ends with other projects' APIs
+    ["compat._popen"],
+    ["compat.asyncio", "compat.trio", "compat"],
     ["cli", "__main__", ""],  # "" is the package itself
     ["pytest_plugin"],  # loaded by pytest, uses the whole library
 ]

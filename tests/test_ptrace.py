@@ -23,6 +23,7 @@ import pytest
 
 from aunshare import Command, Stdio
 from aunshare._linux import ARCH, SYSCALLS
+from aunshare.rulesets import abi
 
 ptrace = pytest.importorskip("ptrace.binding", reason="python-ptrace is not installed")
 
@@ -35,11 +36,15 @@ _O_TRACEEXEC, _O_EXITKILL = 0x10, 0x100000
 # aarch64: x8, which the kernel leaves intact at the stop).
 _GETTID, _GETPID = {"x86_64": (186, 39), "aarch64": (178, 172)}.get(ARCH, (-1, -1))
 _NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
+# What the init's child does before the program runs: mark the report fd
+# close-on-exec (fcntl), restore the plan's signal mask, execve.
+_INIT_CHILD = [{"x86_64": 72, "aarch64": 25}.get(ARCH, -1), SYSCALLS.get("rt_sigprocmask"),
+               SYSCALLS.get("execve")]
 
 PARENT = textwrap.dedent("""
     import json, sys
     import anyio
-    from aunshare import Capability, Command, Fd, GidMap, Namespace, Stdio, UidMap
+    from aunshare import Capability, Command, Fd, GidMap, Landlock, Namespace, Stdio, UidMap
     from aunshare.launch import start
     from aunshare._linux import WEXITED, waitid_pidfd
 
@@ -52,9 +57,16 @@ PARENT = textwrap.dedent("""
                     .set_id_maps([UidMap(0, 100000, 1000)], [GidMap(0, 100000, 1000)])
                     .uid(0).gid(0).hostname("traced").mount_proc().rlimit(7, 64)
                     .no_new_privs())
+        if kind == "init":  # the last step execs the init, which starts the program
+            return Command("/bin/true").unshare(Namespace.PID).init_process()
         if kind == "self-mapped":  # the child maps itself
             return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
                     .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
+        if kind == "landlock":  # the parent builds the ruleset; the child restricts itself
+            return (Command("/bin/true").uid(65534).gid(65534).groups([])
+                    .landlock(Landlock(execute=["/usr", "/bin", "/lib", "/lib64"],
+                                       read_write=["/tmp"], tcp_bind=[8080],
+                                       scope_signals=True)))
         return (Command("/bin/true").current_dir("/tmp").stdout(Stdio.null())
                 .file_descriptor(5, Fd.read_null()).make_group_leader(True)
                 .uid(65534).gid(65534).groups([65534]))
@@ -97,7 +109,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
     in_syscall: dict[int, bool] = {pid: False}
     recording: dict[int, list[int]] = {}   # new processes -> syscalls until execve
     done: dict[int, list[int]] = {}
-    execve = SYSCALLS["execve"]
+    execs = (SYSCALLS["execve"], SYSCALLS["execveat"])
     while True:
         wpid, status = os.waitpid(-1, _WALL)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -114,7 +126,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
             if entering and wpid in recording:
                 nr = getattr(ptrace.ptrace_getregs(wpid), _NR_REGISTER)
                 recording[wpid].append(nr)
-                if nr == execve:
+                if nr in execs:
                     done[wpid] = recording.pop(wpid)
         elif sig == signal.SIGTRAP and event in (1, 2, 3):  # fork, vfork, clone
             child = ptrace.ptrace_geteventmsg(wpid)
@@ -139,16 +151,23 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
         output += chunk
     plan = json.loads(output.decode().strip().splitlines()[-1])
     spawned = [calls for calls in done.values() if calls]
+    if kind == "init":  # the plan's child, then the init's child (the program)
+        assert len(spawned) == 2, f"expected two exec'ing children, saw {done}"
+        by_last = {calls[-1]: calls for calls in spawned}
+        assert set(by_last) == set(execs), done
+        assert by_last[SYSCALLS["execve"]] == _INIT_CHILD, by_last
+        return plan, by_last[SYSCALLS["execveat"]]
     assert len(spawned) == 1, f"expected one exec'ing child, saw {done}"
     return plan, spawned[0]
 
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
-@pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped"])
+@pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
+                                  "landlock", "init"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)
-    assert plan[-1] == "execve"
+    assert plan[-1] == ("execveat" if kind == "init" else "execve")
     planned = [SYSCALLS[name] for name in plan]
     if executor == "portable":
         # The portable child first rebuilds the interpreter's thread state
@@ -157,3 +176,6 @@ def test_child_makes_exactly_the_planned_syscalls(kind, executor):
         prologue, calls = calls[:-len(planned)], calls[-len(planned):]
         assert prologue == [_GETTID, _GETPID], f"unexpected syscalls before the plan: {prologue}"
     assert calls == planned, f"child syscalls {calls}\nplanned {planned}"
+    if kind == "landlock" and abi():  # the Landlock steps are among them, after the uid change
+        at = plan.index("landlock_restrict_self")
+        assert plan[at - 1] == "prctl" and plan.index("setresuid") < at

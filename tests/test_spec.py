@@ -13,18 +13,19 @@ import os
 
 import pytest
 
-from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare import Command, Fd, KillPolicy, Landlock, Namespace, Spec, Stdio, UidMap, GidMap
 from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
-from aunshare.spec import PivotRoot, Rlimit, SelfMap, UserNetwork
+from aunshare.spec import MountKind, MountOp, PivotRoot, Rlimit, SelfMap, UserNetwork
 
 pytestmark = pytest.mark.anyio
 
 
 def _base() -> Command:
-    return (Command("/bin/true").unshare(Namespace.USER | Namespace.MOUNT | Namespace.UTS)
+    return (Command("/bin/true")
+            .unshare(Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID)
             .file_descriptor(5, Fd.read_null()))
 
 
@@ -55,9 +56,13 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "gid": {"gid": 7},
         "groups": {"groups": (7,)},
         "group_leader": {"group_leader": True},
+        "new_session": {"new_session": True},
+        "process_group": {"process_group": 7},
+        "umask": {"umask": 0o77},
     },
     "isolation": {
-        "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.NET},
+        "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID
+                    | Namespace.NET},
         "join": {"join": ((Namespace.NET, _NS_FD),)},
         "uid_maps": {"uid_maps": (UidMap(0, 1000),)},
         "gid_maps": {"uid_maps": (), "gid_maps": (GidMap(0, 1000),)},
@@ -69,9 +74,15 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "pivot": {"pivot": PivotRoot(b"/srv", b"old", True)},
         "hostname": {"hostname": b"box"},
         "mount_proc": {"mount_proc": True},
+        "mounts": {"mounts": (MountOp(MountKind.TMPFS, b"/tmp"),)},
+        "fresh_root": {"fresh_root": True},
+        # lo is brought up only in a new network namespace: the base has none
+        "loopback": {"loopback": False, "unshare": Namespace.USER | Namespace.MOUNT
+                     | Namespace.UTS | Namespace.NET},
         "keep_caps": {"keep_caps": frozenset({12})},
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
+        "landlock": {"landlock": Landlock(read_only=["/usr"])},
         "user_network": {"unshare": Namespace.USER | Namespace.NET,
                          "user_network": UserNetwork(b"/usr/bin/pasta")},
     },
@@ -81,6 +92,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "kill_policy": {"kill_policy": KillPolicy(grace=1)},
         "cgroup_parent": {"cgroup_parent": b"/sys/fs/cgroup/x"},
         "cgroup_path": {"cgroup_path": b"/sys/fs/cgroup/y"},
+        "init_process": {"init_process": True},
     },
 }
 
