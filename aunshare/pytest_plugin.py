@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import os
 import socket
-import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -44,13 +43,6 @@ __all__ = ["Service", "ServiceFailed", "ServiceFactory", "aunshare_service"]
 _LOG_LIMIT = 64 * 1024  # bytes of output kept per service
 _TAIL = 4096            # bytes of it shown in a failure
 _GRACE = 2.0            # seconds from SIGTERM to SIGKILL at the end of a test
-
-# Until the sandbox brings ``lo`` up itself (``Command.loopback``), the
-# service is started through this: it sets lo up (root of its own user
-# namespace may), then execs the service.
-_LO_UP = ("import fcntl,os,socket,struct,sys\n"
-          "fcntl.ioctl(socket.socket(),0x8914,struct.pack('16sH22x',b'lo',1))\n"
-          "os.execvp(sys.argv[1],sys.argv[1:])\n")
 
 
 class ServiceFailed(Exception):
@@ -263,12 +255,10 @@ class ServiceFactory:
                 self._portal = self._portal_cm.__enter__()
             portal = self._portal
         program, *args = argv
-        if not hasattr(Command, "loopback"):  # lo is down in a new network namespace
-            program, args = sys.executable, ["-I", "-S", "-c", _LO_UP, *argv]
         cmd = (Command(program).args(args)
                .unshare(Namespace.USER | Namespace.NET | Namespace.MOUNT | Namespace.PID
                         | Namespace.IPC | Namespace.UTS)
-               .map_root_user().mount_proc().hostname("aunshare-service")
+               .map_root_user().mount_proc().hostname("aunshare-service")  # lo is up
                .stdin(Stdio.null()).stdout(Stdio.piped()).stderr(Stdio.merge_into_stdout()))
         for key, value in (env or {}).items():
             cmd.env(key, value)
