@@ -54,7 +54,8 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired", "LandlockError")},
+        "CalledProcessError", "TimeoutExpired", "LandlockError", "NetworkError")},
+    "TcpForward": "forward",
 }
 
 __all__ = list(_LAZY)
@@ -67,13 +68,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
     from .child import Child as Child, Output as Output
     from .command import Command as Command
     from .fds import Fd as Fd, Stdio as Stdio
+    from .forward import TcpForward as TcpForward
     from .errors import (
         AuxCommandExited as AuxCommandExited, AuxCommandKilled as AuxCommandKilled,
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
         LandlockError as LandlockError, LineTooLong as LineTooLong, Mount as Mount,
-        NixError as NixError,
+        NetworkError as NetworkError, NixError as NixError,
         ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,

@@ -29,6 +29,7 @@ import fcntl
 import math
 import os
 import signal as _signal
+import socket
 import struct
 import warnings
 import weakref
@@ -38,11 +39,13 @@ import anyio
 
 from . import cgroup as _cgroup
 from . import errors
+from . import netns as _netns
 from ._linux import TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
 from ._names import STDIO_NAMES, check_signal
 from ._record import record
+from .forward import TcpForward
 from .landlock import LandlockReport
-from .launch import Pending
+from .launch import Pending, stop_aux
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
 from .status import from_init, read_wait_status
@@ -83,6 +86,8 @@ _unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
 # (pid, pidfd) of children whose Child was dropped unreaped: reaped by
 # reap_orphans() once they exit, as subprocess does with its dropped Popens.
 _orphans: list[tuple[int, int]] = []
+# Helpers (pasta) of those dropped children, by pidfd: stopped once it is reaped.
+_orphan_aux: dict[int, list[tuple[int, int]]] = {}
 # Children a shutdown stopped waiting for after SIGKILL (KillPolicy.reap_timeout):
 # the Child keeps its pidfd and status; reap_orphans() reaps them once they died.
 _stuck: weakref.WeakSet[Child] = weakref.WeakSet()
@@ -119,6 +124,9 @@ def reap_orphans() -> None:
                 _orphans.remove(item)
             except ValueError:
                 continue  # another thread took it
+            aux = _orphan_aux.pop(pidfd, None)
+            if aux:
+                stop_aux(aux)
             os.close(pidfd)
 
 
@@ -212,6 +220,11 @@ class Child:
         """What the child's :meth:`Command.landlock` rules became on this
         kernel (what was enforced, dropped or skipped); None without rules."""
         self._group_leader = plan.leads_group
+        # Helper processes that live as long as the child (pasta): stopped
+        # when it is reaped.
+        self._aux, pending.aux = pending.aux, []
+        self._socket_helper: socket.socket | None = None  # see open_tcp_stream()
+        self._socket_lock: anyio.Lock | None = None
         self._cgroup, pending.cgroup = pending.cgroup, None
         policy = pending.spec.lifetime.kill_policy
         self._kill_policy = (
@@ -291,6 +304,7 @@ class Child:
             self._exited = True
             self._close_pidfd()
             _unreaped.discard(self)
+            self._stop_aux()
             raise self._lost() from None
         if info.si_pid == 0:
             return None
@@ -302,7 +316,17 @@ class Child:
         self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
+        self._stop_aux()
         return st
+
+    def _stop_aux(self) -> None:
+        """The child is reaped: stop the helpers that lived as long as it."""
+        helper, self._socket_helper = self._socket_helper, None
+        if helper is not None:
+            helper.close()
+        if self._aux:
+            aux, self._aux = self._aux, []
+            stop_aux(aux)
 
     def _close_pidfd(self) -> None:
         self._close_status_fd()
@@ -622,6 +646,95 @@ class Child:
                 return
         raise anyio.ClosedResourceError("set_pty_size(): every stream on the pty is closed")
 
+    # -- network ---------------------------------------------------------------------
+    async def open_tcp_stream(self, port: int, host: str = "127.0.0.1"
+                              ) -> anyio.abc.SocketStream:
+        """A TCP connection to ``host:port`` *inside the child's network
+        namespace* (e.g. a server the child binds to 127.0.0.1), as an anyio
+        byte stream, with no network plumbing.
+
+        The socket is created in the child's namespace (by a short-lived
+        thread that joins it; unprivileged, by a helper process that joins
+        the child's user and network namespaces), then connected on the event
+        loop. ``host`` is an address; a name is resolved by the caller's
+        resolver. A child sharing the caller's network namespace is simply
+        connected to. Raises ProcessLookupError once the child has exited,
+        OSError (ConnectionRefusedError...) from the connect.
+        """
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"open_tcp_stream(): port must be an int in 1..65535, got {port!r}")
+        what = "open_tcp_stream()"
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        sock = await self._socket_inside(family, what)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.connect(address)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, f"{os.strerror(err)}: connecting to {host}:{port} "
+                                       f"in the network namespace of child {self.pid}"
+                                  ) from None
+            return await anyio.abc.SocketStream.from_socket(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _socket_inside(self, family: int, what: str) -> socket.socket:
+        if self._pidfd < 0 or self._exited:
+            raise _netns._gone(self.pid, what)
+        try:
+            netns = _netns.open_namespace(self.pid, "net", what)
+        except _netns.NoNamespace:
+            return socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = _netns.socket_by_thread(netns, family)
+        finally:
+            os.close(netns)
+        if sock is not None:
+            return sock
+        # Unprivileged: one helper process per child, started on first use
+        # (a Python start-up is slow), asked for each socket in turn.
+        if self._socket_lock is None:
+            self._socket_lock = anyio.Lock()
+        async with self._socket_lock:
+            if self._socket_helper is None:
+                pending, ours = _netns.start_socket_helper(self.pid, what)
+                self._aux.append((pending.pid, pending.pidfd))
+                pending.pidfd = -1  # stopped with the child now
+                pending.close()
+                self._socket_helper = ours
+            ours = self._socket_helper
+            try:
+                ours.send(bytes([family]))
+                await anyio.wait_readable(ours)
+            except OSError:
+                pass  # the helper is gone: receive_socket says so
+            return _netns.receive_socket(ours, self.pid, what)
+
+    def forward_tcp(self, port: int, *, host_port: int = 0, host: str = "127.0.0.1"
+                    ) -> TcpForward:
+        """A forwarder from a host address to ``port`` inside the child's
+        network namespace, for ordinary clients: ``async with
+        child.forward_tcp(6379) as fwd:`` listens on ``host:host_port``
+        (``host_port=0``: an ephemeral port, see ``fwd.port`` and
+        ``fwd.address``) and forwards every connection on the event loop
+        through :meth:`open_tcp_stream`, with back-pressure. Leaving the
+        block stops it and closes every connection. A host port already in
+        use raises :class:`~aunshare.NetworkError` (EADDRINUSE) on entry."""
+        for name, value, low in (("port", port, 1), ("host_port", host_port, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 65536:
+                raise ValueError(f"forward_tcp(): {name} must be an int in {low}..65535, "
+                                 f"got {value!r}")
+
+        async def connect() -> anyio.abc.SocketStream:
+            return await self.open_tcp_stream(port)
+
+        return TcpForward(connect, port, host_port, host)
+
     # -- signals ---------------------------------------------------------------------
     def signal(self, sig: int) -> None:
         """Send ``sig`` (a signal number, 1-64) through the pidfd (no
@@ -806,6 +919,12 @@ class Child:
                 # Keep its pidfd: the next spawn reaps it once it has exited.
                 self._close_status_fd()
                 fd, self._pidfd = self._pidfd, -1
+                helper, self._socket_helper = self._socket_helper, None
+                if helper is not None:
+                    helper.close()  # the socket helper exits at once
+                if self._aux:  # pasta serves the child until it exits
+                    _orphan_aux[fd] = self._aux
+                    self._aux = []
                 _orphans.append((self.pid, fd))
             else:
                 self._close_pidfd()

@@ -218,6 +218,17 @@ def setns_spec(text: str) -> tuple[Namespace, str]:
     return NS_TYPES[kind], path
 
 
+def port_spec(text: str) -> int | tuple[int, int]:
+    host, sep, inside = text.partition(":")
+    try:
+        ports = (int(host), int(inside) if sep else int(host))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port or PORT:INSIDE: {text!r}") from None
+    if not all(0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"ports are 1..65535: {text!r}")
+    return ports if sep else ports[0]
+
+
 def pivot_spec(text: str) -> tuple[str, str]:
     """NEWROOT[:PUT_OLD] -> (NEWROOT, PUT_OLD or "oldroot"); the builder
     checks both (its ValueError is a usage error, in this command's words)."""
@@ -513,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mount a fresh /proc (implies --mount; useful with --pid)")
     ns.add_argument("--hostname", metavar="NAME",
                     help="set the host name (implies --uts unless a UTS namespace is joined)")
+    ns.add_argument("--user-network", action="store_true",
+                    help="outbound network through pasta (package passt), unprivileged too "
+                         "(implies --net); the host's loopback is at the default gateway")
+    ns.add_argument("--tcp-port", metavar="PORT[:INSIDE]", type=port_spec, action="append",
+                    default=[], help="with --user-network: forward host port PORT to port "
+                                     "INSIDE (default PORT) in the sandbox (repeatable)")
 
     ids = p.add_argument_group("user and group ids")
     ids.add_argument("-r", "--map-root-user", action="store_true",
@@ -663,6 +680,10 @@ def build_command(args: argparse.Namespace) -> Command:
     joined = {kind for kind, _ in args.setns}
     if args.mount_proc or args.pivot_root:
         flags |= Namespace.MOUNT
+    if args.user_network:
+        flags |= Namespace.NET
+    elif args.tcp_port:
+        raise ValueError("--tcp-port forwards a port through pasta: add --user-network")
     if args.init:
         flags |= Namespace.PID
     if args.hostname is not None and Namespace.UTS not in joined:
@@ -702,6 +723,11 @@ def build_command(args: argparse.Namespace) -> Command:
 
     if args.hostname is not None:
         cmd.hostname(args.hostname)
+    if args.user_network:
+        try:
+            cmd.user_network(tcp_ports=args.tcp_port)
+        except ValueError as exc:  # pasta is not installed
+            raise SetupFailed(f"--user-network: {exc}") from None
     if args.mount_proc:
         cmd.mount_proc()
     if args.init:

@@ -35,7 +35,7 @@ from .namespaces import (
 from .policy import KillPolicy
 from .spec import (
     DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, CgroupLimits, MountKind,
-    MountOp, PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, parse_size,
+    MountOp, PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, UserNetwork, parse_size,
 )
 
 if TYPE_CHECKING:
@@ -675,6 +675,49 @@ class Command:
         if not 0 < len(h) <= 64:
             raise ValueError(f"hostname must be 1 to 64 bytes, got {len(h)}")
         return self._change("_isolation", hostname=h)
+
+    def user_network(self, *, tcp_ports: Iterable[int | tuple[int, int]] = (),
+                     udp_ports: Iterable[int | tuple[int, int]] = ()) -> Command:
+        """Give the child's new network namespace outbound network through
+        pasta (Debian package ``passt``), unprivileged too.
+
+        The parent starts pasta while the child waits in the handshake,
+        attached to the child's user and network namespaces, and stops it
+        once the child is reaped. Inside, pasta configures an interface with
+        the host's address and default route (and brings ``lo`` up); the
+        host's own loopback is reachable at the default gateway address.
+        ``tcp_ports`` / ``udp_ports`` are host ports forwarded into the
+        sandbox: a port ``P`` forwards host ``P`` to ``P`` inside, a pair
+        ``(host, inside)`` maps one to the other. Needs
+        ``unshare(Namespace.NET)`` (ValueError otherwise, at spawn time
+        when the spec is made). pasta failing to start raises
+        :class:`~aunshare.AuxCommandExited` / :class:`~aunshare.AuxCommandKilled`
+        with its stderr, or :class:`~aunshare.NetworkError`.
+        """
+        import shutil
+
+        pasta = shutil.which("pasta")
+        if pasta is None:
+            raise ValueError("user_network() needs pasta, which is not installed (not found "
+                             "in PATH): install the 'passt' package (apt-get install passt)")
+
+        def ports(values: Iterable[int | tuple[int, int]], what: str
+                  ) -> tuple[tuple[int, int], ...]:
+            if isinstance(values, (int, str, bytes)):
+                raise TypeError(f"user_network({what}=...) takes a list of ports")
+            out = []
+            for value in values:
+                pair = value if isinstance(value, tuple) else (value, value)
+                if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                         or not 0 < v < 65536 for v in pair):
+                    raise ValueError(f"user_network({what}=...): {value!r} is not a port "
+                                     "(1..65535) or a (host port, port inside) pair")
+                out.append((pair[0], pair[1]))
+            return tuple(out)
+
+        net = UserNetwork(os.fsencode(pasta), ports(tcp_ports, "tcp_ports"),
+                          ports(udp_ports, "udp_ports"))
+        return self._change("_isolation", user_network=net)
 
     def mount_proc(self, dest: StrOrBytesPath | bool = "/proc") -> Command:
         """Mount a fresh proc file system in the child, so that ``ps`` shows

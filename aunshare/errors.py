@@ -24,8 +24,8 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "Mount", "MountTarget", "SetIdMap", "AuxCommandExited", "AuxCommandKilled",
-    "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong",
-    "CgroupError",
+    "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "NetworkError", "BeforeUnfreeze",
+    "LineTooLong", "CgroupError",
     "CalledProcessError", "TimeoutExpired", "fork_causes",
     "ReapTimeout",
 ]
@@ -345,8 +345,16 @@ class LandlockError(_OSError):
     action = "landlock"
 
 
+class NetworkError(_OSError):
+    """Networking for a child failed: a socket in its network namespace, a
+    host port to forward (``filename`` is the address), or starting pasta
+    for :meth:`Command.user_network`."""
+
+    action = "network"
+
+
 class AuxCommandExited(Error):
-    """An auxiliary command (newuidmap, newgidmap) exited with a non-zero code."""
+    """An auxiliary command (newuidmap, newgidmap, pasta) exited with a non-zero code."""
 
     def __init__(self, code: int, command: str = "auxiliary command", stderr: bytes = b"") -> None:
         self.code = code
@@ -360,7 +368,7 @@ class AuxCommandExited(Error):
 
 
 class AuxCommandKilled(Error):
-    """An auxiliary command (newuidmap, newgidmap) was killed by a signal."""
+    """An auxiliary command (newuidmap, newgidmap, pasta) was killed by a signal."""
 
     def __init__(self, signal: int, command: str = "auxiliary command",
                  stderr: bytes = b"") -> None:

@@ -31,7 +31,27 @@ from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
 from .spec import MountKind, Spec
 
-__all__ = ["DefaultStdio", "Pending", "start", "resolve_program"]
+__all__ = ["DefaultStdio", "Pending", "start", "resolve_program", "stop_aux"]
+
+
+def stop_aux(aux: list[tuple[int, int]]) -> None:
+    """SIGKILL and reap helper processes ``(pid, pidfd)`` that lived as long
+    as a child (pasta), and close their pidfds. SIGKILL is prompt: the reap
+    blocks only while the kernel tears the process down."""
+    for _, pidfd in aux:
+        try:
+            pidfd_send_signal(pidfd, _signal.SIGKILL)
+        except OSError:
+            pass  # already exited
+        # An event loop that polled the pidfd may have made it non-blocking
+        # (uvloop does): waitid would then say EAGAIN instead of waiting.
+        os.set_blocking(pidfd, True)
+        try:
+            waitid_pidfd(pidfd, WEXITED)
+        except OSError:
+            pass
+        os.close(pidfd)
+    aux.clear()
 
 
 class DefaultStdio(enum.Enum):
@@ -99,7 +119,7 @@ class Pending:
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
                  "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
-                 "reusable", "landlock_report")
+                 "reusable", "landlock_report", "aux")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -119,11 +139,17 @@ class Pending:
         # Where clone3 is refused: the cgroup the handshake moves the child into.
         self.join_cgroup: bytes | None = None
         self.reusable: tuple[object, _Prepared] | None = None
+        # (pid, pidfd) of helpers that live as long as the child (pasta for
+        # user_network): stopped by close(), or handed to the Child.
+        self.aux: list[tuple[int, int]] = []
         self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
-        """Close every descriptor held and remove the child's own cgroup.
-        For a child that never existed or has been reaped; idempotent."""
+        """Close every descriptor held, stop the helpers (:attr:`aux`) and
+        remove the child's own cgroup. For a child that never existed or
+        has been reaped; idempotent."""
+        if self.aux:
+            stop_aux(self.aux)
         self.opened.close()
         for name in ("pidfd", "report_fd", "status_fd", "wake_fd", "cgroup_fd"):
             fd = getattr(self, name)

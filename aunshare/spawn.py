@@ -22,7 +22,7 @@ import anyio
 from . import errors
 from .child import Child, Output, _orphans, _stuck, _unreaped, reap_orphans
 from .fds import Fd, FdKind
-from .handshake import map_ids, wake, watch_exec
+from .handshake import map_ids, start_network, wake, watch_exec
 from .launch import DefaultStdio, Pending, start
 from .spec import DescriptorSpec, ProgramSpec, Spec
 
@@ -81,6 +81,14 @@ async def _handshake(pending: Pending) -> None:
             await _run_map_helper(newuidmap, pid, iso.uid_maps)
         if iso.gid_maps:
             await _run_map_helper(newgidmap, pid, iso.gid_maps)
+    if pending.spec.isolation.user_network is not None:
+        steps = start_network(pending)
+        try:
+            for fds, seconds in steps:
+                with anyio.move_on_after(seconds):
+                    await _readable_any(fds)
+        finally:
+            steps.close()  # cancelled: stops pasta
     hook = pending.spec.isolation.before_unfreeze
     if hook is not None:
         try:
@@ -90,6 +98,19 @@ async def _handshake(pending: Pending) -> None:
                 f"the before_unfreeze callback {getattr(hook, '__qualname__', hook)!s} "
                 f"raised {type(exc).__name__}: {exc}") from exc
     wake(pending)
+
+
+async def _readable_any(fds: tuple[int, ...]) -> None:
+    """Return once one of ``fds`` is readable."""
+    if len(fds) == 1:
+        await anyio.wait_readable(fds[0])
+        return
+    async with anyio.create_task_group() as tg:
+        async def one(fd: int) -> None:
+            await anyio.wait_readable(fd)
+            tg.cancel_scope.cancel()
+        for fd in fds:
+            tg.start_soon(one, fd)
 
 
 async def _run_map_helper(program: bytes, pid: int, maps: tuple[tuple[int, int, int], ...]

@@ -25,6 +25,7 @@ from .policy import KillPolicy, KillTarget
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
     "SelfMap", "PivotRoot", "Rlimit", "MountOp", "MountKind", "CgroupLimits", "parse_size",
+    "UserNetwork",
 ]
 
 
@@ -114,6 +115,16 @@ class Rlimit(NamedTuple):
     resource: int
     soft: int
     hard: int
+
+
+class UserNetwork(NamedTuple):
+    """:meth:`Command.user_network`'s arguments, normalised."""
+
+    pasta: bytes
+    """The pasta program found at the builder call."""
+    tcp_ports: tuple[tuple[int, int], ...] = ()
+    """(host port, port inside) pairs forwarded into the sandbox."""
+    udp_ports: tuple[tuple[int, int], ...] = ()
 
 
 @record
@@ -245,13 +256,16 @@ class IsolationSpec:
     """Sorted by resource."""
     landlock: Landlock | None = None
     """:meth:`Command.landlock`: the rules the child restricts itself with."""
+    user_network: UserNetwork | None = None
+    """:meth:`Command.user_network`: pasta, started in the handshake."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
                 self.hostname, self.mount_proc, self.mounts, self.fresh_root, self.loopback,
-                self.keep_caps, self.no_new_privs, self.rlimits, self.landlock)
+                self.keep_caps, self.no_new_privs, self.rlimits, self.landlock,
+                self.user_network)
 
     def __hash__(self) -> int:
         return self._hash
@@ -421,7 +435,7 @@ class Spec:
         """The parent must act between clone and exec: the child waits for it."""
         iso = self.isolation
         return (iso.uid_maps is not None or iso.before_unfreeze is not None
-                or bool(self.program.env_pid))
+                or iso.user_network is not None or bool(self.program.env_pid))
 
 
 # The records of a Command that sets nothing: shared (they are immutable),
@@ -503,6 +517,10 @@ def _validate(spec: Spec) -> None:
     if life.init_process and not new & Namespace.PID:
         raise ValueError("init_process(True) starts an init as pid 1 of a new pid namespace, "
                          "but there is none: add unshare(Namespace.PID)")
+    if iso.user_network is not None and not new & Namespace.NET:
+        raise ValueError("user_network() connects the child's own network namespace to the "
+                         "outside: add unshare(Namespace.NET) (with Namespace.USER when "
+                         "unprivileged)")
     if iso.mount_proc and not new & Namespace.MOUNT:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "

@@ -29,7 +29,7 @@ LAYERS: list[list[str]] = [
     ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
-    ["streams", "_tasks", "child"],
+    ["streams", "_tasks", "netns", "forward", "child"],
     ["spawn"],
     ["command"],
     ["runner", "events"],
@@ -37,6 +37,7 @@ LAYERS: list[list[str]] = [
     ["compat._popen"],
     ["compat.asyncio", "compat.trio", "compat"],
     ["cli", "__main__", ""],  # "" is the package itself
+    ["pytest_plugin"],  # loaded by pytest, uses the whole library
 ]
 ORDER = [name for layer in LAYERS for name in layer]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

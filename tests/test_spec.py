@@ -18,7 +18,7 @@ from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
-from aunshare.spec import CgroupLimits, MountKind, MountOp, PivotRoot, Rlimit, SelfMap
+from aunshare.spec import CgroupLimits, MountKind, MountOp, PivotRoot, Rlimit, SelfMap, UserNetwork
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +83,8 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
         "landlock": {"landlock": Landlock(read_only=["/usr"])},
+        "user_network": {"unshare": Namespace.USER | Namespace.NET,
+                         "user_network": UserNetwork(b"/usr/bin/pasta")},
     },
     "lifetime": {
         "death_signal": {"death_signal": 15},
