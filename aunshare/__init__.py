@@ -43,6 +43,7 @@ _LAZY: dict[str, str] = {
     "KillPolicy": "policy", "KillTarget": "policy",
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
     "Capability": "namespaces",
+    "SeccompFilter": "seccomp", "Action": "seccomp", "arg": "seccomp",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
@@ -52,7 +53,7 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired")},
+        "CalledProcessError", "TimeoutExpired", "SeccompError")},
 }
 
 __all__ = list(_LAZY)
@@ -72,7 +73,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
         LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
-        SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
+        SeccompError as SeccompError, SetRlimit as SetRlimit, SetUser as SetUser,
+        StdioError as StdioError,
         TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,
     )
     from .events import (
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         JobResult as JobResult, run as run, run_as_completed as run_as_completed,
         run_many as run_many,
     )
+    from .seccomp import Action as Action, SeccompFilter as SeccompFilter, arg as arg
     from .spec import Spec as Spec
     from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter

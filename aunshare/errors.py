@@ -25,7 +25,7 @@ __all__ = [
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
     "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-    "CalledProcessError", "TimeoutExpired", "fork_causes",
+    "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError",
 ]
 
 
@@ -238,6 +238,13 @@ class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
     action = "set capabilities"
+
+
+class SeccompError(_OSError):
+    """Installing a seccomp filter in the child failed (or, for the parent,
+    taking a supervised child's listener)."""
+
+    action = "install seccomp filter"
 
 
 class AuxCommandExited(Error):

@@ -84,6 +84,12 @@ def watch_exec(pending: Pending) -> Iterator[int]:
         data += chunk
         if len(data) == 8:
             break
+    if not data and pending.executor.shares_memory and pending.table is not None:
+        # A seccomp filter may refuse the child's write of its report; a
+        # child sharing our memory stored the same record in the table.
+        idx, err = pending.table.record()
+        if err:
+            raise pending.fail(idx, err)
     if data:
         if len(data) < 8:
             raise errors.UnknownError(f"the child sent a truncated error record {data!r}")

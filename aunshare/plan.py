@@ -80,7 +80,25 @@ over them whatever the caller's own privileges.
    already reset handlers, but ignored signals such as Python's SIGPIPE stay
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
-13. ``execve``.
+13. seccomp (:meth:`Command.seccomp`, :meth:`Command.supervise_syscalls`),
+   as late as possible so that the filter judges the program and not the
+   plan: ``prctl(PR_SET_NO_NEW_PRIVS)`` first unless the child is
+   provably privileged (the kernel installs a filter only for a process
+   with CAP_SYS_ADMIN in its user namespace or with no_new_privs: the
+   child counts as privileged when it keeps every capability, i.e. no
+   uid change and no :meth:`Command.keep_caps`, and is root or in a user
+   namespace it created or joined), then one ``seccomp(SECCOMP_SET_MODE_FILTER)``
+   per filter, in the order given. A supervision filter is installed last
+   with ``SECCOMP_FILTER_FLAG_NEW_LISTENER``; its listener descriptor is
+   moved (``dup3``, close-on-exec) to the number the parent reserved for it,
+   and the child waits on the wake-up pipe a second time while the parent
+   takes it (``pidfd_getfd``). After a filter, a failing ``execve`` is
+   still reported: every compiled filter allows ``exit`` and
+   ``exit_group``, and the native executor's record is read from shared
+   memory when a filter refused the ``write`` to the error pipe (the
+   portable executor's child then exits 127 unreported: the parent sees
+   an exec that succeeded and a program that exited 127).
+14. ``execve``.
 
 Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
@@ -103,14 +121,16 @@ from ._linux import (
     AT_FDCWD, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, LINUX_CAPABILITY_VERSION_3, MNT_DETACH,
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
-    PR_SET_PDEATHSIG, SIG_SETMASK, TIOCSCTTY,
+    PR_SET_PDEATHSIG, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_SET_MODE_FILTER, SIG_SETMASK,
+    TIOCSCTTY,
 )
 from ._names import fd_name, signal_name
 from .namespaces import Namespace, cap_name, self_maps
+from .seccomp import Action, SeccompFilter
 from .spec import SelfMap, Spec
 
 __all__ = ["Step", "Plan", "Setup", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "Slot",
-           "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
+           "Fprog", "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
            "PID_SLOT_SIZE"]
 
 # Step flags, understood by every executor (see spawn_x86_64.S).
@@ -175,7 +195,16 @@ class Ptr(NamedTuple):
     name: str
 
 
-Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot
+@final
+class Fprog(NamedTuple):
+    """Argument: pointer to a ``struct sock_fprog`` (a u16 count, then a
+    pointer) for a copy of ``data``, an array of 8-byte ``struct sock_filter``
+    (a seccomp filter, which the kernel copies in)."""
+
+    data: bytes
+
+
+Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot | Fprog
 
 # Bytes the parent sends for each pid variable: the digits, NUL-padded.
 PID_SLOT_SIZE = 12
@@ -221,6 +250,8 @@ def _fmt_arg(arg: Arg) -> str:
         return repr(list(arg.items))
     if isinstance(arg, Bytes):
         return f"<{len(arg.data)} bytes>"
+    if isinstance(arg, Fprog):
+        return f"&<sock_fprog of {len(arg.data) // 8} instructions>"
     if isinstance(arg, Ptr):
         return f"&{arg.name}"
     return str(arg)
@@ -310,6 +341,9 @@ class Setup(NamedTuple):
     reset_caught: tuple[int, ...] = ()
     """Signals the parent catches, to reset where the clone cannot
     (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
+    listener_fd: int = -1
+    """The descriptor number the parent reserved for the seccomp listener
+    (:meth:`Command.supervise_syscalls`): the child moves it there."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -488,8 +522,7 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                               errors.CapSet, "raise the ambient capability", cap_name(cap)))
     if iso.no_new_privs:
-        steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
-                          "prctl(PR_SET_NO_NEW_PRIVS)", 1))
+        steps.append(_NO_NEW_PRIVS)
 
     # 11. parent-death signal, armed after the last credential change
     if life.death_signal is not None:
@@ -510,7 +543,11 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.extend(_RESET_SIGNALS)
         steps.append(_EMPTY_MASK)
 
-    # 13. exec
+    # 13. seccomp
+    if iso.seccomp or iso.supervise:
+        steps.extend(_seccomp_steps(spec, setup, user_ns))
+
+    # 14. exec
     envp: Sequence[bytes | Slot] | None = setup.envp
     if prog.env_pid:
         envp = [*(setup.envp or ()), *(Slot(key + b"=", PID_SLOT_SIZE) for key in prog.env_pid)]
@@ -522,6 +559,43 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
+
+
+def _seccomp_steps(spec: Spec, setup: Setup, user_ns: bool) -> list[Step]:
+    iso, ident = spec.isolation, spec.identity
+    steps: list[Step] = []
+    full_caps = (iso.keep_caps is None and ident.uid in (None, 0)
+                 and (user_ns or setup.euid == 0))
+    if not full_caps and not iso.no_new_privs:
+        steps.append(_NO_NEW_PRIVS)
+    for flt in iso.seccomp:
+        if isinstance(flt, SeccompFilter):
+            bpf, what = flt.compile(), f"filter of {len(flt.rules)} rules"
+        else:
+            bpf, what = flt, f"raw BPF of {len(flt) // 8} instructions"
+        steps.append(Step("seccomp", (SECCOMP_SET_MODE_FILTER, 0, Fprog(bpf)),
+                          errors.SeccompError, "install seccomp", what, detail=_SECCOMP_HINT))
+    if iso.supervise:
+        bpf = SeccompFilter().rule(Action.NOTIFY, iso.supervise).compile()
+        steps.append(Step("seccomp", (SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                                      Fprog(bpf)),
+                          errors.SeccompError, "install seccomp supervision of",
+                          ", ".join(iso.supervise), detail=_SECCOMP_HINT))
+        steps.append(Step("dup3", (0, setup.listener_fd, os.O_CLOEXEC), errors.SeccompError,
+                          "move the seccomp listener to", fd_name(setup.listener_fd),
+                          USE_PREVIOUS))
+        if setup.wake is not None:
+            steps.append(Step("read", (setup.wake[0], Ptr("scratch"), 1, 0, 0, 1),
+                              errors.PipeError, "wait on", "the wake-up pipe", EXPECT_ARG5,
+                              "the parent gave up on the child before taking its seccomp "
+                              "listener"))
+    return steps
+
+
+_NO_NEW_PRIVS = Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
+                     "prctl(PR_SET_NO_NEW_PRIVS)", 1)
+_SECCOMP_HINT = ("EACCES: the child has neither CAP_SYS_ADMIN nor no_new_privs (call "
+                 "Command.no_new_privs()); EINVAL: the BPF program is not valid for this kernel")
 
 
 def _rlimit_name(res: int) -> str:

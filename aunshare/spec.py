@@ -20,6 +20,7 @@ from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
+from .seccomp import SeccompFilter
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
@@ -172,12 +173,17 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    seccomp: tuple[SeccompFilter | bytes, ...] = ()
+    """seccomp filters installed in order just before exec (raw BPF as bytes)."""
+    supervise: tuple[str, ...] = ()
+    """Syscalls sent to the parent (:meth:`Command.supervise_syscalls`)."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
-                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits)
+                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
+                self.seccomp, self.supervise)
 
     def __hash__(self) -> int:
         return self._hash

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 
 LAYERS: list[list[str]] = [
     # pure data
-    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "policy",
-     "fds", "spec"],
+    ["_version", "_names", "_record", "_syscalls", "_linux", "namespaces", "status", "errors",
+     "policy", "fds", "seccomp", "spec"],
     # what the child does
     ["plan"],
     # what runs it
