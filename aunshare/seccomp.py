@@ -179,11 +179,6 @@ class SeccompFilter:
                              f"{', '.join(TABLES)}")
         object.__setattr__(self, "_hash", hash((self.default, self.default_errno, self.arch,
                                                  self.rules)))
-        if self.action_for("execve") in _BLOCKING:
-            raise ValueError(
-                "this seccomp filter would refuse execve: the child installs the filter just "
-                "before its own execve and could never start the program; allow execve "
-                "(SeccompFilter.allow('execve') before any rule that refuses it)")
 
     def __hash__(self) -> int:
         return self._hash
@@ -258,7 +253,16 @@ class SeccompFilter:
     # -- compiling --------------------------------------------------------------------------
 
     def compile(self) -> bytes:
-        """The filter as classic BPF: an array of ``struct sock_filter``."""
+        """The filter as classic BPF: an array of ``struct sock_filter``.
+
+        Raises ValueError for a filter that would refuse ``execve`` (the
+        child installs it just before its own exec, and could never start).
+        """
+        if self.action_for("execve") in _BLOCKING:
+            raise ValueError(
+                "this seccomp filter would refuse execve: the child installs the filter just "
+                "before its own execve and could never start the program; allow execve "
+                "(.allow('execve') before any rule that refuses it)")
         table = TABLES[self.arch]
         prog = _Prog()
         kill = Action.KILL.value
@@ -275,10 +279,14 @@ class SeccompFilter:
         for name in ("exit", "exit_group"):
             prog.jump(_JEQ, table[name], 0, 1)
             prog.ret(Action.ALLOW.value)
+        loaded = True  # the accumulator holds the syscall number
         for rule in self.rules:
             nrs = sorted({table[n] for n in rule.names})
             for start in range(0, len(nrs), 200):  # jump offsets are 8 bits
+                if not loaded:  # a failed condition left an argument there
+                    prog.ld(_OFF_NR)
                 _emit_rule(prog, nrs[start:start + 200], rule)
+                loaded = not rule.when
         prog.ret(_ret(self.default, self.default_errno))
         return prog.assemble()
 

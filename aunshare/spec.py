@@ -277,7 +277,7 @@ class Spec:
         """The parent must act between clone and exec: the child waits for it."""
         iso = self.isolation
         return (iso.uid_maps is not None or iso.before_unfreeze is not None
-                or bool(self.program.env_pid))
+                or bool(self.program.env_pid) or bool(iso.supervise))
 
 
 # The records of a Command that sets nothing: shared (they are immutable),

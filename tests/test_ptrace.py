@@ -39,7 +39,7 @@ _NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
 PARENT = textwrap.dedent("""
     import json, sys
     import anyio
-    from aunshare import Capability, Command, Fd, GidMap, Namespace, Stdio, UidMap
+    from aunshare import Capability, Command, Fd, GidMap, Namespace, SeccompFilter, Stdio, UidMap
     from aunshare.launch import start
     from aunshare._linux import WEXITED, waitid_pidfd
 
@@ -52,6 +52,10 @@ PARENT = textwrap.dedent("""
                     .set_id_maps([UidMap(0, 100000, 1000)], [GidMap(0, 100000, 1000)])
                     .uid(0).gid(0).hostname("traced").mount_proc().rlimit(7, 64)
                     .no_new_privs())
+        if kind == "seccomp":  # no longer root: no_new_privs, then the filters
+            return (Command("/bin/true").uid(65534).gid(65534).groups([])
+                    .seccomp(SeccompFilter().deny("mount"))
+                    .seccomp(SeccompFilter().kill("kexec_load").compile()))
         if kind == "self-mapped":  # the child maps itself
             return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
                     .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
@@ -144,7 +148,8 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
-@pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped"])
+@pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
+                                  "seccomp"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from aunshare import Command, Fd, KillPolicy, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare import Command, Fd, KillPolicy, Namespace, SeccompFilter, Spec, Stdio, UidMap, GidMap
 from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
@@ -72,6 +72,8 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "keep_caps": {"keep_caps": frozenset({12})},
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
+        "seccomp": {"seccomp": (SeccompFilter().deny("mount"), b"\x06\0\0\0\0\0\xff\x7f")},
+        "supervise": {"supervise": ("openat",)},
     },
     "lifetime": {
         "death_signal": {"death_signal": 15},
