@@ -44,6 +44,7 @@ _LAZY: dict[str, str] = {
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
     "Capability": "namespaces",
     "SeccompFilter": "seccomp", "Action": "seccomp", "arg": "seccomp",
+    "SyscallRequest": "supervision",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
@@ -53,7 +54,7 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired", "SeccompError")},
+        "CalledProcessError", "TimeoutExpired", "SeccompError", "SyscallGone")},
 }
 
 __all__ = list(_LAZY)
@@ -73,7 +74,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
         LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
-        SeccompError as SeccompError, SetRlimit as SetRlimit, SetUser as SetUser,
+        SeccompError as SeccompError, SyscallGone as SyscallGone, SetRlimit as SetRlimit,
+        SetUser as SetUser,
         StdioError as StdioError,
         TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,
     )
@@ -91,6 +93,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
     )
     from .seccomp import Action as Action, SeccompFilter as SeccompFilter, arg as arg
     from .spec import Spec as Spec
+    from .supervision import SyscallRequest as SyscallRequest
     from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
 

@@ -31,6 +31,7 @@ import signal as _signal
 import struct
 import warnings
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
@@ -44,6 +45,7 @@ from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
 from .status import from_waitid as _status
+from .supervision import Listener, SyscallRequest
 from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
 
@@ -171,6 +173,10 @@ class Child:
         self._taken: dict[int, _Stream] = {}
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
+        self._listener: Listener | None = None
+        if pending.listener_fd >= 0:
+            self._listener = Listener(pending.listener_fd, pending.early)
+            pending.listener_fd = -1
         self._status: ExitStatus | None = None
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
@@ -259,7 +265,25 @@ class Child:
         _unreaped.discard(self)
         return st
 
+    def syscalls(self) -> AsyncIterator[SyscallRequest]:
+        """The supervised syscalls (:meth:`Command.supervise_syscalls`) as
+        they happen: ``async for call in child.syscalls(): await call.allow()``.
+
+        Each call waits in the kernel until answered. The iteration ends
+        when the child and everything it started are gone. Leaving it (or
+        being cancelled) ends the supervision: the listener is closed and
+        the kernel fails this child's later supervised calls with ENOSYS,
+        so none hangs (see :mod:`aunshare.supervision`).
+        """
+        if self._listener is None:
+            raise ValueError("this child's syscalls are not supervised: use "
+                             "Command.supervise_syscalls(names)")
+        return self._listener.requests()
+
     def _close_pidfd(self) -> None:
+        listener = self._listener
+        if listener is not None and not listener.busy:
+            listener.close()  # reaped: nothing will call any more
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
             if self._waiting:  # try_wait() reaped while a task waits on the fd

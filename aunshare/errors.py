@@ -25,7 +25,7 @@ __all__ = [
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
     "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-    "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError",
+    "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError", "SyscallGone",
 ]
 
 
@@ -245,6 +245,13 @@ class SeccompError(_OSError):
     taking a supervised child's listener)."""
 
     action = "install seccomp filter"
+
+
+class SyscallGone(_OSError):
+    """A supervised syscall can no longer be answered or read: its process
+    died, or a signal interrupted the call (``ENOENT`` from the kernel)."""
+
+    action = "answer syscall"
 
 
 class AuxCommandExited(Error):

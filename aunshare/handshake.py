@@ -17,13 +17,14 @@ from collections.abc import Iterator
 
 from . import cgroup as _cgroup
 from . import errors
+from ._linux import syscall
 from .idmaps import write_maps
 from .launch import DefaultStdio, Pending, start
 from .namespaces import Namespace, self_maps
 from .plan import PID_SLOT_SIZE
 from .spec import SelfMap, Spec
 
-__all__ = ["map_ids", "spawn_blocking", "wake", "watch_exec"]
+__all__ = ["map_ids", "spawn_blocking", "wake", "watch_exec", "listener_ready", "take_listener"]
 
 
 def map_ids(pending: Pending) -> bool:
@@ -53,13 +54,49 @@ def wake(pending: Pending) -> None:
         # The pid as the child sees it: 1 as the first of a new pid namespace.
         inside = 1 if spec.isolation.unshare & Namespace.PID else pid
         message += str(inside).encode().ljust(PID_SLOT_SIZE, b"\0") * len(spec.program.env_pid)
-    fd, pending.wake_fd = pending.wake_fd, -1
+    again = pending.ready_fd >= 0  # it waits once more, for its seccomp listener taken
+    fd = pending.wake_fd
+    if not again:
+        pending.wake_fd = -1
     try:
         os.write(fd, message)
     except OSError as exc:
         raise errors.PipeError(exc.errno or _errno.EPIPE, "the wake-up pipe",
                                "the child was gone before it could go on",
                                action="write") from None
+    finally:
+        if not again:
+            os.close(fd)
+
+
+def listener_ready(pending: Pending) -> bool | None:
+    """Syscall supervision: has the child moved its seccomp listener to the
+    reserved descriptor (EOF on the ready pipe)? None: not yet, the pipe is empty."""
+    try:
+        os.read(pending.ready_fd, 1)
+    except BlockingIOError:
+        return None
+    fd, pending.ready_fd = pending.ready_fd, -1
+    os.close(fd)
+    return True
+
+
+def take_listener(pending: Pending) -> None:
+    """Take the child's seccomp listener (``pidfd_getfd``), then let the
+    child go on to its exec. A child that failed before (it exited) keeps
+    its report on the error pipe: nothing is taken, the caller reads it."""
+    try:
+        pending.listener_fd = syscall("pidfd_getfd", pending.pidfd, pending.listener_target, 0)
+    except OSError as exc:
+        if exc.errno != _errno.ESRCH:
+            raise errors.SeccompError(exc.errno or _errno.EPERM, None,
+                                      "pidfd_getfd needs ptrace access to the child",
+                                      action="take the seccomp listener of the child") from None
+    fd, pending.wake_fd = pending.wake_fd, -1
+    try:
+        os.write(fd, b"\1")
+    except OSError:
+        pass  # it is gone: its report (or exit) tells why
     finally:
         os.close(fd)
 
@@ -111,15 +148,16 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
     :func:`aunshare.spawn.spawn`.
     """
     iso, life = spec.isolation, spec.lifetime
-    if (iso.before_unfreeze is not None or life.cgroup_parent is not None
+    if (iso.before_unfreeze is not None or life.cgroup_parent is not None or iso.supervise
             or (iso.uid_maps is not None and iso.id_map_commands is not None)):
         raise ValueError("spawn_blocking(): this spec needs the event loop (before_unfreeze, "
-                         "set_id_map_commands or new_cgroup); use spawn()")
+                         "set_id_map_commands, new_cgroup or supervise_syscalls); use spawn()")
     pending = start(spec, default_stdio, allow_vfork=True)
     try:
         if pending.wake_fd >= 0:
             map_ids(pending)
             wake(pending)
+
         if pending.report_fd >= 0:
             poller = select.poll()
             poller.register(pending.report_fd, select.POLLIN)

@@ -19,7 +19,7 @@ import signal as _signal
 
 from . import cgroup as _cgroup
 from . import errors
-from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
+from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
@@ -95,7 +95,8 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable")
+                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
+                 "ready_fd", "listener_target", "listener_fd", "errfd_child", "early")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -113,12 +114,21 @@ class Pending:
         # Where clone3 is refused: the cgroup the handshake moves the child into.
         self.join_cgroup: bytes | None = None
         self.reusable: tuple[object, _Prepared] | None = None
+        # Syscall supervision: the pipe whose EOF says the child has moved
+        # its seccomp listener to listener_target (its copy of the pipe's
+        # write end), then the parent's copy of the listener.
+        self.ready_fd = -1
+        self.listener_target = -1
+        self.listener_fd = -1
+        self.errfd_child = -1
+        # supervised calls seen before the exec was confirmed, not the plan's
+        self.early: list[tuple[int, int, int, tuple[int, ...]]] = []
 
     def close(self) -> None:
         """Close every descriptor held and remove the child's own cgroup.
         For a child that never existed or has been reaped; idempotent."""
         self.opened.close()
-        for name in ("pidfd", "report_fd", "wake_fd", "cgroup_fd"):
+        for name in ("pidfd", "report_fd", "wake_fd", "cgroup_fd", "ready_fd", "listener_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
@@ -315,12 +325,17 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if handshake:
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
+        if spec.isolation.supervise:
+            pending.ready_fd, ready_w = pipe_above(hi, os.O_NONBLOCK)
+            opened.child_side.append(ready_w)
+            pending.listener_target = ready_w
 
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        if shares_memory and not reset_caught and all(fd == owned.fd for (_, fd), (_, owned)
-                                 in zip(join, spec.isolation.join)):
+        # (a supervised child's plan names this spawn's listener descriptor)
+        if (shares_memory and not reset_caught and not spec.isolation.supervise
+                and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
@@ -328,13 +343,14 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             prepared.reuse(moves)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught)
+                          reset_caught, pending.listener_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
         if not vfork:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
+            pending.errfd_child = errfd
         if life.cgroup_parent is not None:
             pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
         elif life.cgroup_path is not None:
@@ -384,7 +400,8 @@ _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
-           into_cgroup: bool = True, reset_caught: tuple[int, ...] = ()) -> Plan:
+           into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
+           listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -403,7 +420,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught)
+                  reset_caught, listener_fd)
     return build_plan(spec, setup)
 
 

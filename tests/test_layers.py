@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
     ["descriptors", "cgroup", "idmaps", "tree"],
     ["launch", "handshake"],
     # on the event loop
-    ["streams", "_tasks", "child"],
+    ["streams", "_tasks", "supervision", "child"],
     ["spawn"],
     ["command"],
     ["runner", "events"],
