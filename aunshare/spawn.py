@@ -60,10 +60,7 @@ async def spawn(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT) 
             try:
                 if pending.wake_fd >= 0:
                     await _handshake(pending)
-                if pending.ready_fd >= 0:
-                    while listener_ready(pending) is None:
-                        await anyio.wait_readable(pending.ready_fd)
-                    take_listener(pending)
+
                 if pending.report_fd >= 0:
                     await _await_exec(pending)
             except BaseException:
@@ -95,6 +92,10 @@ async def _handshake(pending: Pending) -> None:
                 f"the before_unfreeze callback {getattr(hook, '__qualname__', hook)!s} "
                 f"raised {type(exc).__name__}: {exc}") from exc
     wake(pending)
+    if pending.ready_fd >= 0:  # syscall supervision: take the listener, let it exec
+        while listener_ready(pending) is None:
+            await anyio.wait_readable(pending.ready_fd)
+        take_listener(pending)
 
 
 async def _run_map_helper(program: bytes, pid: int, maps: tuple[tuple[int, int, int], ...]

@@ -56,6 +56,8 @@ PARENT = textwrap.dedent("""
             return (Command("/bin/true").uid(65534).gid(65534).groups([])
                     .seccomp(SeccompFilter().deny("mount"))
                     .seccomp(SeccompFilter().kill("kexec_load").compile()))
+        if kind == "supervised":  # the listener taken while the child waits again
+            return Command("/bin/true").supervise_syscalls(["execve", "connect"])
         if kind == "self-mapped":  # the child maps itself
             return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
                     .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
@@ -149,7 +151,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
 @pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
-                                  "seccomp"])
+                                  "seccomp", "supervised"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)
