@@ -31,7 +31,6 @@ import signal as _signal
 import struct
 import warnings
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
@@ -45,7 +44,7 @@ from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
 from .status import from_waitid as _status
-from .supervision import Listener, SyscallRequest
+from .supervision import Listener, SyscallStream
 from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
 
@@ -265,15 +264,17 @@ class Child:
         _unreaped.discard(self)
         return st
 
-    def syscalls(self) -> AsyncIterator[SyscallRequest]:
+    def syscalls(self) -> SyscallStream:
         """The supervised syscalls (:meth:`Command.supervise_syscalls`) as
         they happen: ``async for call in child.syscalls(): await call.allow()``.
 
         Each call waits in the kernel until answered. The iteration ends
-        when the child and everything it started are gone. Leaving it (or
-        being cancelled) ends the supervision: the listener is closed and
-        the kernel fails this child's later supervised calls with ENOSYS,
-        so none hangs (see :mod:`aunshare.supervision`).
+        when the child and everything it started are gone. Leaving it
+        (the stream dropped, or :meth:`~aunshare.supervision.SyscallStream.aclose`),
+        being cancelled, or the child being reaped ends the supervision: the
+        listener is closed and the kernel fails this child's later
+        supervised calls with ENOSYS, so none hangs (see
+        :mod:`aunshare.supervision`).
         """
         if self._listener is None:
             raise ValueError("this child's syscalls are not supervised: use "
@@ -282,8 +283,8 @@ class Child:
 
     def _close_pidfd(self) -> None:
         listener = self._listener
-        if listener is not None and not listener.busy:
-            listener.close()  # reaped: nothing will call any more
+        if listener is not None:
+            listener.close(reaped=True)  # supervision ends with the child
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
             if self._waiting:  # try_wait() reaped while a task waits on the fd

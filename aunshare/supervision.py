@@ -26,7 +26,6 @@ import os
 import select
 import socket
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -35,7 +34,7 @@ from . import errors
 from ._linux import ARCH, libc
 from ._syscalls import TABLES
 
-__all__ = ["SyscallRequest", "Listener", "NOTIF_RECV", "recv", "send"]
+__all__ = ["SyscallRequest", "SyscallStream", "Listener", "NOTIF_RECV", "recv", "send"]
 
 # ioctls on the listener (linux/seccomp.h; '!' = 0x21, the same on x86_64 and aarch64)
 NOTIF_RECV = 0xC0502100      # _IOWR('!', 0, struct seccomp_notif)      80 bytes
@@ -63,11 +62,13 @@ _vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_vo
 class Listener:
     """The parent's listener descriptor for one child (owned here)."""
 
-    __slots__ = ("fd", "busy", "early")
+    __slots__ = ("fd", "busy", "waiting", "early", "reaped")
 
     def __init__(self, fd: int, early: list[tuple[int, int, int, tuple[int, ...]]]) -> None:
         self.fd = fd
-        self.busy = False
+        self.busy = False  # a SyscallStream was made
+        self.waiting = False  # a task waits for the descriptor to be readable
+        self.reaped = False  # closed because the child was reaped
         self.early = early  # calls received before the exec was confirmed
         try:
             # Linux 6.6+: the answer switches straight to the waiting thread
@@ -76,50 +77,98 @@ class Listener:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, reaped: bool = False) -> None:
         """Close the listener: the kernel fails later supervised calls with ENOSYS."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            if self.busy:
+            self.reaped = reaped
+        if fd >= 0:
+            if self.waiting:
                 try:
                     anyio.notify_closing(fd)
                 except RuntimeError:
                     pass
             os.close(fd)
 
-    async def requests(self) -> AsyncIterator[SyscallRequest]:
-        """Yield each supervised call until the child and everything it
-        started are gone; close the listener when left."""
+    def requests(self) -> SyscallStream:
+        """The stream of supervised calls (one per child)."""
         if self.fd < 0:
             raise RuntimeError("the syscall supervision of this child has ended (its "
                                "listener is closed); call syscalls() once, for the "
                                "child's whole life")
         if self.busy:
             raise RuntimeError("syscalls() is already being iterated for this child")
-        self.busy = True
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
+        return SyscallStream(self)
+
+
+class SyscallStream:
+    """``child.syscalls()``: an async iterator of :class:`SyscallRequest`.
+
+    It ends when no process uses the filter any more. Being cancelled while
+    it waits, :meth:`aclose`, or dropping it (leaving the ``async for`` and
+    its task) ends the supervision: the listener is closed at once, and the
+    kernel fails the child's pending and later supervised calls with ENOSYS.
+    """
+
+    __slots__ = ("_listener", "_poller", "_started", "__weakref__")
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._poller: select.poll | None = None
+        self._started = False
+        listener.busy = True
+
+    def __aiter__(self) -> SyscallStream:
+        return self
+
+    async def __anext__(self) -> SyscallRequest:
+        listener = self._listener
+        if listener.fd < 0:
+            if not self._started:
+                raise RuntimeError("the syscall supervision of this child has ended (its "
+                                   "listener is closed); call syscalls() once, for the "
+                                   "child's whole life")
+            raise StopAsyncIteration
+        self._started = True
+        if listener.early:
+            return SyscallRequest(listener, *listener.early.pop(0))
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(listener.fd, select.POLLIN)
         try:
-            while self.early:
-                yield SyscallRequest(self, *self.early.pop(0))
             while True:
                 events = poller.poll(0)
                 if not events:
+                    listener.waiting = True
                     try:
-                        await anyio.wait_readable(self.fd)
+                        await anyio.wait_readable(listener.fd)
                     except anyio.ClosedResourceError:
-                        return
+                        raise StopAsyncIteration from None
+                    finally:
+                        listener.waiting = False
                     continue
-                ev = events[0][1]
-                if ev & select.POLLIN:
-                    got = recv(self.fd)
+                if events[0][1] & select.POLLIN:
+                    got = recv(listener.fd)
                     if got is not None:
-                        yield SyscallRequest(self, *got)
-                elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    return  # no process uses the filter any more
-        finally:
-            self.busy = False
-            self.close()
+                        return SyscallRequest(listener, *got)
+                else:  # POLLHUP: no process uses the filter any more
+                    listener.close()
+                    raise StopAsyncIteration
+        except StopAsyncIteration:
+            raise
+        except BaseException:  # cancelled (or failed): supervision ends here
+            listener.close()
+            raise
+
+    async def aclose(self) -> None:
+        """End the supervision now (see the class doc)."""
+        self._listener.close()
+
+    def __del__(self) -> None:
+        # Left without aclose (the task was cancelled in the loop's body):
+        # no later call may wait for an answer nobody will give.
+        self._listener.close()
 
 
 def recv(fd: int) -> tuple[int, int, int, tuple[int, ...]] | None:
@@ -184,10 +233,17 @@ class SyscallRequest:
 
     # -- reading the caller's memory -------------------------------------------------------
 
+    def _ended(self) -> Exception:
+        if self._listener.reaped:
+            return errors.SyscallGone(_errno.ESRCH, None, "the child has exited and been "
+                                      "reaped; nothing is waiting for the answer")
+        return RuntimeError("the syscall supervision of this child has ended (the stream "
+                            "was left or cancelled): the kernel answered the call with ENOSYS")
+
     def _check_valid(self) -> None:
         fd = self._listener.fd
         if fd < 0:
-            raise RuntimeError("the syscall supervision of this child has ended")
+            raise self._ended()
         try:
             fcntl.ioctl(fd, NOTIF_ID_VALID, struct.pack("=Q", self.id))
         except OSError as exc:
@@ -281,10 +337,9 @@ class SyscallRequest:
                                "answered once")
         fd = self._listener.fd
         if fd < 0:
-            raise RuntimeError("the syscall supervision of this child has ended: the kernel "
-                               "answered the call with ENOSYS")
-        self._answered = True
+            raise self._ended()
         send(fd, self.id, value, error, flags)
+        self._answered = True
 
     async def allow(self) -> None:
         """Let the call run as if unsupervised (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``).

@@ -101,13 +101,23 @@ async def test_answer_after_death_and_bad_input(anyio_backend, no_leaks):
     cmd = (Command("/bin/sh").args(["-c", "exec ls /"]).supervise_syscalls("execve")
            .stdout(Stdio.null()))
     async with await cmd.spawn() as child:
+        calls = []
         async for call in child.syscalls():
+            calls.append(call)
             child.kill()
-            await child.wait()
-            with pytest.raises(aunshare.SyscallGone):
+            while not open(f"/proc/{child.pid}/stat").read().split(") ")[1].startswith("Z"):
+                await anyio.sleep(0.001)
+            # dead, not yet reaped: the kernel says ENOENT
+            with pytest.raises(aunshare.SyscallGone) as info:
                 call.path(0)
-            with pytest.raises(aunshare.SyscallGone):
+            assert info.value.errno == errno.ENOENT
+            with pytest.raises(aunshare.SyscallGone) as info:
                 await call.allow()
+            assert info.value.errno == errno.ENOENT
+            await child.wait()
+        # reaped: the supervision ended with the child
+        with pytest.raises(aunshare.SyscallGone):
+            await calls[0].deny()
         with pytest.raises(RuntimeError, match="ended"):
             async for _ in child.syscalls():
                 pass
