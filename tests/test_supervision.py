@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -105,7 +106,8 @@ async def test_answer_after_death_and_bad_input(anyio_backend, no_leaks):
         async for call in child.syscalls():
             calls.append(call)
             child.kill()
-            while not open(f"/proc/{child.pid}/stat").read().split(") ")[1].startswith("Z"):
+            stat = Path(f"/proc/{child.pid}/stat")
+            while not stat.read_text().split(") ")[1].startswith("Z"):
                 await anyio.sleep(0.001)
             # dead, not yet reaped: the kernel says ENOENT
             with pytest.raises(aunshare.SyscallGone) as info:
