@@ -22,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from ._linux import NS_GET_NSTYPE
+from ._linux import ARCH, NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
@@ -573,6 +573,9 @@ class Command:
         ``no_new_privs`` is set first (the kernel requires one of the two).
         """
         if isinstance(filter, SeccompFilter):
+            if filter.arch != ARCH:
+                raise ValueError(f"seccomp(): the filter is for {filter.arch}, this machine is "
+                                 f"{ARCH}; every call would be killed as a foreign ABI")
             filter.compile()  # refuse a program the kernel would not take, now
         elif isinstance(filter, (bytes, bytearray, memoryview)):
             filter = bytes(filter)

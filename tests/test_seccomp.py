@@ -173,6 +173,9 @@ def test_bad_input():
         Command("/bin/true").seccomp(b"\0" * 12)
     with pytest.raises(TypeError):
         Command("/bin/true").seccomp("mount")  # type: ignore[arg-type]
+    other = "aarch64" if HOST == "x86_64" else "x86_64"
+    with pytest.raises(ValueError, match="foreign ABI"):
+        Command("/bin/true").seccomp(SeccompFilter(arch=other))
     with pytest.raises(ValueError, match="arguments 0 to 5"):
         arg(6)
     with pytest.raises(ValueError, match="unknown action"):
