@@ -110,7 +110,7 @@ U64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**32 - 1, 2**
                                                                2**63, 2**64 - 1]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(op=st.sampled_from(sorted(OPS)), value=U64, actual=U64, mask=U64,
        index=st.integers(0, 5))
 def test_64bit_conditions(op, value, actual, mask, index):
