@@ -5,13 +5,14 @@ The pieces, from data to the event loop:
 
 * data: :mod:`aunshare.fds` (:class:`Stdio`, :class:`Fd`), :mod:`aunshare.namespaces`
   (:class:`Namespace`, :class:`UidMap`, :class:`GidMap`, :class:`Capability`),
+  :mod:`aunshare.landlock` (:class:`Landlock`),
   :mod:`aunshare.policy` (:class:`KillPolicy`), :mod:`aunshare.errors`,
   :mod:`aunshare.status`, and :mod:`aunshare.spec`, the frozen :class:`Spec`.
 * :mod:`aunshare.plan` - what the child does between clone and exec, in order.
 * :mod:`aunshare.executors` - what clones the child and runs the plan.
 * the parent's side, synchronous: :mod:`aunshare.descriptors`, :mod:`aunshare.cgroup`,
-  :mod:`aunshare.idmaps`, :mod:`aunshare.tree`; then :mod:`aunshare.launch`, up to
-  the clone.
+  :mod:`aunshare.idmaps`, :mod:`aunshare.tree`, :mod:`aunshare.rulesets`; then
+  :mod:`aunshare.launch`, up to the clone.
 * :mod:`aunshare.child` - :class:`Child`: streams, waiting, signals, shutdown.
 * :mod:`aunshare.spawn` - a spec to a running Child on the event loop (the
   handshake, the wait for exec).
@@ -45,6 +46,7 @@ _LAZY: dict[str, str] = {
     "Capability": "namespaces",
     "SeccompFilter": "seccomp", "Action": "seccomp", "arg": "seccomp",
     "SyscallRequest": "supervision",
+    "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
@@ -54,7 +56,8 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired", "SeccompError", "SyscallGone")},
+        "CalledProcessError", "TimeoutExpired", "LandlockError", "SeccompError",
+        "SyscallGone")},
 }
 
 __all__ = list(_LAZY)
@@ -72,7 +75,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LineTooLong as LineTooLong, NixError as NixError, ParentDeathSignal as ParentDeathSignal,
+        LandlockError as LandlockError, LineTooLong as LineTooLong, NixError as NixError,
+        ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SeccompError as SeccompError, SyscallGone as SyscallGone, SetRlimit as SetRlimit,
         SetUser as SetUser,
@@ -83,6 +87,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         ChildEvent as ChildEvent, ChildEventKind as ChildEventKind, ChildEvents as ChildEvents,
         child_events as child_events, reap_zombies as reap_zombies,
     )
+    from .landlock import Landlock as Landlock, LandlockReport as LandlockReport
     from .namespaces import (
         Capability as Capability, GidMap as GidMap, Namespace as Namespace, UidMap as UidMap,
     )

@@ -40,6 +40,7 @@ from . import errors
 from ._linux import TIOCSWINSZ, WEXITED, WNOHANG, pidfd_send_signal, waitid_pidfd
 from ._names import STDIO_NAMES, check_signal
 from ._record import record
+from .landlock import LandlockReport
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
@@ -183,6 +184,9 @@ class Child:
         self._waiter: anyio.Event | None = None
         self._readable: asyncio.Future[None] | None = None  # the asyncio fast wait
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
+        self.landlock_report: LandlockReport | None = pending.landlock_report
+        """What the child's :meth:`Command.landlock` rules became on this
+        kernel (what was enforced, dropped or skipped); None without rules."""
         self._group_leader = plan.leads_group
         self._cgroup, pending.cgroup = pending.cgroup, None
         policy = pending.spec.lifetime.kill_policy
@@ -195,6 +199,13 @@ class Child:
     def pidfd(self) -> int:
         """The child's pidfd; -1 once the child has been reaped."""
         return self._pidfd
+
+    @property
+    def landlock_abi(self) -> int | None:
+        """The Landlock ABI the child's rules were fitted to (0: Landlock
+        unavailable, nothing enforced); None without :meth:`Command.landlock`."""
+        report = self.landlock_report
+        return None if report is None else report.abi
 
     @property
     def cgroup(self) -> str | None:

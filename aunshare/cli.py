@@ -28,6 +28,7 @@ from ._version import __version__
 from .command import Command
 from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
 from .errors import Error, Exec, WaitError
+from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import from_waitid
@@ -120,6 +121,11 @@ API_TO_CLI: list[tuple[str, Any]] = [
     (r"keep_caps\(\)", "--keep-caps"),
     (r"no_new_privs\(\)", "--no-new-privs"),
     (r"rlimit\(\)", "--rlimit"),
+    (r"with Landlock\(best_effort=True\)", "without --landlock-strict"),
+    (r"\(execute=, e\.g\. /usr\)", "(--landlock-exec, e.g. /usr)"),
+    (r"Landlock\((read_only|read_write|execute)=\.\.\.\)",
+     lambda m: {"read_only": "--landlock-ro", "read_write": "--landlock-rw",
+                "execute": "--landlock-exec"}[m[1]]),
     (r"\buid\(\)", "--uid"),
     (r"\bgid\(\)", "--gid"),
     (r"\bgroups\(\)", "--groups"),
@@ -267,6 +273,19 @@ def rlimit_spec(text: str) -> tuple[int, int | None, int | None]:
     return res, soft, hard
 
 
+def tcp_port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+LANDLOCK_SCOPES = ("signals", "abstract-unix")
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -392,6 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_argument("--deny-syscalls", metavar="NAME,...", action="append", default=[],
                      help="fail these syscalls with EPERM (repeatable)")
 
+    ll = p.add_argument_group(
+        "Landlock (the program, its interpreter and libraries must be allowed: "
+        "e.g. --landlock-exec /usr)")
+    ll.add_argument("--landlock-ro", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read files and list directories under PATH (repeatable)")
+    ll.add_argument("--landlock-rw", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may read, write, create and remove under PATH (repeatable)")
+    ll.add_argument("--landlock-exec", metavar="PATH", action="append", default=[],
+                    help="PROGRAM may execute (and read) files under PATH (repeatable)")
+    ll.add_argument("--landlock-tcp-bind", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may bind (repeatable)")
+    ll.add_argument("--landlock-tcp-connect", metavar="PORT", type=tcp_port, action="append",
+                    default=[], help="the only TCP ports PROGRAM may connect to (repeatable)")
+    ll.add_argument("--landlock-scope", metavar="SCOPE", choices=LANDLOCK_SCOPES,
+                    action="append", default=[],
+                    help="signals: PROGRAM may signal only processes it started; "
+                         "abstract-unix: it may connect only to their abstract unix sockets "
+                         "(repeatable)")
+    ll.add_argument("--landlock-strict", action="store_true",
+                    help="fail (exit 125) rather than skip a missing PATH or a rule this "
+                         "kernel cannot enforce")
+
     life = p.add_argument_group("lifetime and reporting")
     life.add_argument("--die-with-parent", action="store_true",
                       help="SIGKILL PROGRAM when aunshare dies (by default it may outlive "
@@ -497,6 +538,9 @@ def build_command(args: argparse.Namespace) -> Command:
     for res, soft, hard in args.rlimit:
         cmd.rlimit(res, soft, hard)
     _add_seccomp(cmd, args)
+    landlock = landlock_rules(args)
+    if landlock is not None:
+        cmd.landlock(landlock)
 
     if args.die_with_parent:
         cmd.set_parent_death_signal(signal.SIGKILL)
@@ -544,6 +588,37 @@ def _add_seccomp(cmd: Command, args: argparse.Namespace) -> None:
             cmd.seccomp(SeccompFilter().deny(names))
         except ValueError as exc:
             raise ValueError(f"--deny-syscalls: {exc}") from None
+def landlock_rules(args: argparse.Namespace) -> Landlock | None:
+    """The Landlock rules the --landlock-* options give, or None."""
+    given = (args.landlock_ro, args.landlock_rw, args.landlock_exec, args.landlock_tcp_bind,
+             args.landlock_tcp_connect, args.landlock_scope)
+    if not any(given):
+        if args.landlock_strict:
+            raise ValueError("--landlock-strict needs Landlock rules (--landlock-ro, ...)")
+        return None
+    return Landlock(read_only=args.landlock_ro, read_write=args.landlock_rw,
+                    execute=args.landlock_exec, tcp_bind=args.landlock_tcp_bind,
+                    tcp_connect=args.landlock_tcp_connect,
+                    scope_signals="signals" in args.landlock_scope,
+                    scope_abstract_unix="abstract-unix" in args.landlock_scope,
+                    best_effort=not args.landlock_strict)
+
+
+def landlock_summary(report: LandlockReport) -> str:
+    """One line saying what the Landlock rules became (for --verbose)."""
+    if not report.enforced:
+        return f"landlock: nothing enforced ({report.reason})"
+    parts = [f"landlock: ABI {report.abi}, enforced"]
+    if report.dropped_rights:
+        parts.append("not restricted: " + ", ".join(report.dropped_rights))
+    if report.dropped_ports:
+        parts.append("port rules dropped: " + ", ".join(f"{k} {p}"
+                                                        for k, p in report.dropped_ports))
+    if report.dropped_scopes:
+        parts.append("scopes dropped: " + ", ".join(report.dropped_scopes))
+    if report.skipped_paths:
+        parts.append("missing paths skipped: " + ", ".join(report.skipped_paths))
+    return "; ".join(parts)
 
 
 class SetupFailed(Exception):
@@ -754,6 +829,8 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
             run.pid = pending.pid
             if args.verbose:
                 say(f"pid {pending.pid}")
+                if pending.landlock_report is not None:
+                    say(landlock_summary(pending.landlock_report))
             sup = _Supervisor(pending, signals, policy)
             try:
                 if not sup.until_exited(args.timeout):

@@ -26,6 +26,7 @@ from ._linux import ARCH, NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
+from .landlock import Landlock
 from .fds import MAX_FD, Fd, OwnedFd, Stdio, StrOrBytesPath, dup_fileobj, to_bytes
 from .namespaces import (
     JOIN_ORDER, Capability, GidMap, Namespace, UidMap, cap_name, check_maps, namespace_names,
@@ -593,6 +594,27 @@ class Command:
         SeccompFilter().rule(Action.NOTIFY, names)  # unknown names, with close matches
         merged = tuple(dict.fromkeys((*self._isolation.supervise, *names)))
         return self._change("_isolation", supervise=merged)
+    def landlock(self, rules: Landlock | None) -> Command:
+        """Confine the child with Landlock ``rules``: only the paths and TCP
+        ports they list stay reachable, for the program and everything it
+        runs (see :class:`~aunshare.Landlock` and the Landlock guide).
+
+        The parent builds the ruleset at spawn; the child sets
+        ``no_new_privs`` and restricts itself just after its identity
+        change, before ``execve``. The program and its libraries must be
+        allowed (``execute=["/usr"]`` or similar) or exec fails with EACCES.
+        :attr:`Child.landlock_report` says what was enforced. ``None``
+        removes the rules.
+        """
+        if rules is not None:
+            if not isinstance(rules, Landlock):
+                raise TypeError(f"landlock() takes an aunshare.Landlock or None, got "
+                                f"{type(rules).__name__}")
+            if not (rules.path_rules or rules.tcp_bind or rules.tcp_connect or rules.scoped):
+                raise ValueError("landlock(Landlock()) with no rule would restrict nothing: "
+                                 "give paths (read_only, read_write, execute), TCP ports "
+                                 "(tcp_bind, tcp_connect) or a scope")
+        return self._change("_isolation", landlock=rules)
 
     def rlimit(self, resource: int, soft: int | None, hard: int | None = None) -> Command:
         """Set a resource limit (``resource.RLIMIT_*``) for the child.
@@ -702,6 +724,8 @@ class Command:
             extra.append(f"seccomp={len(iso.seccomp)}")
         if iso.supervise:
             extra.append(f"supervise_syscalls={','.join(iso.supervise)}")
+        if iso.landlock is not None:
+            extra.append(f"landlock=[{iso.landlock.describe()}]")
         for res, soft, hard in iso.rlimits:
             extra.append(f"rlimit[{res}]={_limit_str(soft)}:{_limit_str(hard)}")
         if life.death_signal != _signal.SIGKILL:

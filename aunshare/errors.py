@@ -24,7 +24,7 @@ __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
     "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+    "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong", "CgroupError",
     "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError", "SyscallGone",
 ]
 
@@ -252,6 +252,15 @@ class SyscallGone(_OSError):
     died, or a signal interrupted the call (``ENOENT`` from the kernel)."""
 
     action = "answer syscall"
+
+
+class LandlockError(_OSError):
+    """Landlock rules (:meth:`Command.landlock`) could not be set up or
+    enforced: a path missing (ENOENT), a right, port rule or scope this
+    kernel's Landlock ABI lacks (EOPNOTSUPP), Landlock unavailable (ENOSYS,
+    EOPNOTSUPP), or ``landlock_restrict_self`` refused in the child."""
+
+    action = "landlock"
 
 
 class AuxCommandExited(Error):

@@ -1,5 +1,5 @@
 """The parent's side of a spawn, up to the clone: resolve the program,
-prepare descriptors and the cgroup, build (or reuse) and encode the plan,
+prepare descriptors, the cgroup and a Landlock ruleset, build (or reuse) and encode the plan,
 run the executor.
 
 Synchronous and quick; :mod:`aunshare.spawn` calls :func:`start` and awaits
@@ -18,12 +18,13 @@ import os
 import signal as _signal
 
 from . import cgroup as _cgroup
-from . import errors
+from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
+from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
 from .spec import Spec
@@ -96,7 +97,8 @@ class Pending:
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
                  "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
-                 "ready_fd", "listener_target", "listener_fd", "errfd_child", "early")
+                 "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
+                 "landlock_report")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -123,6 +125,7 @@ class Pending:
         self.errfd_child = -1
         # supervised calls seen before the exec was confirmed, not the plan's
         self.early: list[tuple[int, int, int, tuple[int, ...]]] = []
+        self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
         """Close every descriptor held and remove the child's own cgroup.
@@ -210,20 +213,26 @@ class _Prepared:
     """A plan and its encoded table, reusable for an identical spawn.
 
     Identical up to the parent's descriptor numbers: those differ between
-    concurrent spawns, so the dup3 steps' sources are patched on reuse.
+    concurrent spawns, so the dup3 steps' sources and the Landlock ruleset
+    (built afresh for every spawn) are patched on reuse.
     """
 
-    __slots__ = ("plan", "table", "dups")
+    __slots__ = ("plan", "table", "dups", "landlock")
 
     def __init__(self, plan: Plan, table: Table) -> None:
         self.plan = plan
         self.table = table
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
+        self.landlock = next((i for i, step in enumerate(plan.steps)
+                              if step.syscall == "landlock_restrict_self"), -1)
 
-    def reuse(self, moves: list[tuple[int, int]]) -> None:
-        """Point the dup3 steps at this spawn's sources; forget the last failure."""
+    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1) -> None:
+        """Point the dup3 steps at this spawn's sources, and the Landlock
+        step at its ruleset; forget the last failure."""
         for index, (source, _) in zip(self.dups, moves):
             self.table.set_first_arg(index, source)
+        if self.landlock >= 0:
+            self.table.set_first_arg(self.landlock, landlock_fd)
         self.table.clear_record()
 
 
@@ -264,12 +273,13 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool) -> object | None:
+               vfork: bool, landlock: bool = False) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
-    the default stdio, the parent's pid, euid and egid, PATH when the
+    the default stdio, whether a Landlock ruleset is enforced (its descriptor
+    is patched on reuse), the parent's pid, euid and egid, PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
@@ -291,7 +301,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid())
+            os.getpid(), os.geteuid(), os.getegid(), landlock)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -329,6 +339,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.ready_fd, ready_w = pipe_above(hi, os.O_NONBLOCK)
             opened.child_side.append(ready_w)
             pending.listener_target = ready_w
+        landlock_fd = -1
+        if spec.isolation.landlock is not None:
+            landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
+                                                                     hi, opened)
 
         key = None
         shares_memory = executor.shares_memory
@@ -336,14 +350,14 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         # (a supervised child's plan names this spawn's listener descriptor)
         if (shares_memory and not reset_caught and not spec.isolation.supervise
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
-            key = _cache_key(spec, moves, default_stdio, vfork)
+            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            prepared.reuse(moves)
+            prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught, pending.listener_target)
+                          reset_caught, pending.listener_target, landlock_fd)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         errfd = -1
@@ -401,7 +415,7 @@ _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
-           listener_fd: int = -1) -> Plan:
+           listener_fd: int = -1, landlock_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -420,7 +434,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, listener_fd)
+                  reset_caught, listener_fd=listener_fd, landlock_fd=landlock_fd)
     return build_plan(spec, setup)
 
 

@@ -70,7 +70,13 @@ over them whatever the caller's own privileges.
    parent's threads through shared memory), groups first, uid last, since
    each needs the privilege the next drops; then ``capset`` and the
    ambient raise of the kept capabilities (they survive exec for a
-   non-root uid); then ``PR_SET_NO_NEW_PRIVS``.
+   non-root uid); then ``PR_SET_NO_NEW_PRIVS`` (also for Landlock rules:
+   an unprivileged process may restrict itself only with it set).
+   Then, with :meth:`Command.landlock`, ``landlock_restrict_self`` on the
+   ruleset the parent built (its descriptor above every target, like the
+   prepared sources of step 1). After the identity change, so that the
+   uid/gid changes and mounts above are never subject to the rules; before
+   the last steps, which touch no file.
 11. ``prctl(PR_SET_PDEATHSIG)`` *after* the identity change, because the
    kernel clears the parent-death signal when credentials change; then
    ``getppid()`` must still be the spawning process (0 in a new pid
@@ -344,6 +350,9 @@ class Setup(NamedTuple):
     listener_fd: int = -1
     """The descriptor number the parent reserved for the seccomp listener
     (:meth:`Command.supervise_syscalls`): the child moves it there."""
+    landlock_fd: int = -1
+    """The Landlock ruleset the child restricts itself with (above every
+    target), or -1: none (not asked for, or nothing enforceable)."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -521,8 +530,14 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         for cap in sorted(caps):
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                               errors.CapSet, "raise the ambient capability", cap_name(cap)))
-    if iso.no_new_privs:
+    if iso.no_new_privs or iso.landlock is not None:
         steps.append(_NO_NEW_PRIVS)
+    # 10b. Landlock, once no_new_privs is set
+    if setup.landlock_fd >= 0:
+        steps.append(Step("landlock_restrict_self", (setup.landlock_fd, 0), errors.LandlockError,
+                          "landlock_restrict_self", "the ruleset built by the parent",
+                          detail="the kernel refused to enforce the Landlock ruleset "
+                                 "(E2BIG: the child is already inside 16 nested Landlock domains)"))
 
     # 11. parent-death signal, armed after the last credential change
     if life.death_signal is not None:
@@ -554,8 +569,12 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
     steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)), env_arg),
                       errors.Exec, "exec", setup.program,
-                      detail="the program is looked up inside the new root"
-                      if root_changed else ""))
+                      detail="; ".join(d for d in (
+                          "the program is looked up inside the new root" if root_changed
+                          else "",
+                          "with Landlock rules the program, its interpreter and libraries "
+                          "must be allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0
+                          else "") if d)))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
@@ -566,7 +585,7 @@ def _seccomp_steps(spec: Spec, setup: Setup, user_ns: bool) -> list[Step]:
     steps: list[Step] = []
     full_caps = (iso.keep_caps is None and ident.uid in (None, 0)
                  and (user_ns or setup.euid == 0))
-    if not full_caps and not iso.no_new_privs:
+    if not full_caps and not iso.no_new_privs and iso.landlock is None:  # else set at step 10
         steps.append(_NO_NEW_PRIVS)
     for flt in iso.seccomp:
         if isinstance(flt, SeccompFilter):

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ._names import STDIO_NAMES
 from ._record import field, record
 from .fds import Fd, FdKind, OwnedFd
+from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
 from .seccomp import SeccompFilter
@@ -177,13 +178,15 @@ class IsolationSpec:
     """seccomp filters installed in order just before exec (raw BPF as bytes)."""
     supervise: tuple[str, ...] = ()
     """Syscalls sent to the parent (:meth:`Command.supervise_syscalls`)."""
+    landlock: Landlock | None = None
+    """:meth:`Command.landlock`: the rules the child restricts itself with."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
                 self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
-                self.seccomp, self.supervise)
+                self.seccomp, self.supervise, self.landlock)
 
     def __hash__(self) -> int:
         return self._hash

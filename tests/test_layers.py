@@ -18,14 +18,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 LAYERS: list[list[str]] = [
     # pure data
     ["_version", "_names", "_record", "_syscalls", "_linux", "namespaces", "status", "errors",
-     "policy", "fds", "seccomp", "spec"],
+     "landlock", "policy", "fds", "seccomp", "spec"],
     # what the child does
     ["plan"],
     # what runs it
     ["executors.table", "executors.clone", "executors.native", "executors.portable",
      "executors"],
     # the parent's side, synchronous
-    ["descriptors", "cgroup", "idmaps", "tree"],
+    ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
     ["streams", "_tasks", "supervision", "child"],

@@ -23,6 +23,7 @@ import pytest
 
 from aunshare import Command, Stdio
 from aunshare._linux import ARCH, SYSCALLS
+from aunshare.rulesets import abi
 
 ptrace = pytest.importorskip("ptrace.binding", reason="python-ptrace is not installed")
 
@@ -39,7 +40,8 @@ _NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
 PARENT = textwrap.dedent("""
     import json, sys
     import anyio
-    from aunshare import Capability, Command, Fd, GidMap, Namespace, SeccompFilter, Stdio, UidMap
+    from aunshare import (Capability, Command, Fd, GidMap, Landlock, Namespace, SeccompFilter,
+                          Stdio, UidMap)
     from aunshare.launch import start
     from aunshare._linux import WEXITED, waitid_pidfd
 
@@ -61,6 +63,11 @@ PARENT = textwrap.dedent("""
         if kind == "self-mapped":  # the child maps itself
             return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
                     .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
+        if kind == "landlock":  # the parent builds the ruleset; the child restricts itself
+            return (Command("/bin/true").uid(65534).gid(65534).groups([])
+                    .landlock(Landlock(execute=["/usr", "/bin", "/lib", "/lib64"],
+                                       read_write=["/tmp"], tcp_bind=[8080],
+                                       scope_signals=True)))
         return (Command("/bin/true").current_dir("/tmp").stdout(Stdio.null())
                 .file_descriptor(5, Fd.read_null()).make_group_leader(True)
                 .uid(65534).gid(65534).groups([65534]))
@@ -151,7 +158,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
 @pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
-                                  "seccomp", "supervised"])
+                                  "landlock", "seccomp", "supervised"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)
@@ -164,3 +171,6 @@ def test_child_makes_exactly_the_planned_syscalls(kind, executor):
         prologue, calls = calls[:-len(planned)], calls[-len(planned):]
         assert prologue == [_GETTID, _GETPID], f"unexpected syscalls before the plan: {prologue}"
     assert calls == planned, f"child syscalls {calls}\nplanned {planned}"
+    if kind == "landlock" and abi():  # the Landlock steps are among them, after the uid change
+        at = plan.index("landlock_restrict_self")
+        assert plan[at - 1] == "prctl" and plan.index("setresuid") < at

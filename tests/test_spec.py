@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from aunshare import Command, Fd, KillPolicy, Namespace, SeccompFilter, Spec, Stdio, UidMap, GidMap
+from aunshare import (Command, Fd, KillPolicy, Landlock, Namespace, SeccompFilter, Spec, Stdio,
+                      UidMap, GidMap)
 from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
@@ -74,6 +75,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
         "seccomp": {"seccomp": (SeccompFilter().deny("mount"), b"\x06\0\0\0\0\0\xff\x7f")},
         "supervise": {"supervise": ("openat",)},
+        "landlock": {"landlock": Landlock(read_only=["/usr"])},
     },
     "lifetime": {
         "death_signal": {"death_signal": 15},
