@@ -377,3 +377,17 @@ def test_cli_seccomp_options(tmp_path):
     assert res.returncode != 0 and "did you mean mount" in res.stderr
     res = cli("--seccomp", "99", "--", "/bin/true")
     assert res.returncode != 0 and "--seccomp 99" in res.stderr
+
+
+def test_one_no_new_privs_with_landlock():
+    from aunshare import Landlock
+    from aunshare.launch import _build
+
+    spec = (Command("/bin/true").uid(65534).landlock(Landlock(read_only=["/usr"]))
+            .seccomp(SeccompFilter().deny("mount")).spec())
+    plan = _build(spec, [], False, None, [], landlock_fd=300)
+    names = [s.syscall for s in plan.steps]
+    nnp = [i for i, s in enumerate(plan.steps) if s.syscall == "prctl" and s.args[:1] == (38,)]
+    assert len(nnp) == 1
+    assert nnp[0] < names.index("landlock_restrict_self") < names.index("seccomp")
+    assert names[-2:] == ["seccomp", "execve"]
