@@ -201,11 +201,11 @@ def main() -> None:
             [n for n in CAT_CALLS if n in TABLES[ARCH]])
         plain: list[float] = []
         filtered: list[float] = []
-        for _ in range(args.rounds * 3):
+        for _ in range(args.rounds * 5):  # short runs: more samples against noise
             plain.append(anyio.run(_plain, argv, root, None))
             filtered.append(anyio.run(_plain, argv, root, allow))
         mp, mf = statistics.median(plain), statistics.median(filtered)
-        print(f"\n(b) cat of {args.calls} files, median of {args.rounds * 3}")
+        print(f"\n(b) cat of {args.calls} files, median of {args.rounds * 5}")
         print(f"{'run':34} {'seconds':>10} {'ratio':>10}")
         print(f"{'no filter':34} {mp:10.4f} {'1.00x':>10}")
         print(f"{'allow-list filter':34} {mf:10.4f} {mf / mp:9.3f}x")
