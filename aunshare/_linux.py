@@ -52,6 +52,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
 # tty ioctls (asm-generic values, the same on x86_64 and aarch64)
 TIOCSCTTY = 0x540E

@@ -44,6 +44,7 @@ from .landlock import LandlockReport
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
+from .status import from_init
 from .status import from_waitid as _status
 from .supervision import Listener, SyscallStream
 from .streams import PipeReader, PipeWriter, send_then_close
@@ -178,6 +179,7 @@ class Child:
             self._listener = Listener(pending.listener_fd, pending.early)
             pending.listener_fd = -1
         self._status: ExitStatus | None = None
+        self._init = pending.spec.lifetime.init_process
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
@@ -270,7 +272,10 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        self._status = st = _status(info, ru)
+        st = _status(info, ru)
+        if self._init:  # the init's status encodes the program's
+            st = from_init(st)
+        self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
         return st

@@ -31,7 +31,7 @@ from .errors import Error, Exec, WaitError
 from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import from_waitid
+from .status import from_init, from_waitid
 from .tree import signal_tree
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ signals:
   terminal's foreground, where the program got them from the terminal
   already. A second SIGHUP, SIGINT, SIGQUIT or SIGTERM kills the program
   with SIGKILL (pid 1 of a new pid namespace ignores signals it has no
-  handler for).
+  handler for; with --init, pid 1 is an init that passes them on).
 """
 
 
@@ -345,7 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("-U", "--user", action="store_true", help="new user namespace")
     ns.add_argument("-n", "--net", action="store_true", help="new network namespace")
     ns.add_argument("-p", "--pid", action="store_true",
-                    help="new pid namespace: PROGRAM is its pid 1")
+                    help="new pid namespace: PROGRAM is its pid 1 (see --init)")
+    pid1 = ns.add_mutually_exclusive_group()
+    pid1.add_argument("--init", action="store_true", default=None,
+                      help="pid 1 of the new pid namespace is a tiny init that runs PROGRAM "
+                           "as pid 2, passes every signal on to it and reaps orphans "
+                           "(implies --pid)")
+    pid1.add_argument("--as-pid-1", dest="init", action="store_false",
+                      help="no init: PROGRAM itself is pid 1 of the new pid namespace "
+                           "(the default with --pid)")
     ns.add_argument("-m", "--mount", action="store_true",
                     help="new mount namespace (every mount made private first)")
     ns.add_argument("-u", "--uts", action="store_true", help="new UTS namespace")
@@ -488,6 +496,8 @@ def build_command(args: argparse.Namespace) -> Command:
     joined = {kind for kind, _ in args.setns}
     if args.mount_proc or args.pivot_root:
         flags |= Namespace.MOUNT
+    if args.init:
+        flags |= Namespace.PID
     if args.hostname is not None and Namespace.UTS not in joined:
         flags |= Namespace.UTS
     if flags:
@@ -511,6 +521,8 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.hostname(args.hostname)
     if args.mount_proc:
         cmd.mount_proc()
+    if args.init:
+        cmd.init_process()
     if args.chroot:
         cmd.chroot_dir(args.chroot)
     if args.pivot_root:
@@ -748,6 +760,7 @@ class _Supervisor:
 
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
+        self.init = pending.spec.lifetime.init_process
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -809,7 +822,8 @@ class _Supervisor:
             info, ru = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
-        return from_waitid(info, ru)
+        status = from_waitid(info, ru)
+        return from_init(status) if self.init else status
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:

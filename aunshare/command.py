@@ -376,6 +376,24 @@ class Command:
         """
         return self._change("_lifetime", keep_sigmask=True)
 
+    def init_process(self, enabled: bool = True) -> Command:
+        """Run a tiny init as pid 1 of the new pid namespace, the program as pid 2.
+
+        Needs ``unshare(Namespace.PID)``. Without it the program itself is
+        pid 1 there: it inherits every orphan of the namespace (zombies pile
+        up unless it reaps them) and the kernel drops each signal it has no
+        handler for, so ``terminate()`` does nothing to most programs. The
+        init (machine code, no libc, executed from a memfd) forwards every
+        signal it can catch to the program, reaps every orphan, and exits
+        with the program's status; the status the parent sees is the
+        program's, signals included (see the namespaces guide for the one
+        ambiguity: a program exiting with code 128+N itself reads as killed
+        by signal N).
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"init_process(enabled) takes a bool, got {enabled!r}")
+        return self._change("_lifetime", init_process=enabled)
+
     # -- namespaces and isolation ------------------------------------------------------
     def unshare(self, namespaces: Namespace | Iterable[Namespace]) -> Command:
         """Create the child in new namespaces: a :class:`Namespace` combination

@@ -51,8 +51,12 @@ def wake(pending: Pending) -> None:
     spec, pid = pending.spec, pending.pid
     message = b"\1"
     if spec.program.env_pid:
-        # The pid as the child sees it: 1 as the first of a new pid namespace.
-        inside = 1 if spec.isolation.unshare & Namespace.PID else pid
+        # The pid as the child sees it: 1 as the first of a new pid namespace,
+        # 2 for the program an init starts there (the namespace's next pid).
+        if spec.isolation.unshare & Namespace.PID:
+            inside = 2 if spec.lifetime.init_process else 1
+        else:
+            inside = pid
         message += str(inside).encode().ljust(PID_SLOT_SIZE, b"\0") * len(spec.program.env_pid)
     again = pending.ready_fd >= 0  # it waits once more, for its seccomp listener taken
     fd = pending.wake_fd

@@ -22,6 +22,7 @@ from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
 from .executors import Executor, get_executor
+from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
 from .landlock import LandlockReport
@@ -321,6 +322,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
     handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
+    init = life.init_process
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         fds = dict(spec.fds.fds)
@@ -329,6 +331,17 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
                 fds.setdefault(target, fd)
         opened = pending.opened
         moves, hi = prepare_fds(fds, opened)
+        errfd = init_fd = report_target = -1
+        if init:
+            # The program execs after the child's own exec (of the init): only
+            # the error pipe can tell how that went, on the vfork path too.
+            # Its write end gets a target of its own, the first above the
+            # caller's, for the init to report the program's exec on.
+            report_target, hi = hi, hi + 1
+            pending.report_fd, errfd = error_pipe(hi)
+            opened.child_side.append(errfd)
+            moves.append((errfd, report_target))
+            init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
                 for ns, owned in spec.isolation.join]
         wake = None
@@ -349,19 +362,22 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
         # (a supervised child's plan names this spawn's listener descriptor)
         if (shares_memory and not reset_caught and not spec.isolation.supervise
+                and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0)
+            if key is not None and init:  # the plan names the memfd by number
+                key = (key, init_fd)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
             prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught, pending.listener_target, landlock_fd)
+                          reset_caught, landlock_fd, init_fd, report_target,
+                          pending.listener_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
-        errfd = -1
-        if not vfork:
+        if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
             pending.errfd_child = errfd
@@ -396,6 +412,17 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     return pending
 
 
+def _init_memfd() -> int:
+    """The memfd holding the init (made once per process), or a typed error."""
+    try:
+        return init_memfd()
+    except (OSError, NotImplementedError) as exc:
+        err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENOSYS
+        raise errors.Exec(err, "the init of the pid namespace",
+                          f"cannot place it in a memfd ({exc}); run without "
+                          "init_process(True)") from None
+
+
 def caught_signals() -> tuple[int, ...]:
     """The signals this process has a handler for (not SIG_DFL or SIG_IGN)."""
     out = []
@@ -415,7 +442,8 @@ _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
-           listener_fd: int = -1, landlock_fd: int = -1) -> Plan:
+           landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
+           listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -434,7 +462,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, listener_fd=listener_fd, landlock_fd=landlock_fd)
+                  reset_caught, landlock_fd=landlock_fd, init_fd=init_fd,
+                  report_fd=report_target, listener_fd=listener_fd)
     return build_plan(spec, setup)
 
 

@@ -104,7 +104,18 @@ over them whatever the caller's own privileges.
    memory when a filter refused the ``write`` to the error pipe (the
    portable executor's child then exits 127 unreported: the parent sees
    an exec that succeeded and a program that exited 127).
-14. ``execve``.
+14. ``execve``. With :meth:`Command.init_process` instead
+   ``execveat(memfd, "", argv, envp, AT_EMPTY_PATH)`` of the init
+   (:mod:`aunshare.executors.init`, a static ELF in a close-on-exec memfd
+   prepared by the parent above every dup3 target): the process that ran
+   the plan becomes the init, pid 1 of the new pid namespace, and execs
+   the program (path, argv and environment passed in its argv and envp)
+   in a child of its own, pid 2, with the mask the plan set. Everything
+   above therefore applies to both; the spawn's error pipe is one of the
+   step 1 dup3 targets (without close-on-exec, so it survives the init's
+   exec), and the init reports the program's failed exec on it as this
+   step's failure, so the parent raises the same typed
+   :class:`~aunshare.errors.Exec`.
 
 Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
@@ -124,8 +135,8 @@ from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
-    AT_FDCWD, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, LINUX_CAPABILITY_VERSION_3, MNT_DETACH,
-    MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_CAP_AMBIENT,
+    AT_EMPTY_PATH, AT_FDCWD, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, LINUX_CAPABILITY_VERSION_3,
+    MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_SET_MODE_FILTER, SIG_SETMASK,
     TIOCSCTTY,
@@ -267,7 +278,8 @@ class Plan(NamedTuple):
     """The child's steps in order, how it is cloned, and what it will be."""
 
     steps: tuple[Step, ...]
-    """The syscalls the child makes, in order; the last one is ``execve``."""
+    """The syscalls the child makes, in order; the last one is ``execve``
+    (``execveat`` of the init with ``init_process``)."""
     clone_flags: int = 0
     """Extra clone3 flags (namespaces, CLONE_INTO_CGROUP), beyond the executor's own."""
     leads_group: bool = False
@@ -347,12 +359,17 @@ class Setup(NamedTuple):
     reset_caught: tuple[int, ...] = ()
     """Signals the parent catches, to reset where the clone cannot
     (clone(2) has no CLONE_CLEAR_SIGHAND) and the mask is kept."""
-    listener_fd: int = -1
-    """The descriptor number the parent reserved for the seccomp listener
-    (:meth:`Command.supervise_syscalls`): the child moves it there."""
     landlock_fd: int = -1
     """The Landlock ruleset the child restricts itself with (above every
     target), or -1: none (not asked for, or nothing enforceable)."""
+    init_fd: int = -1
+    """With ``init_process``: the memfd holding the init (above every target)."""
+    report_fd: int = -1
+    """With ``init_process``: the dup3 target the error pipe's write end gets
+    in the child, for the init to report the program's exec on; -1: none."""
+    listener_fd: int = -1
+    """The descriptor number the parent reserved for the seccomp listener
+    (:meth:`Command.supervise_syscalls`): the child moves it there."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -567,14 +584,23 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     if prog.env_pid:
         envp = [*(setup.envp or ()), *(Slot(key + b"=", PID_SLOT_SIZE) for key in prog.env_pid)]
     env_arg: Arg = Ptr("environ") if envp is None else CStrArray(tuple(envp))
-    steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)), env_arg),
-                      errors.Exec, "exec", setup.program,
-                      detail="; ".join(d for d in (
-                          "the program is looked up inside the new root" if root_changed
-                          else "",
-                          "with Landlock rules the program, its interpreter and libraries "
-                          "must be allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0
-                          else "") if d)))
+    details = ("the program is looked up inside the new root" if root_changed else "",
+               "with Landlock rules the program, its interpreter and libraries must be "
+               "allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0 else "")
+    if life.init_process:
+        report = str(setup.report_fd).encode() if setup.report_fd >= 0 else b"-"
+        argv = (b"aunshare-init", report, str(len(steps)).encode(), setup.program,
+                *setup.argv)
+        steps.append(Step("execveat", (setup.init_fd, CStr(b""), CStrArray(argv), env_arg,
+                                       AT_EMPTY_PATH),
+                          errors.Exec, "exec", setup.program,
+                          detail="; ".join(d for d in (
+                              "run by the init of the new pid namespace", *details) if d)))
+    else:
+        steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)),
+                                     env_arg),
+                          errors.Exec, "exec", setup.program,
+                          detail="; ".join(d for d in details if d)))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
     flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)

@@ -219,11 +219,14 @@ class LifetimeSpec:
     """:meth:`Command.new_cgroup`: a cgroup of its own is made under this."""
     cgroup_path: bytes | None = None
     """:meth:`Command.cgroup`: start inside this existing cgroup."""
+    init_process: bool = False
+    """:meth:`Command.init_process`: pid 1 of the new pid namespace is an init
+    that starts the program as pid 2, forwards signals to it and reaps orphans."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.death_signal, self.keep_sigmask, self.kill_policy, self.cgroup_parent,
-                self.cgroup_path)
+                self.cgroup_path, self.init_process)
 
     def __hash__(self) -> int:
         return self._hash
@@ -283,6 +286,9 @@ class Spec:
                 or bool(self.program.env_pid) or bool(iso.supervise))
 
 
+# SECCOMP_RET_* of actions that stop a call (errno, kill, trap, trace)
+_REFUSING = frozenset({0x00050000, 0x80000000, 0x00000000, 0x00030000, 0x7FF00000})
+
 # The records of a Command that sets nothing: shared (they are immutable),
 # so a plain Command costs one record of its own.
 DEFAULT_FDS: DescriptorSpec = DescriptorSpec()
@@ -341,6 +347,18 @@ def _validate(spec: Spec) -> None:
     if iso.pivot is not None and not new & Namespace.MOUNT:
         raise ValueError("pivot_root() needs a new mount namespace, or it would change the "
                          "root of every process in the caller's: add unshare(Namespace.MOUNT)")
+    if life.init_process and not new & Namespace.PID:
+        raise ValueError("init_process(True) starts an init as pid 1 of a new pid namespace, "
+                         "but there is none: add unshare(Namespace.PID)")
+    if life.init_process and iso.supervise:
+        raise ValueError("supervise_syscalls() with init_process(True): the init (under the "
+                         "same filter) would wait for answers before the program starts; "
+                         "choose one")
+    if life.init_process:
+        for flt in iso.seccomp:
+            if isinstance(flt, SeccompFilter) and flt.action_for("execveat").value in _REFUSING:
+                raise ValueError("seccomp(): the filter refuses execveat, which starts the init "
+                                 "of init_process(True); allow execveat or drop init_process()")
     if iso.mount_proc and not new & Namespace.MOUNT:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "

@@ -9,7 +9,7 @@ TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as 
 if TYPE_CHECKING:
     from ._linux import Rusage, Siginfo
 
-__all__ = ["ExitStatus", "ResourceUsage", "from_waitid"]
+__all__ = ["ExitStatus", "ResourceUsage", "from_waitid", "from_init"]
 
 
 @record
@@ -74,3 +74,15 @@ def from_waitid(info: Siginfo, ru: Rusage) -> ExitStatus:
     if info.si_code == CLD_EXITED:
         return ExitStatus(info.si_status & 0xFF, None, False, usage)
     return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage)
+
+
+def from_init(status: ExitStatus) -> ExitStatus:
+    """The program's status from that of the init that ran it
+    (:meth:`Command.init_process`): the init exits with the program's code,
+    or 128+N when a signal N killed the program, since a namespace's init
+    cannot be killed by a signal sent from inside; 128+N is read back as
+    that signal (a program that exits with 128+N itself reads the same)."""
+    code = status.code
+    if code is not None and 128 < code <= 128 + 64:
+        return ExitStatus(None, code - 128, False, status.rusage)
+    return status

@@ -362,6 +362,21 @@ def test_second_signal_kills_a_pid_namespace_init():
     assert proc.wait(10) == 128 + signal.SIGKILL
 
 
+def test_init_passes_the_first_sigterm_on():
+    # with --init, pid 1 is an init that forwards SIGTERM: sleep dies of it at once
+    proc = start_waiting("-r", "--init", "--", "sh", "-c", "echo ready; exec sleep 30")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 128 + signal.SIGTERM
+
+
+def test_init_runs_the_program_as_pid_2_with_its_status():
+    assert ok("--init", "--", "sh", "-c", "echo $$") == "2\n"
+    assert ok("--pid", "--as-pid-1", "--", "sh", "-c", "echo $$") == "1\n"
+    assert aunshare("--init", "--", "sh", "-c", "exit 5").returncode == 5
+    res = aunshare("--init", "--", "/nonexistent/program")
+    assert res.returncode == 127 and "/nonexistent/program" in res.stderr
+
+
 def kill_aunshare_under(*options: str) -> int:
     """Start aunshare running sleep, SIGKILL aunshare; returns sleep's pid."""
     proc = subprocess.Popen(
@@ -406,6 +421,7 @@ def test_program_outlives_aunshare_by_default():
     ["--chroot", "/a", "--pivot-root", "/b", "true"],
     ["--pivot-root", "relative", "true"],
     ["--no-such-option", "true"],
+    ["--init", "--as-pid-1", "true"],
     ["--uid", "no-such-user-here", "true"],
 ], ids=lambda a: " ".join(a) or "nothing")
 def test_usage_errors_exit_2(args):

@@ -11,6 +11,7 @@ import pytest
 
 from aunshare._linux import ARCH
 from aunshare.executors import get_executor
+from aunshare.executors.init import INIT
 from aunshare.executors.native import CODE
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "aunshare", "executors")
@@ -44,6 +45,16 @@ def test_aarch64_bytes_match_assembly_source(tmp_path):
     """Re-assemble spawn_aarch64.S (natively or with the cross assembler)."""
     code = _assemble(tmp_path, "spawn_aarch64.S", _tools("aarch64"))
     assert code == CODE["aarch64"]
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_init_bytes_match_assembly_source(tmp_path, arch):
+    """Re-assemble init_<arch>.S (a whole ELF, header included) and compare."""
+    flags = ("--64",) if arch == "x86_64" else ()
+    code = _assemble(tmp_path, f"init_{arch}.S", _tools(arch), *flags)
+    assert code == INIT[arch]
+    machine = {"x86_64": 62, "aarch64": 183}[arch]
+    assert code[:4] == b"\x7fELF" and int.from_bytes(code[18:20], "little") == machine
 
 
 def test_routines_fit_one_page():

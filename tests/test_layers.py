@@ -23,6 +23,7 @@ LAYERS: list[list[str]] = [
     ["plan"],
     # what runs it
     ["executors.table", "executors.clone", "executors.native", "executors.portable",
+     "executors.init",
      "executors"],
     # the parent's side, synchronous
     ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],

@@ -36,6 +36,10 @@ _O_TRACEEXEC, _O_EXITKILL = 0x10, 0x100000
 # aarch64: x8, which the kernel leaves intact at the stop).
 _GETTID, _GETPID = {"x86_64": (186, 39), "aarch64": (178, 172)}.get(ARCH, (-1, -1))
 _NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
+# What the init's child does before the program runs: mark the report fd
+# close-on-exec (fcntl), restore the plan's signal mask, execve.
+_INIT_CHILD = [{"x86_64": 72, "aarch64": 25}.get(ARCH, -1), SYSCALLS.get("rt_sigprocmask"),
+               SYSCALLS.get("execve")]
 
 PARENT = textwrap.dedent("""
     import json, sys
@@ -60,6 +64,8 @@ PARENT = textwrap.dedent("""
                     .seccomp(SeccompFilter().kill("kexec_load").compile()))
         if kind == "supervised":  # the listener taken while the child waits again
             return Command("/bin/true").supervise_syscalls(["execve", "connect"])
+        if kind == "init":  # the last step execs the init, which starts the program
+            return Command("/bin/true").unshare(Namespace.PID).init_process()
         if kind == "self-mapped":  # the child maps itself
             return (Command("/bin/true").unshare(Namespace.NET | Namespace.IPC)
                     .map_root_user().keep_caps([Capability.CAP_NET_ADMIN]))
@@ -110,7 +116,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
     in_syscall: dict[int, bool] = {pid: False}
     recording: dict[int, list[int]] = {}   # new processes -> syscalls until execve
     done: dict[int, list[int]] = {}
-    execve = SYSCALLS["execve"]
+    execs = (SYSCALLS["execve"], SYSCALLS["execveat"])
     while True:
         wpid, status = os.waitpid(-1, _WALL)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -127,7 +133,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
             if entering and wpid in recording:
                 nr = getattr(ptrace.ptrace_getregs(wpid), _NR_REGISTER)
                 recording[wpid].append(nr)
-                if nr == execve:
+                if nr in execs:
                     done[wpid] = recording.pop(wpid)
         elif sig == signal.SIGTRAP and event in (1, 2, 3):  # fork, vfork, clone
             child = ptrace.ptrace_geteventmsg(wpid)
@@ -152,17 +158,23 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
         output += chunk
     plan = json.loads(output.decode().strip().splitlines()[-1])
     spawned = [calls for calls in done.values() if calls]
+    if kind == "init":  # the plan's child, then the init's child (the program)
+        assert len(spawned) == 2, f"expected two exec'ing children, saw {done}"
+        by_last = {calls[-1]: calls for calls in spawned}
+        assert set(by_last) == set(execs), done
+        assert by_last[SYSCALLS["execve"]] == _INIT_CHILD, by_last
+        return plan, by_last[SYSCALLS["execveat"]]
     assert len(spawned) == 1, f"expected one exec'ing child, saw {done}"
     return plan, spawned[0]
 
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
 @pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
-                                  "landlock", "seccomp", "supervised"])
+                                  "landlock", "init", "seccomp", "supervised"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)
-    assert plan[-1] == "execve"
+    assert plan[-1] == ("execveat" if kind == "init" else "execve")
     planned = [SYSCALLS[name] for name in plan]
     if executor == "portable":
         # The portable child first rebuilds the interpreter's thread state

@@ -391,3 +391,16 @@ def test_one_no_new_privs_with_landlock():
     assert len(nnp) == 1
     assert nnp[0] < names.index("landlock_restrict_self") < names.index("seccomp")
     assert names[-2:] == ["seccomp", "execve"]
+
+
+def test_init_process_combinations():
+    from aunshare import Namespace
+
+    base = Command("/bin/true").unshare(Namespace.PID).init_process()
+    with pytest.raises(ValueError, match="refuses execveat"):
+        base.seccomp(SeccompFilter().deny("execveat")).spec()
+    with pytest.raises(ValueError, match="supervise_syscalls"):
+        Command("/bin/true").unshare(Namespace.PID).init_process().supervise_syscalls(
+            "openat").spec()
+    Command("/bin/true").unshare(Namespace.PID).init_process().seccomp(
+        SeccompFilter().deny("mount")).spec()

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _base() -> Command:
-    return (Command("/bin/true").unshare(Namespace.USER | Namespace.MOUNT | Namespace.UTS)
+    return (Command("/bin/true")
+            .unshare(Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID)
             .file_descriptor(5, Fd.read_null()))
 
 
@@ -58,7 +59,8 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "group_leader": {"group_leader": True},
     },
     "isolation": {
-        "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.NET},
+        "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID
+                    | Namespace.NET},
         "join": {"join": ((Namespace.NET, _NS_FD),)},
         "uid_maps": {"uid_maps": (UidMap(0, 1000),)},
         "gid_maps": {"uid_maps": (), "gid_maps": (GidMap(0, 1000),)},
@@ -83,6 +85,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "kill_policy": {"kill_policy": KillPolicy(grace=1)},
         "cgroup_parent": {"cgroup_parent": b"/sys/fs/cgroup/x"},
         "cgroup_path": {"cgroup_path": b"/sys/fs/cgroup/y"},
+        "init_process": {"init_process": True},
     },
 }
 
