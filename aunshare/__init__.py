@@ -54,7 +54,7 @@ _LAZY: dict[str, str] = {
     **{name: "errors" for name in (
         "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-        "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
+        "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
         "CalledProcessError", "TimeoutExpired", "LandlockError", "SeccompError",
         "SyscallGone")},
@@ -75,7 +75,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         BeforeUnfreeze as BeforeUnfreeze, CalledProcessError as CalledProcessError,
         CapSet as CapSet, CgroupError as CgroupError, ChangeRoot as ChangeRoot, Chdir as Chdir,
         CreatePipe as CreatePipe, Error as Error, Exec as Exec, Fork as Fork,
-        LandlockError as LandlockError, LineTooLong as LineTooLong, NixError as NixError,
+        LandlockError as LandlockError, LineTooLong as LineTooLong, Mount as Mount,
+        NixError as NixError,
         ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
         SeccompError as SeccompError, SyscallGone as SyscallGone, SetRlimit as SetRlimit,

@@ -51,6 +51,13 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
+# mount_setattr(2): struct mount_attr's attr_set bits, and its flag
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
+AT_RECURSIVE = 0x8000
+# bringing "lo" up: ioctl(SIOCSIFFLAGS) on an AF_INET datagram socket
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+SOCK_CLOEXEC = 0o2000000
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type

@@ -145,7 +145,11 @@ EPILOG = """\
 examples:
   aunshare -r --net -- sh -c 'id -u; cat /proc/net/dev'
       root in a new user namespace, with a network namespace of its own
-      (only a loopback device, down)
+      (only a loopback device, up)
+  aunshare --unshare-all --ro-bind /usr /usr --symlink usr/bin /bin \
+           --symlink usr/lib /lib --symlink usr/lib64 /lib64 --tmpfs /tmp \
+           --dev /dev --proc /proc -- sh
+      a sandbox in bubblewrap's words: a new root holding only what is named
   aunshare -r --pid --mount-proc -- ps -e
       pid 1 of a new pid namespace, with a /proc that shows only it
   aunshare -r --hostname box -- hostname
@@ -302,6 +306,129 @@ def grace_seconds(text: str) -> float:
     return seconds(text)
 
 
+# -- bubblewrap's options -----------------------------------------------------------------
+
+# (option, nargs, metavar, help); each is kept, in order, in args.view.
+_VIEW_OPTIONS: list[tuple[str, int, str | tuple[str, ...], str]] = [
+    ("--bind", 2, ("SRC", "DEST"), "bind SRC on DEST"),
+    ("--bind-try", 2, ("SRC", "DEST"), "as --bind, skipped when SRC is missing"),
+    ("--ro-bind", 2, ("SRC", "DEST"), "bind SRC read-only on DEST"),
+    ("--ro-bind-try", 2, ("SRC", "DEST"), "as --ro-bind, skipped when SRC is missing"),
+    ("--dev-bind", 2, ("SRC", "DEST"), "bind SRC on DEST, device files usable"),
+    ("--dev-bind-try", 2, ("SRC", "DEST"), "as --dev-bind, skipped when SRC is missing"),
+    ("--remount-ro", 1, "DEST", "make the mount at DEST (and those below) read-only"),
+    ("--tmpfs", 1, "DEST", "mount a tmpfs on DEST (see --size, --perms)"),
+    ("--dir", 1, "DEST", "create the directory DEST (see --perms)"),
+    ("--symlink", 2, ("SRC", "DEST"), "create a symlink at DEST pointing to SRC"),
+    ("--file-data", 2, ("DEST", "DATA"), "a read-only file DEST holding DATA (see --perms)"),
+    ("--file", 2, ("FD", "DEST"), "a file DEST holding what descriptor FD holds (read "
+                                  "by aunshare before the start)"),
+    ("--bind-data", 2, ("FD", "DEST"), "as --file"),
+    ("--ro-bind-data", 2, ("FD", "DEST"), "as --file, read-only"),
+    ("--dev", 1, "DEST", "a minimal /dev on DEST (null, zero, full, random, urandom, tty, "
+                         "shm, pts, ptmx, fd, stdin, stdout, stderr, core)"),
+    ("--proc", 1, "DEST", "a fresh proc on DEST (needs --unshare-pid unless root)"),
+    ("--overlay-src", 1, "SRC", "a lower directory for the next overlay (repeatable)"),
+    ("--tmp-overlay", 1, "DEST", "an overlay of the --overlay-src directories on DEST "
+                                 "with a writable layer that vanishes with PROGRAM"),
+    ("--overlay", 3, ("RWSRC", "WORKDIR", "DEST"), "an overlay of the --overlay-src "
+                                                   "directories on DEST, writes to RWSRC"),
+    ("--size", 1, "BYTES", "the size of the next --tmpfs"),
+    ("--perms", 1, "OCTAL", "the mode of the next --tmpfs, --dir or file"),
+]
+
+
+class _ViewAction(argparse.Action):
+    """Keeps each sandbox option, in order, with its values."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        view = list(getattr(namespace, self.dest) or [])
+        view.append((option_string, list(values or [])))
+        setattr(namespace, self.dest, view)
+
+
+def _host_path(path: str) -> str:
+    """A source on the host, absolute (bwrap takes it relative to the
+    working directory)."""
+    return os.path.abspath(path)
+
+
+def _read_fd(text: str, option: str) -> bytes:
+    if not text.isdigit():
+        raise ValueError(f"{option} FD: expected a descriptor number, got {text!r}")
+    fd = int(text)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        os.close(fd)  # bwrap closes it too
+    except OSError as exc:
+        raise SetupFailed(f"{option} {fd}: {exc.strerror}") from None
+    return b"".join(chunks)
+
+
+def apply_view(cmd: Command, view: Sequence[tuple[str, list[str]]]) -> None:
+    """Carry out bubblewrap's sandbox options (``args.view``) on ``cmd``."""
+    size: int | None = None
+    perms: int | None = None
+    lower: list[str] = []
+    for option, values in view:
+        if option == "--size":
+            if not values[0].isdigit():
+                raise ValueError(f"--size: expected a number of bytes, got {values[0]!r}")
+            size = int(values[0])
+            continue
+        if option == "--perms":
+            try:
+                perms = int(values[0], 8)
+            except ValueError:
+                raise ValueError(f"--perms: expected an octal mode, got {values[0]!r}") from None
+            continue
+        if option == "--overlay-src":
+            lower.append(_host_path(values[0]))
+            continue
+        kind = option.removesuffix("-try")
+        if kind in ("--bind", "--ro-bind", "--dev-bind"):
+            cmd.bind_mount(_host_path(values[0]), values[1], read_only=kind == "--ro-bind",
+                           allow_devices=kind == "--dev-bind", optional=option.endswith("-try"))
+        elif option == "--remount-ro":
+            cmd.remount_read_only(values[0])
+        elif option == "--tmpfs":
+            cmd.tmpfs(values[0], size=size, mode=0o755 if perms is None else perms)
+        elif option == "--dir":
+            cmd.mkdir(values[0], 0o755 if perms is None else perms)
+        elif option == "--symlink":
+            cmd.symlink(values[0], values[1])
+        elif option == "--file-data":
+            cmd.write_file(values[0], os.fsencode(values[1]),
+                           mode=0o644 if perms is None else perms)
+        elif option in ("--file", "--bind-data", "--ro-bind-data"):
+            cmd.write_file(values[1], _read_fd(values[0], option),
+                           mode=0o666 if perms is None else perms,
+                           read_only=option == "--ro-bind-data")
+        elif option == "--dev":
+            cmd.mount_dev(values[0])
+        elif option == "--proc":
+            cmd.mount_proc(values[0])
+        elif option in ("--tmp-overlay", "--overlay"):
+            if not lower:
+                raise ValueError(f"{option} needs --overlay-src directories before it")
+            if option == "--overlay":
+                cmd.overlay(values[2], lower, upper=_host_path(values[0]),
+                            work=_host_path(values[1]))
+            else:
+                cmd.overlay(values[0], lower)
+            lower = []
+        if option not in ("--size", "--perms"):
+            size = perms = None  # they apply to the next operation only
+    if size is not None or perms is not None:
+        raise ValueError("--size/--perms must come before the --tmpfs, --dir or file they "
+                         "apply to")
+    if lower:
+        raise ValueError("--overlay-src must be followed by --overlay or --tmp-overlay")
+
+
 # -- the parser --------------------------------------------------------------------
 
 def _terminal_columns() -> int:
@@ -343,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ns = p.add_argument_group("namespaces")
     ns.add_argument("-U", "--user", action="store_true", help="new user namespace")
-    ns.add_argument("-n", "--net", action="store_true", help="new network namespace")
-    ns.add_argument("-p", "--pid", action="store_true",
+    ns.add_argument("-n", "--net", "--unshare-net", action="store_true",
+                    help="new network namespace (lo up unless --no-loopback)")
+    ns.add_argument("-p", "--pid", "--unshare-pid", action="store_true",
                     help="new pid namespace: PROGRAM is its pid 1 (see --init)")
     pid1 = ns.add_mutually_exclusive_group()
     pid1.add_argument("--init", action="store_true", default=None,
@@ -356,9 +484,23 @@ def build_parser() -> argparse.ArgumentParser:
                            "(the default with --pid)")
     ns.add_argument("-m", "--mount", action="store_true",
                     help="new mount namespace (every mount made private first)")
-    ns.add_argument("-u", "--uts", action="store_true", help="new UTS namespace")
-    ns.add_argument("-i", "--ipc", action="store_true", help="new IPC namespace")
-    ns.add_argument("-C", "--cgroup", action="store_true", help="new cgroup namespace")
+    ns.add_argument("-u", "--uts", "--unshare-uts", action="store_true",
+                    help="new UTS namespace")
+    ns.add_argument("-i", "--ipc", "--unshare-ipc", action="store_true",
+                    help="new IPC namespace")
+    ns.add_argument("-C", "--cgroup", "--unshare-cgroup", action="store_true",
+                    help="new cgroup namespace")
+    ns.add_argument("--unshare-user", action="store_true",
+                    help="new user namespace with your uid and gid mapped (to --uid/--gid "
+                         "if given), as bwrap does")
+    ns.add_argument("--unshare-all", action="store_true",
+                    help="new user, mount, pid, network, IPC, UTS and cgroup namespaces, "
+                         "as --unshare-user, with --init unless --as-pid-1 (bwrap's "
+                         "--unshare-all)")
+    ns.add_argument("--share-net", action="store_true",
+                    help="with --unshare-all: keep the caller's network namespace")
+    ns.add_argument("--no-loopback", action="store_true",
+                    help="leave lo down in a new network namespace")
     ns.add_argument("-T", "--time", action="store_true", help="new time namespace")
     ns.add_argument("--setns", metavar="TYPE:PATH", type=setns_spec, action="append",
                     default=[],
@@ -391,6 +533,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "old root is put on PUT_OLD, a directory under NEWROOT (default: "
                          "oldroot), then detached")
     fs.add_argument("--chdir", metavar="DIR", help="working directory of PROGRAM")
+
+    box = p.add_argument_group(
+        "sandbox (bubblewrap's options, carried out in the order given; any of them "
+        "builds a new root from an empty tmpfs)")
+    for flag, nargs, meta, text in _VIEW_OPTIONS:
+        box.add_argument(flag, nargs=nargs, metavar=meta, action=_ViewAction, dest="view",
+                         default=[], help=text)
+    box.add_argument("--new-session", action="store_true",
+                     help="start PROGRAM in a new session (setsid: no controlling terminal)")
+    box.add_argument("--setenv", nargs=2, metavar=("VAR", "VALUE"), action="append",
+                     default=[], help="set a variable (repeatable)")
 
     env = p.add_argument_group("environment")
     env.add_argument("--env", metavar="KEY=VALUE", type=env_pair, action="append",
@@ -486,7 +639,15 @@ def build_command(args: argparse.Namespace) -> Command:
     cmd = Command(program).args(rest)
     cmd.reset_fds()  # pass every inheritable descriptor on, as unshare does
 
+    bwrap_user = args.unshare_all or args.unshare_user
+    if args.unshare_all:
+        args.pid = args.mount = args.uts = args.ipc = args.cgroup = True
+        args.net = args.net or not args.share_net
+        if args.init is None:  # as bwrap, an init at pid 1 unless --as-pid-1
+            args.init = True
     flags = Namespace(0)
+    if bwrap_user:
+        flags |= Namespace.USER
     for on, ns in ((args.user, Namespace.USER), (args.net, Namespace.NET),
                    (args.pid, Namespace.PID), (args.mount, Namespace.MOUNT),
                    (args.uts, Namespace.UTS), (args.ipc, Namespace.IPC),
@@ -516,6 +677,22 @@ def build_command(args: argparse.Namespace) -> Command:
         uid = os.geteuid() if args.map_user is None else args.map_user
         gid = os.getegid() if args.map_group is None else args.map_group
         cmd.set_id_maps([UidMap(uid, os.geteuid())], [GidMap(gid, os.getegid())])
+    elif bwrap_user:
+        # bwrap's mapping: the caller's ids, as themselves or as --uid/--gid
+        if args.uid is None and args.gid is None:
+            cmd.map_current_user()
+        else:
+            uid = os.geteuid() if args.uid is None else args.uid
+            gid = os.getegid() if args.gid is None else args.gid
+            cmd.set_id_maps([UidMap(uid, os.geteuid())], [GidMap(gid, os.getegid())])
+            args.uid = args.gid = None  # the process already is uid and gid inside
+    if args.no_loopback:
+        cmd.loopback(False)
+    if args.view:
+        cmd.new_root()
+        apply_view(cmd, args.view)
+    if args.new_session:
+        cmd.new_session()
 
     if args.hostname is not None:
         cmd.hostname(args.hostname)
@@ -541,6 +718,8 @@ def build_command(args: argparse.Namespace) -> Command:
     for key in args.unsetenv:
         cmd.env_remove(key)
     for key, value in args.env:
+        cmd.env(key, value)
+    for key, value in args.setenv:
         cmd.env(key, value)
 
     if args.keep_caps is not None:

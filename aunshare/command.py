@@ -35,8 +35,8 @@ from .namespaces import (
 from .policy import KillPolicy
 from .seccomp import Action, SeccompFilter, check_bpf
 from .spec import (
-    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, PivotRoot, ProgramSpec,
-    Rlimit, SelfMap, Spec,
+    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, MountKind, MountOp,
+    PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +88,27 @@ def _check_limit(value: object, what: str) -> int:
         raise TypeError(f"{what} must be an int or None, not {type(value).__name__}")
     if not 0 <= value <= _RLIM_INFINITY:
         raise ValueError(f"{what} must be between 0 and {_RLIM_INFINITY}, got {value}")
+    return value
+
+
+def _view_path(value: object, what: str) -> bytes:
+    """An absolute path of the filesystem view, normalised; ``..`` refused
+    (it could climb out of the new root)."""
+    path = to_bytes(value, what)
+    if not path.startswith(b"/"):
+        raise ValueError(f"{what} must be an absolute path, got {value!r}")
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise ValueError(f"{what} must not contain '..' (it could point outside the new "
+                         f"root), got {value!r}; give the path without it")
+    return b"/" + b"/".join(parts)
+
+
+def _mode(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int such as 0o755, not {type(value).__name__}")
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"{what} must be between 0 and 0o7777, got {oct(value)}")
     return value
 
 
@@ -297,6 +318,13 @@ class Command:
         if isinstance(groups, (str, bytes)):
             raise TypeError("groups() takes an iterable of gids")
         return self._change("_identity", groups=tuple(_check_id(g, "groups item") for g in groups))
+
+    def new_session(self, new: bool = True) -> Command:
+        """Start the child in a new session (setsid()): it has no
+        controlling terminal, so it cannot push input into the caller's
+        terminal with TIOCSTI (bubblewrap's ``--new-session``). It also
+        leads a new process group."""
+        return self._change("_identity", new_session=bool(new))
 
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
@@ -551,11 +579,159 @@ class Command:
             raise ValueError(f"hostname must be 1 to 64 bytes, got {len(h)}")
         return self._change("_isolation", hostname=h)
 
-    def mount_proc(self, mount: bool = True) -> Command:
-        """Mount a fresh /proc in the child (inside the new root, if any), so
-        that ``ps`` shows the child's PID namespace. Needs
-        ``unshare(Namespace.MOUNT)``, and ``Namespace.PID`` to be useful."""
-        return self._change("_isolation", mount_proc=bool(mount))
+    def mount_proc(self, dest: StrOrBytesPath | bool = "/proc") -> Command:
+        """Mount a fresh proc file system in the child, so that ``ps`` shows
+        the child's PID namespace. Needs ``unshare(Namespace.MOUNT)``, and
+        ``Namespace.PID`` to be useful.
+
+        ``mount_proc()`` (or ``True``) mounts /proc inside the new root, if
+        any, after the other operations of the filesystem view; with a
+        destination (``mount_proc("/proc")`` after :meth:`new_root`, say) it
+        is one operation of the view, in the order given. ``False`` removes
+        every proc mount. As root, /proc/sys, sysrq-trigger, irq and bus are
+        made read-only in the view's proc mounts (as bubblewrap does).
+        """
+        iso = self._isolation
+        if dest is False or dest is True:
+            mounts = tuple(m for m in iso.mounts if m.kind is not MountKind.PROC)
+            return self._change("_isolation", mount_proc=dest, mounts=mounts)
+        where = _view_path(dest, "mount_proc dest")
+        if where == b"/proc" and not iso.fresh_root and not iso.mounts:
+            # no view of its own: the plain /proc (also inside a chroot or pivot_root)
+            return self._change("_isolation", mount_proc=True)
+        return self._add_mount(MountOp(MountKind.PROC, where))
+
+    # -- the filesystem view ------------------------------------------------------
+    def _add_mount(self, op: MountOp) -> Command:
+        iso = self._isolation
+        return self._change("_isolation", mounts=(*iso.mounts, op),
+                            unshare=iso.unshare | Namespace.MOUNT)
+
+    def new_root(self, enable: bool = True) -> Command:
+        """Build the child's root from nothing: a fresh, empty tmpfs becomes
+        its "/", the operations of the filesystem view (:meth:`bind_mount`,
+        :meth:`tmpfs`, :meth:`mkdir`, :meth:`symlink`, :meth:`write_file`,
+        :meth:`mount_dev`, :meth:`mount_proc`, :meth:`overlay`, ...) are
+        carried out inside it in the order given, then the child pivots
+        into it and the host's root is detached, as bubblewrap does.
+        Implies ``unshare(Namespace.MOUNT)``; works unprivileged with
+        ``unshare(Namespace.USER)`` and :meth:`map_root_user`.
+
+        Without it the operations apply to the existing root inside the
+        child's private mount namespace. A program without a slash is
+        looked up in PATH inside the new root. A failure is
+        :class:`~aunshare.Mount`, naming the operation.
+        """
+        iso = self._isolation
+        unshare = iso.unshare | Namespace.MOUNT if enable else iso.unshare
+        return self._change("_isolation", fresh_root=bool(enable), unshare=unshare)
+
+    def bind_mount(self, src: StrOrBytesPath, dest: StrOrBytesPath | None = None, *,
+                   read_only: bool = False, allow_devices: bool = False,
+                   optional: bool = False) -> Command:
+        """Bind the host's ``src`` (an absolute path) at ``dest`` (default:
+        the same path) in the child's view, recursively (with every mount
+        below it).
+
+        Every mount of the bind is nosuid, and nodev unless
+        ``allow_devices``; ``read_only`` makes all of them read-only
+        (``mount_setattr`` with ``AT_RECURSIVE``). A missing source is an
+        error at spawn (:class:`~aunshare.Mount`) unless ``optional``, which
+        skips it (bubblewrap's ``--bind-try``). A directory or an empty
+        file is created at ``dest`` to mount on, with the directories above
+        it, as needed.
+        """
+        source = _view_path(src, "bind_mount src")
+        where = source if dest is None else _view_path(dest, "bind_mount dest")
+        return self._add_mount(MountOp(MountKind.BIND, where, source, read_only=bool(read_only),
+                                       allow_devices=bool(allow_devices),
+                                       optional=bool(optional)))
+
+    def tmpfs(self, dest: StrOrBytesPath, *, size: int | None = None,
+              mode: int = 0o755) -> Command:
+        """Mount a new tmpfs at ``dest`` (nosuid, nodev), of ``size`` bytes
+        at most (default: the kernel's, half the memory), its root
+        directory with ``mode``."""
+        where = _view_path(dest, "tmpfs dest")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or size <= 0):
+            raise ValueError(f"tmpfs size must be a positive number of bytes, got {size!r}")
+        return self._add_mount(MountOp(MountKind.TMPFS, where, mode=_mode(mode, "tmpfs mode"),
+                                       size=size))
+
+    def mkdir(self, dest: StrOrBytesPath, mode: int = 0o755) -> Command:
+        """Create the directory ``dest`` (and those above it) in the view;
+        one that exists already is fine. Without :meth:`new_root` only
+        under a mount of the view (never on the host's own file system)."""
+        where = _view_path(dest, "mkdir dest")
+        return self._add_mount(MountOp(MountKind.DIR, where, mode=_mode(mode, "mkdir mode")))
+
+    def symlink(self, target: StrOrBytesPath, dest: StrOrBytesPath) -> Command:
+        """Create a symbolic link at ``dest`` pointing to ``target`` (taken
+        as is: ``usr/bin`` is relative to the link's directory)."""
+        link = to_bytes(target, "symlink target")
+        if not link or b"\0" in link:
+            raise ValueError(f"symlink target must be a non-empty path, got {target!r}")
+        where = _view_path(dest, "symlink dest")
+        return self._add_mount(MountOp(MountKind.SYMLINK, where, link))
+
+    def write_file(self, dest: StrOrBytesPath, data: bytes, *, mode: int = 0o644,
+                   read_only: bool = True) -> Command:
+        """Put a file holding ``data`` at ``dest`` (needs :meth:`new_root`).
+
+        The content is part of what the parent prepares for the child (no
+        pipe is read): it is written to a file in the new root's private
+        staging tmpfs and bound at ``dest``, read-only unless
+        ``read_only=False``.
+        """
+        where = _view_path(dest, "write_file dest")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write_file data must be bytes, not {type(data).__name__}")
+        return self._add_mount(MountOp(MountKind.FILE, where, mode=_mode(mode, "write_file mode"),
+                                       data=bytes(data), read_only=bool(read_only)))
+
+    def remount_read_only(self, dest: StrOrBytesPath) -> Command:
+        """Make the mount at ``dest`` and every mount below it read-only
+        (``dest`` must be a mount point of the view, "/" with
+        :meth:`new_root` being one)."""
+        return self._add_mount(MountOp(MountKind.REMOUNT_RO,
+                                       _view_path(dest, "remount_read_only dest")))
+
+    def mount_dev(self, dest: StrOrBytesPath = "/dev") -> Command:
+        """A minimal /dev at ``dest`` (needs :meth:`new_root`), as
+        bubblewrap's ``--dev``: a tmpfs with null, zero, full, random,
+        urandom and tty bound from the host, ``shm`` (a tmpfs), ``pts`` (a
+        new devpts instance) with ``ptmx``, and the ``fd``, ``stdin``,
+        ``stdout``, ``stderr`` and ``core`` symlinks."""
+        return self._add_mount(MountOp(MountKind.DEV, _view_path(dest, "mount_dev dest")))
+
+    def overlay(self, dest: StrOrBytesPath, lower_dirs: Iterable[StrOrBytesPath], *,
+                upper: StrOrBytesPath | None = None,
+                work: StrOrBytesPath | None = None) -> Command:
+        """Mount an overlay file system at ``dest``: ``lower_dirs`` (host
+        directories, topmost first) below a writable layer, ``upper`` with
+        its ``work`` directory (on the same file system) or, without them,
+        a layer in the new root's private tmpfs that vanishes with the
+        child (bubblewrap's ``--tmp-overlay``; needs :meth:`new_root`).
+        In a user namespace it needs Linux 5.11."""
+        where = _view_path(dest, "overlay dest")
+        if isinstance(lower_dirs, (str, bytes)):
+            raise TypeError("overlay lower_dirs takes an iterable of directories, not one path")
+        lower = tuple(_view_path(d, "overlay lower_dirs item") for d in lower_dirs)
+        if not lower:
+            raise ValueError("overlay needs at least one directory in lower_dirs")
+        if (upper is None) != (work is None):
+            raise ValueError("overlay upper= and work= go together (work is overlayfs's "
+                             "scratch directory, on the same file system as upper)")
+        up = None if upper is None else _view_path(upper, "overlay upper")
+        wk = None if work is None else _view_path(work, "overlay work")
+        return self._add_mount(MountOp(MountKind.OVERLAY, where, lower=lower, upper=up, work=wk))
+
+    def loopback(self, up: bool = True) -> Command:
+        """Bring the loopback interface ``lo`` up in a new network namespace
+        (the default: a server on 127.0.0.1 inside then works); ``False``
+        leaves it down, as the kernel creates it."""
+        return self._change("_isolation", loopback=bool(up))
 
     def keep_caps(self, caps: Iterable[Capability | int]) -> Command:
         """Give the child exactly these capabilities, kept across a
@@ -708,6 +884,8 @@ class Command:
             extra.append(f"groups={list(ident.groups)}")
         if ident.group_leader:
             extra.append("group_leader")
+        if ident.new_session:
+            extra.append("new_session")
         if prog.env_clear:
             extra.append("env_clear")
         for key, value in prog.env:
@@ -733,6 +911,12 @@ class Command:
             extra.append(f"hostname={os.fsdecode(iso.hostname)!r}")
         if iso.mount_proc:
             extra.append("mount_proc")
+        if iso.fresh_root:
+            extra.append("new_root")
+        for op in iso.mounts:
+            extra.append(op.describe())
+        if not iso.loopback:
+            extra.append("loopback=False")
         if iso.keep_caps is not None:
             names = ",".join(cap_name(c) for c in sorted(iso.keep_caps))
             extra.append(f"keep_caps=[{names}]")

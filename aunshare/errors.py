@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import subprocess as _subprocess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._names import signal_name
 from .namespaces import ALL_NAMESPACES, JOIN_ORDER, Namespace
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",
     "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
-    "ChangeRoot", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
-    "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong", "CgroupError",
+    "ChangeRoot", "Mount", "MountTarget", "SetIdMap", "AuxCommandExited", "AuxCommandKilled",
+    "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong",
+    "CgroupError",
     "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError", "SyscallGone",
 ]
 
@@ -201,6 +202,100 @@ class ChangeRoot(_OSError):
     """chroot or pivot_root in the child failed."""
 
     action = "change root"
+
+
+class MountTarget(NamedTuple):
+    """What a step of the filesystem view acts on, for :class:`Mount`."""
+
+    operation: str
+    """The builder call, e.g. ``bind_mount('/usr', '/usr', read_only=True)``."""
+    syscall: str
+    """The system call that failed (``mount``, ``mkdirat``, ...)."""
+    source: bytes | None
+    """The source as the child saw it (None when the step has none)."""
+    destination: bytes
+    """The destination as the child saw it (under the staging directories of
+    :meth:`Command.new_root`: ``/oldroot`` is the host's root, ``/newroot``
+    the sandbox's)."""
+    position: int = -1
+    """The operation's position among the filesystem view's operations."""
+
+
+# Likely causes of a failed mount operation, by errno.
+_MOUNT_CAUSES: dict[int, str] = {
+    _errno.EPERM: "mounting needs CAP_SYS_ADMIN: root, or a new user namespace "
+                  "(unshare(Namespace.USER) with map_root_user()); or the mount is locked "
+                  "(a mount inherited from a more privileged namespace cannot be unmounted, "
+                  "revealed or have its flags cleared)",
+    _errno.EACCES: "a directory on the way is not searchable, or not writable where a "
+                   "mount point must be created",
+    _errno.ENOENT: "the source is missing, or the destination (or a directory above it) "
+                   "is missing and could not be created",
+    _errno.ENOTDIR: "a directory is mounted on a file, or a file on a directory, or a "
+                    "path component is not a directory",
+    _errno.EINVAL: "the destination is not a mount point (remount_read_only() needs one), "
+                   "an option is invalid (a tmpfs size, overlay directories), or the "
+                   "source is not in the child's mount namespace",
+    _errno.EROFS: "a mount point cannot be created inside a read-only mount: create it "
+                  "before the read-only operation, or mount something writable above it",
+    _errno.EEXIST: "the destination exists already (a symlink's destination must not)",
+    _errno.ENODEV: "the kernel does not support this file system type",
+    _errno.EBUSY: "the destination is busy",
+    _errno.ELOOP: "overlay directories may not overlap, or too many symbolic links",
+}
+
+
+class Mount(_OSError):
+    """An operation of the child's filesystem view (:meth:`Command.new_root`,
+    :meth:`Command.bind_mount`, :meth:`Command.tmpfs`, ...) failed.
+
+    ``operation`` names the builder call, ``source`` and ``destination``
+    the paths (``filename`` is the destination), ``syscall`` the system
+    call; the message adds the likely causes for the errno.
+    """
+
+    action = "mount"
+
+    def __new__(cls, errno: int, filename: object = None, detail: str = "",
+                *, action: str | None = None) -> Mount:
+        if isinstance(filename, MountTarget):
+            filename = filename.destination
+        made = super().__new__(cls, errno, filename, detail, action=action)
+        assert isinstance(made, Mount)  # the errno subclass derives from cls
+        return made
+
+    def __init__(self, errno: int, filename: object = None, detail: str = "",
+                 *, action: str | None = None) -> None:
+        super().__init__(errno, filename, detail, action=action)
+        target = filename if isinstance(filename, MountTarget) else None
+        self.target = target
+        self.operation = target.operation if target else self.action
+        self.syscall = target.syscall if target else "mount"
+        self.source = target.source if target else None
+        self.destination = target.destination if target else filename
+
+    def __str__(self) -> str:
+        if self.target is None:  # made by hand, not from a step
+            return super().__str__()
+        where = []
+        if self.source is not None:
+            where.append(f"source {os.fsdecode(self.source)!r}")
+        if isinstance(self.destination, bytes):
+            where.append(f"destination {os.fsdecode(self.destination)!r}")
+        msg = f"{self.operation}: {self.action}"
+        if where:
+            msg += f" ({', '.join(where)})"
+        msg += f": {self.strerror} (os error {self.errno})"
+        if self.detail:
+            msg += f"; {self.detail}"
+        cause = _MOUNT_CAUSES.get(self.errno or 0)
+        if cause:
+            msg += f"; likely causes: {cause}"
+        return msg
+
+    def __reduce__(self) -> tuple[Callable[..., _OSError], tuple[object, ...]]:
+        return (_rebuild, (_public_class(type(self)), self.errno, self.target or self.filename,
+                           self.detail, self.action))
 
 
 class SetIdMap(_OSError):

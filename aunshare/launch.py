@@ -16,6 +16,7 @@ import enum
 import errno
 import os
 import signal as _signal
+import stat
 
 from . import cgroup as _cgroup
 from . import errors, rulesets
@@ -28,7 +29,7 @@ from .fds import Fd, FdKind
 from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
-from .spec import Spec
+from .spec import MountKind, Spec
 
 __all__ = ["DefaultStdio", "Pending", "start", "resolve_program"]
 
@@ -274,13 +275,14 @@ def _keep(key: object, prepared: _Prepared) -> None:
 
 
 def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultStdio,
-               vfork: bool, landlock: bool = False) -> object | None:
+               vfork: bool, landlock: bool = False, view: object = None) -> object | None:
     """The spec and the facts of this moment its plan depends on, or None
     when the plan must be built afresh.
 
     The facts: the descriptor targets (the sources are patched on reuse),
     the default stdio, whether a Landlock ruleset is enforced (its descriptor
-    is patched on reuse), the parent's pid, euid and egid, PATH when the
+    is patched on reuse), what the parent found for the filesystem view
+    (``view``: bind sources, umask), the parent's pid, euid and egid, PATH when the
     program is looked up there, and the inherited environment (the vfork
     child reads the live ``environ``, so its pointer is the key; a child
     running alongside the parent gets a copy, so its contents are). An
@@ -302,7 +304,7 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
     return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
-            os.getpid(), os.geteuid(), os.getegid(), landlock)
+            os.getpid(), os.geteuid(), os.getegid(), landlock, view)
 
 
 def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
@@ -357,6 +359,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
                                                                      hi, opened)
 
+        view = view_facts(spec) if spec.isolation.mounts or spec.isolation.fresh_root else None
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
@@ -364,7 +367,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if (shares_memory and not reset_caught and not spec.isolation.supervise
                 and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
-            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0)
+            key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
             if key is not None and init:  # the plan names the memfd by number
                 key = (key, init_fd)
         prepared = _take(key) if key is not None else None
@@ -373,7 +376,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             prepared.reuse(moves, landlock_fd)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
-                          reset_caught, landlock_fd, init_fd, report_target,
+                          reset_caught, landlock_fd, init_fd, report_target, view,
                           pending.listener_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
@@ -439,15 +442,135 @@ _sigaction = libc.sigaction
 _sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
+def view_facts(spec: Spec) -> tuple[tuple[str, ...], int]:
+    """What the filesystem view's plan depends on in the parent's world:
+    per operation, what a bind's source is (``"dir"``, ``"file"``, or
+    ``"missing"`` for an optional one), and the umask to restore.
+
+    Raises :class:`~aunshare.Mount` for a bind source that is missing (and
+    not optional) or a socket, and, without ``new_root()``, for a
+    destination on the host's own file system that does not exist (the
+    child creates nothing there).
+    """
+    iso = spec.isolation
+    kinds: list[str] = []
+    ours: list[bytes] = []  # destinations of the view's mounts so far
+    for i, op in enumerate(iso.mounts):
+        kind = ""
+        if op.kind is MountKind.BIND:
+            assert op.source is not None
+            target = errors.MountTarget(op.describe(), "stat", op.source, op.dest, i)
+            try:
+                mode = os.stat(op.source).st_mode
+            except OSError as exc:
+                if op.optional and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    kinds.append("missing")
+                    continue
+                raise errors.Mount(exc.errno or errno.ENOENT, target,
+                                   "the bind's source must exist on the host (optional=True "
+                                   "skips a missing one)", action="check the source") from None
+            if stat.S_ISSOCK(mode):
+                raise errors.Mount(errno.EINVAL, target, "the source is a socket; bind the "
+                                   "directory that holds it instead", action="check the source")
+            kind = "dir" if stat.S_ISDIR(mode) else "file"
+        if not iso.fresh_root and op.kind in _MOUNTING and not any(
+                op.dest != m and (m == b"/" or op.dest.startswith(m + b"/")) for m in ours):
+            if not os.path.lexists(op.dest):
+                raise errors.Mount(errno.ENOENT, errors.MountTarget(op.describe(), "stat", None,
+                                                                    op.dest, i),
+                                   "without new_root() the destination on the host's file "
+                                   "system must exist (the child creates nothing there): "
+                                   "create it, mount a tmpfs() above it first, or call "
+                                   "new_root()", action="check the destination")
+        if op.kind in _MOUNTING and op.kind is not MountKind.REMOUNT_RO:
+            ours.append(op.dest)  # the child may create things below these
+        kinds.append(kind)
+    return tuple(kinds), _umask()
+
+
+def sandbox_lookup(spec: Spec, candidates: tuple[bytes, ...]) -> bytes:
+    """The first of ``candidates`` (paths inside a new root) that names an
+    executable file on the host through the view's binds and symlinks; the
+    last one when none does (the exec then says it is missing)."""
+    mounts = spec.isolation.mounts
+    for cand in candidates:
+        path = cand
+        for _ in range(8):  # symlinks of the view may lead to binds, and on
+            for op in reversed(mounts):
+                dest = op.dest
+                if op.kind in (MountKind.BIND, MountKind.SYMLINK) and (
+                        path == dest or path.startswith(dest + b"/")) and op.source:
+                    rest = path[len(dest):]
+                    target = op.source
+                    if op.kind is MountKind.SYMLINK and not target.startswith(b"/"):
+                        target = os.path.normpath(os.path.dirname(dest) + b"/" + target)
+                    path = target + rest
+                    break
+            else:
+                break
+            if op.kind is MountKind.BIND:
+                if os.access(path, os.X_OK) and not os.path.isdir(path):
+                    return cand
+                break
+    return candidates[-1]
+
+
+_MOUNTING = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.OVERLAY, MountKind.PROC,
+                       MountKind.DEV, MountKind.FILE, MountKind.REMOUNT_RO})
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # Linux before 4.7: the racy way
+    os.umask(old)
+    return old
+
+
 def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            wake: tuple[int, int] | None, join: list[tuple[Namespace, int]],
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
+           view: tuple[tuple[str, ...], int] | None = None,
            listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
         path_env = None if prog.env_clear else os.environb.get(b"PATH")
+    if iso.fresh_root:
+        # Only the child sees the new root: it tries each PATH entry itself.
+        if b"/" in prog.program:
+            search: tuple[bytes, ...] = ()
+            program = prog.program
+        else:
+            dirs = (path_env if path_env is not None else os.defpath.encode()).split(b":")
+            cands = tuple(dict.fromkeys(d.rstrip(b"/") + b"/" + prog.program
+                                        for d in dirs if d.startswith(b"/")))
+            if not cands:
+                raise errors.Exec(errno.ENOENT, prog.program, "no absolute directory in PATH "
+                                  "to look it up in inside the new root")
+            search, program = cands[:-1], cands[-1]
+        envp = child_env(spec)
+        if envp is None and shared_memory:
+            envp = environ_copy()
+        kinds, umask = view if view is not None else view_facts(spec)
+        if spec.lifetime.init_process and search:
+            # The init execs one path: find it here, through the view's binds.
+            program, search = sandbox_lookup(spec, (*search, program)), ()
+        setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
+                      wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
+                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
+                      listener_fd=listener_fd)
+        return build_plan(spec, setup)
+    if view is None and iso.mounts:
+        view = view_facts(spec)
+    kinds, umask = view if view is not None else ((), 0o022)
     root = iso.new_root or b""
     if root and not os.path.isdir(root):  # say so, rather than "program not found"
         what = "chroot" if iso.chroot is not None else "pivot_root"
@@ -462,8 +585,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, landlock_fd=landlock_fd, init_fd=init_fd,
-                  report_fd=report_target, listener_fd=listener_fd)
+                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
+                  listener_fd=listener_fd)
     return build_plan(spec, setup)
 
 

@@ -47,10 +47,24 @@ over them whatever the caller's own privileges.
    /proc/self/uid_map and gid_map. No parent step, so no handshake (when
    there is one anyway, for a ``before_unfreeze`` hook, the parent writes
    the same lines before the hook runs).
-6. ``sethostname`` in a new UTS namespace.
+6. ``sethostname`` in a new UTS namespace; then, in a new network
+   namespace, ``lo`` brought up (unless :meth:`Command.loopback` says
+   not): a close-on-exec ``socket(AF_INET, SOCK_DGRAM)`` and
+   ``ioctl(SIOCSIFFLAGS)`` on it (``USE_PREVIOUS``) with ``{"lo", IFF_UP}``.
 7. mounts and root, in a new mount namespace: first every mount made
    private (``mount --make-rprivate /``), so nothing done here propagates
-   back to the parent's namespace; then either ``chroot`` or
+   back to the parent's namespace. With a filesystem view
+   (:meth:`Command.new_root`, :meth:`Command.bind_mount`, ...): ``umask(0)``
+   so modes are as given; with ``new_root()`` a staging tmpfs over /tmp
+   holding ``newroot`` (bound on itself) and ``oldroot``, and
+   ``pivot_root`` into it, so the host's root is /oldroot and the
+   sandbox's /newroot; then each operation in order (``mkdirat`` of the
+   directories above a destination, failures ignored, the mount itself
+   saying what is missing; ``mount``, and ``mount_setattr`` with
+   ``AT_RECURSIVE`` for a bind's nosuid/nodev/read-only); then /oldroot
+   detached, ``pivot_root(".", ".")`` into /newroot and the staging tmpfs
+   detached; the caller's umask back. Every such step raises
+   :class:`~aunshare.Mount` naming its operation. Otherwise either ``chroot`` or
    ``pivot_root`` (bind-mount the new root on itself so it is a mount
    point, enter it, pivot, enter the new "/", and detach the old root
    unless asked to keep it); ``/proc`` is mounted for
@@ -135,16 +149,17 @@ from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
-    AT_EMPTY_PATH, AT_FDCWD, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, LINUX_CAPABILITY_VERSION_3,
-    MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, PR_CAP_AMBIENT,
-    PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS,
-    PR_SET_PDEATHSIG, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_SET_MODE_FILTER, SIG_SETMASK,
-    TIOCSCTTY,
+    AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_INTO_CGROUP, CLOSE_RANGE_CLOEXEC, IFF_UP,
+    LINUX_CAPABILITY_VERSION_3, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC,
+    PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS,
+    PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    SECCOMP_SET_MODE_FILTER, SIG_SETMASK, SIOCSIFFLAGS, SOCK_CLOEXEC, TIOCSCTTY,
 )
 from ._names import fd_name, signal_name
 from .namespaces import Namespace, cap_name, self_maps
 from .seccomp import Action, SeccompFilter
-from .spec import SelfMap, Spec
+from .spec import MountKind, MountOp, SelfMap, Spec
 
 __all__ = ["Step", "Plan", "Setup", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "Slot",
            "Fprog", "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
@@ -307,6 +322,7 @@ _EMPTY_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("empty_sigset"), 0, 8),
 _SAVED_MASK = Step("rt_sigprocmask", (SIG_SETMASK, Ptr("saved_sigmask"), 0, 8),
                    errors.NixError, "restore signal mask", None)
 _GROUP_LEADER = Step("setpgid", (0, 0), errors.SetPGid, "setpgid", "(0, 0)")
+_SETSID = Step("setsid", (), errors.SetPGid, "setsid", "(new_session)")
 _NEW_SESSION = Step("setsid", (), errors.StdioError, "setsid", "for the pty",
                     detail="a new session is needed to take a controlling terminal")
 
@@ -367,6 +383,16 @@ class Setup(NamedTuple):
     report_fd: int = -1
     """With ``init_process``: the dup3 target the error pipe's write end gets
     in the child, for the init to report the program's exec on; -1: none."""
+    mount_kinds: tuple[str, ...] = ()
+    """Per filesystem-view operation, what the parent found at a bind's
+    source: ``"dir"``, ``"file"`` or ``"missing"`` (an optional one,
+    skipped); ``""`` for other operations."""
+    umask: int = 0o022
+    """The parent's umask, restored after the filesystem view is built
+    (which creates everything with the modes as given)."""
+    search: tuple[bytes, ...] = ()
+    """Paths to try in order before ``program`` (a PATH search inside a
+    new root, which only the child can see)."""
     listener_fd: int = -1
     """The descriptor number the parent reserved for the seccomp listener
     (:meth:`Command.supervise_syscalls`): the child moves it there."""
@@ -388,6 +414,18 @@ def _proc_step(target: bytes) -> Step:
                 errors.ChangeRoot, "mount proc on", target,
                 detail="a proc mount needs a new pid namespace's owner privileges and, "
                        "unprivileged, an existing fully visible /proc")
+
+
+# ioctl(SIOCSIFFLAGS) with struct ifreq {"lo", IFF_UP} on a datagram socket;
+# the socket is close-on-exec (no step can name its number to close it).
+_LOOPBACK: tuple[Step, ...] = (
+    Step("socket", (2, 2 | SOCK_CLOEXEC, 0), errors.SetNs,  # AF_INET, SOCK_DGRAM
+         "open a socket to configure", "lo in the new network namespace"),
+    Step("ioctl", (0, SIOCSIFFLAGS, Bytes(struct.pack("=16sH22x", b"lo", IFF_UP))),
+         errors.SetNs, "bring up (SIOCSIFFLAGS)", "lo in the new network namespace",
+         USE_PREVIOUS, "needs CAP_NET_ADMIN in the namespace's user namespace; "
+                       "loopback(False) leaves lo down"),
+)
 
 
 def _cap_bits(caps: frozenset[int]) -> bytes:
@@ -424,6 +462,8 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     if ctty is not None:  # setsid also starts a new process group led by the child
         steps.append(_NEW_SESSION)
         steps.append(_ctty_step(ctty))
+    elif spec.identity.new_session:  # also leads a new process group
+        steps.append(_SETSID)
     elif spec.leads_group:
         steps.append(_GROUP_LEADER)
 
@@ -463,12 +503,19 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.append(Step("sethostname", (CStr(h), len(h)), errors.ChangeRoot,
                           "sethostname", h))
 
+    # 6b. the loopback interface of a new network namespace
+    if new & Namespace.NET and iso.loopback:
+        steps.extend(_LOOPBACK)
+
     # 7. mounts and root
     if new & Namespace.MOUNT:
         steps.append(Step("mount", (0, CStr(b"/"), 0, MS_REC | MS_PRIVATE, 0),
                           errors.ChangeRoot, "make every mount private under", b"/"))
     root_changed = False
-    if iso.chroot is not None:
+    if iso.mounts or iso.fresh_root:
+        steps.extend(_view_steps(spec, setup))
+        root_changed = iso.fresh_root
+    elif iso.chroot is not None:
         root = iso.chroot
         if iso.mount_proc:
             steps.append(_proc_step(root.rstrip(b"/") + b"/proc"))
@@ -597,8 +644,14 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                           detail="; ".join(d for d in (
                               "run by the init of the new pid namespace", *details) if d)))
     else:
-        steps.append(Step("execve", (CStr(setup.program), CStrArray(tuple(setup.argv)),
-                                     env_arg),
+        argv_arg = CStrArray(tuple(setup.argv))
+        for path in setup.search:  # the first that execs ends the plan
+            steps.append(Step("execve", (CStr(path), argv_arg, env_arg), errors.Exec, "exec",
+                              path, IGNORE_ERROR))
+        if setup.search:
+            searched = ", ".join(os.fsdecode(p) for p in (*setup.search, setup.program))
+            details = (f"looked up in PATH inside the new root (tried {searched})", details[1])
+        steps.append(Step("execve", (CStr(setup.program), argv_arg, env_arg),
                           errors.Exec, "exec", setup.program,
                           detail="; ".join(d for d in details if d)))
     in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
@@ -650,3 +703,278 @@ def _rlimit_name(res: int) -> str:
         if name.startswith("RLIMIT_") and getattr(resource, name) == res:
             return name
     return f"resource {res}"
+
+
+# -- the filesystem view (step 7) -------------------------------------------------
+
+# With new_root(): the staging tmpfs (mounted over /tmp in the child's private
+# namespace, as bubblewrap does) becomes the root for the build; the host's
+# root is at /oldroot in it and the sandbox's at /newroot.
+_BASE = b"/tmp"
+_OLD = b"/oldroot"
+_NEW = b"/newroot"
+_DEV_NODES = (b"null", b"zero", b"full", b"random", b"urandom", b"tty")
+_DEV_LINKS = ((b"/proc/self/fd/0", b"stdin"), (b"/proc/self/fd/1", b"stdout"),
+              (b"/proc/self/fd/2", b"stderr"), (b"/proc/self/fd", b"fd"),
+              (b"/proc/kcore", b"core"), (b"pts/ptmx", b"ptmx"))
+# Parts of /proc that root could write to change the host; covered read-only.
+_PROC_COVERS = (b"sys", b"sysrq-trigger", b"irq", b"bus")
+_MOUNT_ATTR_SIZE = 32
+
+
+def _mount_attr(read_only: bool, devices: bool) -> Bytes:
+    bits = MOUNT_ATTR_NOSUID | (0 if devices else MOUNT_ATTR_NODEV)
+    if read_only:
+        bits |= MOUNT_ATTR_RDONLY
+    # struct mount_attr: attr_set, attr_clr, propagation, userns_fd
+    return Bytes(struct.pack("=4Q", bits, 0, 0, 0))
+
+
+def _escape_option(path: bytes) -> bytes:
+    """A path inside an overlay option string (',' ':' and '\\' escaped)."""
+    return path.replace(b"\\", b"\\\\").replace(b",", b"\\,").replace(b":", b"\\:")
+
+
+class _View:
+    """Builds the steps of the filesystem view's operations."""
+
+    def __init__(self, fresh: bool, euid: int, kinds: Sequence[str], own_pid: bool) -> None:
+        self.fresh = fresh
+        self.own_pid = own_pid
+        self.euid = euid
+        self.kinds = kinds  # per operation: "dir", "file", "missing" (binds only), or ""
+        self.steps: list[Step] = []
+        self.made: set[bytes] = set()   # directories this plan created (inside)
+        self.owned: list[bytes] = []    # destinations of our mounts, as the child sees them
+        self.op: MountOp | None = None
+        self.index = -1
+
+    def new(self, path: bytes) -> bytes:
+        """Where ``path`` of the sandbox is during the build."""
+        if not self.fresh:
+            return path
+        return _NEW if path == b"/" else _NEW + path
+
+    def old(self, path: bytes) -> bytes:
+        """Where the host's ``path`` is during the build."""
+        return _OLD + path if self.fresh else path
+
+    def add(self, syscall: str, args: tuple[Arg, ...], what: str, dest: bytes,
+            source: bytes | None = None, flags: int = 0, detail: str = "") -> None:
+        op = self.op
+        described = op.describe() if op is not None else "the filesystem view"
+        self.steps.append(Step(syscall, args, errors.Mount, what,
+                               errors.MountTarget(described, syscall, source, dest, self.index),
+                               flags, detail))
+
+    def mkdir(self, path: bytes, mode: int = 0o755) -> None:
+        """mkdir inside the view (``path`` as the child sees it), an
+        existing directory being fine."""
+        self.add("mkdirat", (AT_FDCWD, CStr(self.new(path)), mode), "mkdir", self.new(path),
+                 flags=IGNORE_ERROR)
+        self.made.add(path)
+
+    def parents(self, path: bytes) -> None:
+        """Create the directories above ``path`` that may be missing: every
+        one with new_root(), else those under a mount of ours."""
+        parts = path.split(b"/")[1:-1]
+        for n in range(1, len(parts) + 1):
+            d = b"/" + b"/".join(parts[:n])
+            if d in self.made:
+                continue
+            if self.fresh or any(d != m and (m == b"/" or d.startswith(m + b"/"))
+                                 for m in self.owned):
+                self.mkdir(d)
+
+    def mounted(self, dest: bytes) -> None:
+        """A mount now covers ``dest``: what was made below it is hidden."""
+        self.made = {d for d in self.made if not d.startswith(dest + b"/")} | {dest}
+        self.owned.append(dest)
+
+    def point(self, dest: bytes, is_dir: bool) -> None:
+        """Create the mount point ``dest``: a directory or an empty file."""
+        self.parents(dest)
+        if not self.fresh and not any(dest != m and (m == b"/" or dest.startswith(m + b"/"))
+                                      for m in self.owned):
+            return  # the host's own path: it must exist (checked by the parent)
+        if is_dir:
+            if dest not in self.made:
+                self.mkdir(dest)
+        else:
+            where = self.new(dest)
+            self.add("openat", (AT_FDCWD, CStr(where), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
+                                | os.O_NOCTTY, 0o444), "create the mount point", where)
+            self.add("close", (0,), "close", where, flags=USE_PREVIOUS)
+
+    def bind(self, src: bytes, dest: bytes, read_only: bool, devices: bool,
+             is_dir: bool = True) -> None:
+        self.point(dest, is_dir)
+        s, d = self.old(src), self.new(dest)
+        self.add("mount", (CStr(s), CStr(d), 0, MS_BIND | MS_REC, 0), "bind-mount", d, s)
+        self.add("mount_setattr", (AT_FDCWD, CStr(d), AT_RECURSIVE,
+                                   _mount_attr(read_only, devices), _MOUNT_ATTR_SIZE),
+                 "set the flags (nosuid" + ("" if devices else ", nodev")
+                 + (", read-only" if read_only else "") + ") of", d,
+                 detail="mount_setattr needs Linux 5.12")
+        self.mounted(dest)
+
+    def tmpfs(self, dest: bytes, mode: int, size: int | None) -> None:
+        self.point(dest, True)
+        d = self.new(dest)
+        options = b"mode=%o" % mode + (b",size=%d" % size if size is not None else b"")
+        self.add("mount", (CStr(b"tmpfs"), CStr(d), CStr(b"tmpfs"), MS_NOSUID | MS_NODEV,
+                           CStr(options)), "mount a tmpfs on", d)
+        self.mounted(dest)
+
+    def proc(self, dest: bytes, own: bool = True) -> None:
+        if not own:
+            # No pid namespace of its own: the host's /proc, bound (a proc
+            # of the caller's pid namespace cannot be mounted from a user
+            # namespace), as bubblewrap does.
+            self.bind(b"/proc", dest, False, False)
+            return
+        self.point(dest, True)
+        d = self.new(dest)
+        self.add("mount", (CStr(b"proc"), CStr(d), CStr(b"proc"),
+                           MS_NOSUID | MS_NODEV | MS_NOEXEC, 0), "mount proc on", d,
+                 detail="a proc mount needs a new pid namespace's owner privileges and, "
+                        "unprivileged, an existing fully visible /proc")
+        self.mounted(dest)
+        if self.euid == 0:  # root could write these and reach the host: read-only
+            for name in _PROC_COVERS:
+                sub = d + b"/" + name
+                # Absent ones (some are not shown in a user namespace's proc)
+                # are skipped; mount_setattr only acts on a mount's root, so
+                # it does nothing where the bind did not happen.
+                self.add("mount", (CStr(sub), CStr(sub), 0, MS_BIND | MS_REC, 0),
+                         "bind-mount (to make it read-only)", sub, sub, IGNORE_ERROR)
+                self.add("mount_setattr", (AT_FDCWD, CStr(sub), AT_RECURSIVE,
+                                           _mount_attr(True, False), _MOUNT_ATTR_SIZE),
+                         "make read-only", sub, flags=IGNORE_ERROR)
+
+    def dev(self, dest: bytes) -> None:
+        self.tmpfs(dest, 0o755, None)
+        for name in _DEV_NODES:
+            self.bind(b"/dev/" + name, dest + b"/" + name, False, True, is_dir=False)
+        self.tmpfs(dest + b"/shm", 0o1777, None)
+        self.mkdir(dest + b"/pts")
+        pts = self.new(dest + b"/pts")
+        self.add("mount", (CStr(b"devpts"), CStr(pts), CStr(b"devpts"), MS_NOSUID | MS_NOEXEC,
+                           CStr(b"newinstance,ptmxmode=0666,mode=620")),
+                 "mount a new devpts instance on", pts)
+        self.mounted(dest + b"/pts")
+        for target, name in _DEV_LINKS:
+            self.symlink(target, dest + b"/" + name)
+
+    def symlink(self, target: bytes, dest: bytes) -> None:
+        self.parents(dest)
+        d = self.new(dest)
+        self.add("symlinkat", (CStr(target), AT_FDCWD, CStr(d)), "create a symlink at", d,
+                 target)
+
+    def write_file(self, index: int, dest: bytes, data: bytes, mode: int,
+                   read_only: bool) -> None:
+        # Staged in the private base tmpfs (the child's "/" during the
+        # build), then bound in: the content never passes through the
+        # destination's file system.
+        staged = b"/file-%d" % index
+        self.add("openat", (AT_FDCWD, CStr(staged), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                            | os.O_CLOEXEC, mode), "create the staged file", staged)
+        self.add("write", (0, Bytes(data), len(data), 0, 0, len(data)), "write the content of",
+                 staged, flags=USE_PREVIOUS | EXPECT_ARG5,
+                 detail=f"{len(data)} bytes in one write; ESRCH: a short write (tmpfs full?)")
+        self.point(dest, False)
+        d = self.new(dest)
+        self.add("mount", (CStr(staged), CStr(d), 0, MS_BIND, 0), "bind-mount", d, staged)
+        self.add("mount_setattr", (AT_FDCWD, CStr(d), 0, _mount_attr(read_only, False),
+                                   _MOUNT_ATTR_SIZE), "set the flags of", d)
+        self.mounted(dest)
+
+    def overlay(self, index: int, op: MountOp) -> None:
+        self.point(op.dest, True)
+        d = self.new(op.dest)
+        if op.upper is not None and op.work is not None:
+            options = (b"upperdir=" + _escape_option(self.old(op.upper)) + b",workdir="
+                       + _escape_option(self.old(op.work)) + b",")
+        else:  # a writable layer in the private base tmpfs, gone with the child
+            upper, work = b"/overlay-upper-%d" % index, b"/overlay-work-%d" % index
+            for where in (upper, work):
+                self.add("mkdirat", (AT_FDCWD, CStr(where), 0o755), "mkdir", where)
+            options = b"upperdir=" + upper + b",workdir=" + work + b","
+        options += b"lowerdir=" + b":".join(_escape_option(self.old(p)) for p in op.lower)
+        options += b",userxattr"
+        self.add("mount", (CStr(b"overlay"), CStr(d), CStr(b"overlay"), 0, CStr(options)),
+                 "mount an overlay on", d, detail="options " + options.decode(errors="replace"))
+        self.mounted(op.dest)
+
+    def run(self, mounts: Sequence[MountOp]) -> None:
+        for i, op in enumerate(mounts):
+            self.op, self.index = op, i
+            kind = op.kind
+            if kind is MountKind.BIND:
+                assert op.source is not None
+                found = self.kinds[i] if i < len(self.kinds) else "dir"
+                if found == "missing":
+                    continue  # optional, and missing at spawn
+                self.bind(op.source, op.dest, op.read_only, op.allow_devices, found != "file")
+            elif kind is MountKind.TMPFS:
+                self.tmpfs(op.dest, op.mode, op.size)
+            elif kind is MountKind.DIR:
+                self.parents(op.dest)
+                self.mkdir(op.dest, op.mode)
+            elif kind is MountKind.SYMLINK:
+                assert op.source is not None
+                self.symlink(op.source, op.dest)
+            elif kind is MountKind.FILE:
+                self.write_file(i, op.dest, op.data, op.mode, op.read_only)
+            elif kind is MountKind.REMOUNT_RO:
+                d = self.new(op.dest)
+                self.add("mount_setattr", (AT_FDCWD, CStr(d), AT_RECURSIVE,
+                                           Bytes(struct.pack("=4Q", MOUNT_ATTR_RDONLY, 0, 0, 0)),
+                                           _MOUNT_ATTR_SIZE),
+                         "make read-only (recursively)", d,
+                         detail="the destination must be a mount point")
+            elif kind is MountKind.DEV:
+                self.dev(op.dest)
+            elif kind is MountKind.PROC:
+                self.proc(op.dest, self.own_pid)
+            elif kind is MountKind.OVERLAY:
+                self.overlay(i, op)
+        self.op, self.index = None, -1
+
+
+def _view_steps(spec: Spec, setup: Setup) -> list[Step]:
+    """Step 7 with a filesystem view: the operations, inside a new root
+    when :meth:`Command.new_root` asked for one."""
+    iso = spec.isolation
+    fresh = iso.fresh_root
+    mounts = iso.mounts
+    if iso.mount_proc:  # the plain mount_proc(): after the operations
+        mounts = (*mounts, MountOp(MountKind.PROC, b"/proc"))
+    view = _View(fresh, setup.euid, setup.mount_kinds,
+                 bool((iso.unshare | iso.joined) & Namespace.PID))
+    add = view.add
+    # Modes as given (as bubblewrap does); the caller's umask is back before exec.
+    add("umask", (0,), "set the umask for", b"/")
+    if fresh:
+        add("mount", (CStr(b"tmpfs"), CStr(_BASE), CStr(b"tmpfs"), MS_NOSUID | MS_NODEV, 0),
+            "mount the staging tmpfs on", _BASE,
+            detail="new_root() builds the new root in a tmpfs mounted over /tmp in the "
+                   "child's mount namespace: /tmp must exist")
+        add("chdir", (CStr(_BASE),), "chdir", _BASE)
+        add("mkdirat", (AT_FDCWD, CStr(b"newroot"), 0o755), "mkdir", _NEW)
+        add("mount", (CStr(b"newroot"), CStr(b"newroot"), 0, MS_BIND | MS_REC, 0),
+            "bind-mount the new root on itself", _NEW)
+        add("mkdirat", (AT_FDCWD, CStr(b"oldroot"), 0o755), "mkdir", _OLD)
+        add("pivot_root", (CStr(b"."), CStr(b"oldroot")), "pivot_root into the staging tmpfs",
+            _BASE)
+        add("chdir", (CStr(b"/"),), "chdir", b"/")
+    view.run(mounts)
+    if fresh:
+        add("umount2", (CStr(_OLD), MNT_DETACH), "detach the old root", _OLD)
+        add("chdir", (CStr(_NEW),), "chdir", _NEW)
+        add("pivot_root", (CStr(b"."), CStr(b".")), "pivot_root into the new root", _NEW)
+        add("umount2", (CStr(b"."), MNT_DETACH), "detach the staging tmpfs", b"/")
+        add("chdir", (CStr(b"/"),), "chdir", b"/")
+    add("umask", (setup.umask,), "restore the umask for", b"/")
+    return view.steps

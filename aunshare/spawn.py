@@ -144,9 +144,11 @@ async def _answer_plan_calls(pending: Pending) -> None:
     from .supervision import recv, send
 
     assert pending.table is not None
-    rows = pending.table.rows()
-    exec_path = rows[-1][1]  # the execve step's program pointer
     nrs = SYSCALLS
+    # the plan's exec steps (a PATH search in a new root tries several):
+    # (number, first argument), the program's path in the table
+    execs = {(row[0], row[1]) for row in pending.table.rows()
+             if row[0] in (nrs["execve"], nrs["execveat"])}
     fd = pending.listener_fd
     poller = select.poll()
     poller.register(fd, select.POLLIN)
@@ -161,7 +163,7 @@ async def _answer_plan_calls(pending: Pending) -> None:
         if got is None:
             continue
         nid, _pid, nr, args = got
-        if (nr == nrs["execve"] and args[0] == exec_path) or (
+        if (nr, args[0]) in execs or (
                 nr == nrs["write"] and args[0] == pending.errfd_child):
             try:
                 send(fd, nid, 0, 0, 1)  # SECCOMP_USER_NOTIF_FLAG_CONTINUE

@@ -25,7 +25,7 @@ from .seccomp import SeccompFilter
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
-    "SelfMap", "PivotRoot", "Rlimit",
+    "SelfMap", "PivotRoot", "Rlimit", "MountOp", "MountKind",
 ]
 
 
@@ -51,6 +51,62 @@ class PivotRoot(NamedTuple):
     put_old: bytes
     """Relative to ``new_root``."""
     unmount: bool
+
+
+class MountKind(enum.Enum):
+    """What one operation of the child's filesystem view does."""
+
+    BIND = "bind_mount"
+    TMPFS = "tmpfs"
+    DIR = "mkdir"
+    SYMLINK = "symlink"
+    FILE = "write_file"
+    REMOUNT_RO = "remount_read_only"
+    DEV = "mount_dev"
+    PROC = "mount_proc"
+    OVERLAY = "overlay"
+
+
+class MountOp(NamedTuple):
+    """One operation of the filesystem view (:meth:`Command.bind_mount`,
+    :meth:`Command.tmpfs`, ...), normalised: absolute paths without ``.``,
+    ``..`` or repeated slashes."""
+
+    kind: MountKind
+    dest: bytes
+    """Where, as the child sees it."""
+    source: bytes | None = None
+    """A bind's source on the host, or a symlink's target."""
+    read_only: bool = False
+    allow_devices: bool = False
+    optional: bool = False
+    """A bind whose source may be missing (then skipped)."""
+    mode: int = 0o755
+    size: int | None = None
+    """A tmpfs's size in bytes (None: the kernel's default)."""
+    data: bytes = b""
+    """A file's content (write_file)."""
+    lower: tuple[bytes, ...] = ()
+    """An overlay's lower directories, topmost first."""
+    upper: bytes | None = None
+    work: bytes | None = None
+
+    def describe(self) -> str:
+        """The call that made it, e.g. ``bind_mount('/usr', '/usr', read_only=True)``."""
+        dest = repr(self.dest.decode(errors="replace"))
+        kind = self.kind
+        if kind is MountKind.BIND:
+            assert self.source is not None
+            extra = "".join(f", {name}=True" for name in ("read_only", "allow_devices", "optional")
+                            if getattr(self, name))
+            return f"bind_mount({self.source.decode(errors='replace')!r}, {dest}{extra})"
+        if kind is MountKind.SYMLINK:
+            assert self.source is not None
+            return f"symlink({self.source.decode(errors='replace')!r}, {dest})"
+        if kind is MountKind.OVERLAY:
+            lower = [d.decode(errors="replace") for d in self.lower]
+            return f"overlay({dest}, {lower!r})"
+        return f"{kind.value}({dest})"
 
 
 class Rlimit(NamedTuple):
@@ -143,10 +199,12 @@ class IdentitySpec:
     groups: tuple[int, ...] | None = None
     group_leader: bool = False
     """:meth:`Command.make_group_leader`."""
+    new_session: bool = False
+    """:meth:`Command.new_session`: setsid() (no controlling terminal)."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _hashed(self, self.uid, self.gid, self.groups, self.group_leader)
+        _hashed(self, self.uid, self.gid, self.groups, self.group_leader, self.new_session)
 
     def __hash__(self) -> int:
         return self._hash
@@ -170,6 +228,13 @@ class IsolationSpec:
     pivot: PivotRoot | None = None
     hostname: bytes | None = None
     mount_proc: bool = False
+    """A fresh /proc (inside the new root, if any; after the mounts)."""
+    mounts: tuple[MountOp, ...] = ()
+    """The filesystem view, in order."""
+    fresh_root: bool = False
+    """:meth:`Command.new_root`: the view is built in an empty tmpfs."""
+    loopback: bool = True
+    """Bring ``lo`` up in a new network namespace."""
     keep_caps: frozenset[int] | None = None
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
@@ -185,8 +250,9 @@ class IsolationSpec:
     def __post_init__(self) -> None:
         _hashed(self, self.unshare, self.join, self.uid_maps, self.gid_maps, self.allow_setgroups,
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
-                self.hostname, self.mount_proc, self.keep_caps, self.no_new_privs, self.rlimits,
-                self.seccomp, self.supervise, self.landlock)
+                self.hostname, self.mount_proc, self.mounts, self.fresh_root, self.loopback,
+                self.keep_caps, self.no_new_privs, self.rlimits, self.landlock,
+                self.seccomp, self.supervise)
 
     def __hash__(self) -> int:
         return self._hash
@@ -259,7 +325,8 @@ class Spec:
     @property
     def leads_group(self) -> bool:
         """The child leads a process group of its own (setpgid or setsid)."""
-        return (self.identity.group_leader or self.kill_target is KillTarget.GROUP
+        return (self.identity.group_leader or self.identity.new_session
+                or self.kill_target is KillTarget.GROUP
                 or self.fds.pty_target is not None)
 
     @property
@@ -363,3 +430,56 @@ def _validate(spec: Spec) -> None:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "
                          "to see only the child's processes)")
+    if iso.mounts or iso.fresh_root:
+        _validate_mounts(iso)
+
+
+def _under(path: bytes, top: bytes) -> bool:
+    """``path`` is ``top`` or below it (both normalised)."""
+    return top == b"/" or path == top or path.startswith(top + b"/")
+
+
+def _validate_mounts(iso: IsolationSpec) -> None:
+    mounts = iso.mounts
+    if not mounts and not iso.fresh_root:
+        return
+    if not iso.unshare & Namespace.MOUNT:
+        raise ValueError("the filesystem view (new_root(), bind_mount(), tmpfs(), ...) needs a "
+                         "new mount namespace, or it would change the caller's: add "
+                         "unshare(Namespace.MOUNT)")
+    if iso.chroot is not None or iso.pivot is not None:
+        what = "chroot_dir()" if iso.chroot is not None else "pivot_root()"
+        raise ValueError(f"{what} changes the root to a prepared directory, and new_root()/"
+                         "bind_mount()/tmpfs()/... build the view themselves; choose one "
+                         "(new_root() with bind_mount() replaces a prepared root)")
+    for i, op in enumerate(mounts):
+        if not iso.fresh_root:
+            if op.kind is MountKind.FILE:
+                raise ValueError(f"{op.describe()} needs new_root(): the file is staged in the "
+                                 "new root's private tmpfs and bound in, which an existing root "
+                                 "does not have")
+            if op.kind is MountKind.DEV:
+                raise ValueError(f"{op.describe()} needs new_root(): it binds the host's device "
+                                 "nodes from /dev, which the new /dev would hide")
+            if op.kind is MountKind.OVERLAY and op.upper is None:
+                raise ValueError(f"{op.describe()} without upper= keeps its writable layer in "
+                                 "the new root's private tmpfs: call new_root(), or give "
+                                 "upper= and work= directories")
+            if op.kind in (MountKind.DIR, MountKind.SYMLINK) and not any(
+                    _under(op.dest, m.dest) and m.dest != op.dest
+                    for m in mounts[:i] if m.kind in _MOUNTS):
+                raise ValueError(f"{op.describe()} without new_root() would create it on the "
+                                 "host's own file system: mount a tmpfs() above it first, or "
+                                 "call new_root()")
+            continue
+        for top, needs in ((b"/proc", "mount_proc()"), (b"/dev", "mount_dev()")):
+            if op.dest.startswith(top + b"/") and not any(
+                    _under(op.dest, m.dest) and m.kind in _MOUNTS for m in mounts[:i]):
+                raise ValueError(f"{op.describe()}: a destination under {top.decode()} in a "
+                                 f"new_root() needs {needs} (or a mount at {top.decode()}) "
+                                 "before it; in the new root that directory starts empty")
+
+
+# Operations that put a mount at their destination.
+_MOUNTS = frozenset({MountKind.BIND, MountKind.TMPFS, MountKind.DEV, MountKind.PROC,
+                     MountKind.OVERLAY})

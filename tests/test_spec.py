@@ -19,7 +19,7 @@ from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
-from aunshare.spec import PivotRoot, Rlimit, SelfMap
+from aunshare.spec import MountKind, MountOp, PivotRoot, Rlimit, SelfMap
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +57,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "gid": {"gid": 7},
         "groups": {"groups": (7,)},
         "group_leader": {"group_leader": True},
+        "new_session": {"new_session": True},
     },
     "isolation": {
         "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID
@@ -72,6 +73,11 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "pivot": {"pivot": PivotRoot(b"/srv", b"old", True)},
         "hostname": {"hostname": b"box"},
         "mount_proc": {"mount_proc": True},
+        "mounts": {"mounts": (MountOp(MountKind.TMPFS, b"/tmp"),)},
+        "fresh_root": {"fresh_root": True},
+        # lo is brought up only in a new network namespace: the base has none
+        "loopback": {"loopback": False, "unshare": Namespace.USER | Namespace.MOUNT
+                     | Namespace.UTS | Namespace.NET},
         "keep_caps": {"keep_caps": frozenset({12})},
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
