@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner",
+    "CompletedRun": "runner", "ReapTimeout": "errors",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
     "ChildEventKind": "events", "ChildEvents": "events",
     **{name: "errors" for name in (
@@ -97,6 +98,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         JobResult as JobResult, run as run, run_as_completed as run_as_completed,
         run_many as run_many,
     )
+    from .errors import ReapTimeout as ReapTimeout
+    from .runner import CompletedRun as CompletedRun
     from .seccomp import Action as Action, SeccompFilter as SeccompFilter, arg as arg
     from .spec import Spec as Spec
     from .supervision import SyscallRequest as SyscallRequest

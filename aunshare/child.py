@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno as _errno
 import fcntl
+import math
 import os
 import signal as _signal
 import struct
@@ -46,8 +47,8 @@ from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
 from .status import from_init
 from .status import from_waitid as _status
+from .streams import Capture, PipeReader, PipeWriter, check_capture, send_then_close
 from .supervision import Listener, SyscallStream
-from .streams import PipeReader, PipeWriter, send_then_close
 from .tree import signal_tree
 
 __all__ = ["Child", "Output", "busy", "reap_orphans"]
@@ -65,6 +66,15 @@ class Output:
     """Everything the child wrote to stdout (empty when not piped)."""
     stderr: bytes
     """Everything the child wrote to stderr (empty when not piped)."""
+    stdout_truncated: bool = False
+    """True when stdout had more than ``max_output`` bytes: ``stdout`` holds
+    only the first (or, with ``keep="tail"``, the last) ``max_output``."""
+    stderr_truncated: bool = False
+    """The same for stderr."""
+    cut_short: bool = False
+    """True when ``wait_delay`` ran out after the child exited while a pipe
+    was still open (a grandchild holding it, say): the parent closed its
+    ends, and the streams hold what was read until then."""
 
 
 # Children not yet reaped: while there are any, the event loop has other
@@ -74,6 +84,9 @@ _unreaped: weakref.WeakSet[Child] = weakref.WeakSet()
 # (pid, pidfd) of children whose Child was dropped unreaped: reaped by
 # reap_orphans() once they exit, as subprocess does with its dropped Popens.
 _orphans: list[tuple[int, int]] = []
+# Children a shutdown stopped waiting for after SIGKILL (KillPolicy.reap_timeout):
+# the Child keeps its pidfd and status; reap_orphans() reaps them once they died.
+_stuck: weakref.WeakSet[Child] = weakref.WeakSet()
 
 
 def busy() -> bool:
@@ -82,7 +95,18 @@ def busy() -> bool:
 
 
 def reap_orphans() -> None:
-    """Reap the dropped children that have exited (cheap: one waitid each)."""
+    """Reap the dropped children that have exited (cheap: one waitid each),
+    and those a shutdown gave up on (ReapTimeout) once they died."""
+    for child in list(_stuck):
+        try:
+            done = child.try_wait() is not None
+        except errors.WaitError:
+            done = True  # reaped by someone else: nothing left to wait for
+        if done:
+            _stuck.discard(child)
+            path = child._cgroup
+            if path is not None and not _cgroup.populated(path) and _cgroup.remove(path):
+                child._cgroup = None
     if not _orphans:
         return
     for item in list(_orphans):
@@ -186,6 +210,7 @@ class Child:
         self._waiter: anyio.Event | None = None
         self._readable: asyncio.Future[None] | None = None  # the asyncio fast wait
         self._stopping: anyio.Event | None = None  # set when a shutdown() finishes
+        self._stuck: float | None = None  # reap_timeout that ran out (ReapTimeout raised)
         self.landlock_report: LandlockReport | None = pending.landlock_report
         """What the child's :meth:`Command.landlock` rules became on this
         kernel (what was enforced, dropped or skipped); None without rules."""
@@ -382,7 +407,9 @@ class Child:
                 self._cgroup = None
         return self._status
 
-    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+    async def communicate(self, input: bytes | None = None, *, max_output: int | None = None,
+                          keep: str = "head", wait_delay: float | None = None,
+                          ) -> tuple[bytes | None, bytes | None]:
         """Send ``input`` to stdin and close it, read stdout and stderr to
         EOF, and wait for the child to exit; returns ``(stdout, stderr)``.
 
@@ -391,23 +418,44 @@ class Child:
         that is not piped gives None. A child that exits (or closes its
         stdin) without reading all of ``input`` is not an error, as in
         asyncio. Reading ends when the last writer of a pipe closes it,
-        which may be a grandchild that outlives the child. On error or
-        cancellation the child is killed and reaped before the exception
-        propagates.
+        which may be a grandchild that outlives the child (see
+        ``wait_delay``). On error or cancellation the child is killed and
+        reaped before the exception propagates.
+
+        ``max_output`` (bytes, per stream) keeps only the first bytes of
+        each stream, or the last ones with ``keep="tail"``; the rest is
+        read and dropped, so the child never blocks on a full pipe.
+        ``wait_delay`` (seconds) bounds the reading once the child has
+        exited: then the parent closes its ends and returns what it read.
+        :meth:`wait_with_output` takes the same options and also tells
+        whether a stream was truncated or cut short.
 
         With a pty as stdin there is no end of input by closing (closing the
         master would hang up the terminal and SIGHUP the child): the pty
         stays open until the child has exited, so end ``input`` with the
         terminal's EOF character, b"\\x04", if the child reads to the end.
         """
+        check_capture(max_output, keep, wait_delay, "communicate()")
+        if max_output is None and wait_delay is None:
+            return await self._communicate_all(self._input(input))
+        out, err, _ = await self._communicate(self._input(input), max_output, keep, wait_delay)
+        return (None if out is None else out.value(), None if err is None else err.value())
+
+    def _input(self, input: bytes | None) -> memoryview | None:
+        if input is None:
+            return None
         stdin = self.stdin
-        if input is not None:
-            if stdin is None:
-                raise ValueError("communicate(input=...) needs the child's stdin piped: "
-                                 "Command.stdin(Stdio.piped())")
-            if stdin.fileno() < 0:
-                raise ValueError("communicate(input=...): child.stdin is already closed")
-            input = memoryview(input)  # type: ignore[assignment]  # no copy when slicing
+        if stdin is None:
+            raise ValueError("communicate(input=...) needs the child's stdin piped: "
+                             "Command.stdin(Stdio.piped())")
+        if stdin.fileno() < 0:
+            raise ValueError("communicate(input=...): child.stdin is already closed")
+        return memoryview(input)  # no copy when slicing
+
+    async def _communicate_all(self, input: memoryview | None,
+                               ) -> tuple[bytes | None, bytes | None]:
+        """communicate() without limits: each stream read whole, to EOF."""
+        stdin = self.stdin
         out: bytes | None = None
         err: bytes | None = None
 
@@ -440,14 +488,94 @@ class Child:
             raise
         return out, err
 
-    async def wait_with_output(self, input: bytes | None = None) -> Output:
+    async def _communicate(self, input: memoryview | None, max_output: int | None, keep: str,
+                           wait_delay: float | None,
+                           ) -> tuple[Capture | None, Capture | None, bool]:
+        """communicate() with limits: (stdout capture, stderr capture, cut short)."""
+        out = None if self.stdout is None else Capture(max_output, keep)
+        err = None if self.stderr is None else Capture(max_output, keep)
+        try:
+            cut = await self._pump(input, out, err, wait_delay)
+            await self.wait()
+            for stream in self._ptys:
+                await stream.aclose()
+        except BaseException:
+            await self.aclose()
+            raise
+        return out, err, cut
+
+    async def _pump(self, input: bytes | memoryview | None, out: Capture | None,
+                    err: Capture | None, wait_delay: float | None) -> bool:
+        """Feed stdin and drain stdout/stderr into the captures until the
+        child has exited and the streams ended, or until ``wait_delay``
+        after the exit (then they are cut short: returns True). Does not
+        reap. Closes the pipes it read (not a pty: see communicate)."""
+        stdin = self.stdin
+        pending = 0
+        finished = anyio.Event()
+        fed = stdin is None
+
+        async def run(job: Any, *args: Any) -> None:
+            nonlocal pending, fed
+            try:
+                await job(*args)
+                fed = fed or job is send_then_close
+            finally:
+                pending -= 1
+                if not pending:
+                    finished.set()
+
+        pairs = [(cap, stream) for cap, stream in ((out, self.stdout), (err, self.stderr))
+                 if cap is not None and stream is not None]
+        stopped = False
+        async with anyio.create_task_group() as tg:
+            if stdin is not None:
+                pending += 1
+                tg.start_soon(run, send_then_close, stdin, input)
+            for cap, stream in pairs:
+                pending += 1
+                tg.start_soon(run, cap.drain, stream)
+            # Not reaped yet: its process group stays ours to kill.
+            await self.until_exited()
+            if pending and wait_delay is not None:
+                with anyio.move_on_after(wait_delay):
+                    await finished.wait()
+                if pending:  # Go's WaitDelay: stop reading, close our ends
+                    stopped = True
+                    tg.cancel_scope.cancel()
+        cut = False
+        if stopped:
+            # What the pipes hold already was written before the end: take it
+            # (bounded: a writer may still be going), then close.
+            for cap, stream in pairs:
+                if not cap.eof:
+                    cap.read_ready(stream, max_reads=4)
+            cut = not fed or not all(cap.eof for cap, _ in pairs)
+        for end in (stdin, self.stdout, self.stderr):
+            if end is not None and not end.is_tty:
+                await end.aclose()
+        return cut
+
+    async def wait_with_output(self, input: bytes | None = None, *,
+                               max_output: int | None = None, keep: str = "head",
+                               wait_delay: float | None = None) -> Output:
         """Like :meth:`communicate` (``input`` goes to stdin, which is then
-        closed), but returns the same :class:`Output` as
-        :meth:`Command.output`: the exit status and the captured bytes
-        (empty for a stream that is not piped)."""
-        out, err = await self.communicate(input)
-        assert self._status is not None  # communicate() waited
-        return Output(self._status, out or b"", err or b"")
+        closed; the same ``max_output``, ``keep`` and ``wait_delay``), but
+        returns the same :class:`Output` as :meth:`Command.output`: the exit
+        status, the captured bytes (empty for a stream that is not piped),
+        and whether they were truncated or cut short."""
+        check_capture(max_output, keep, wait_delay, "wait_with_output()")
+        if max_output is None and wait_delay is None:
+            o, e = await self._communicate_all(self._input(input))
+            assert self._status is not None  # communicate() waited
+            return Output(self._status, o or b"", e or b"")
+        out, err, cut = await self._communicate(self._input(input), max_output, keep,
+                                                wait_delay)
+        assert self._status is not None
+        return Output(self._status, b"" if out is None else out.value(),
+                      b"" if err is None else err.value(),
+                      out is not None and out.truncated, err is not None and err.truncated,
+                      cut)
 
     # -- extra pipes and the pty ---------------------------------------------------------
     def take_pipe_reader(self, fd: int) -> PipeReader:
@@ -543,7 +671,10 @@ class Child:
         the grace period, then SIGKILLs the target (before reaping the child,
         so no reused pid or process group can be hit), reaps the child and
         removes its cgroup. Shielded from cancellation: it always finishes,
-        at most the grace period plus the time SIGKILL takes. A child that
+        at most the grace period plus the time SIGKILL takes; a policy's
+        ``reap_timeout`` bounds the latter, raising
+        :class:`~aunshare.ReapTimeout` for a child that SIGKILL has not
+        ended by then (it is reaped later, once it dies). A child that
         has already been reaped is not signalled, but whatever is left in
         its cgroup is killed. Concurrent calls share one shutdown.
         Returns the exit status.
@@ -551,6 +682,9 @@ class Child:
         policy = self.kill_policy if policy is None else self._resolve(policy)
         if self._wait_error is not None:
             raise self._lost()
+        if self._stuck is not None and self.try_wait() is None:
+            # Known unkillable for now: say so again at once, not after another wait.
+            raise self._stuck_now(self._stuck)
         if self._status is not None and self._cgroup is None:
             return self._status  # nothing left to do (the common, fast case)
         with anyio.CancelScope(shield=True):
@@ -564,6 +698,8 @@ class Child:
                     self._stopping = None
                     done.set()
             if self._status is None:  # the other shutdown failed
+                if self._stuck is not None:
+                    raise self._stuck_now(self._stuck)
                 await self.wait()
             if self._cgroup is not None:
                 await self._clear_cgroup()
@@ -585,9 +721,30 @@ class Child:
                     await _cgroup.wait_empty(self._cgroup)
         if target is not KillTarget.CHILD or not self._exited:
             self._signal(target, _signal.SIGKILL)
-        while self._status is None:
-            await self.until_exited()
-            self._reap(WEXITED | WNOHANG)
+        limit = policy.reap_timeout
+        with anyio.move_on_after(math.inf if limit is None else limit):
+            while self._status is None:
+                await self.until_exited()
+                self._reap(WEXITED | WNOHANG)
+        if self._status is None:
+            assert limit is not None
+            raise self._stuck_now(limit)
+
+    def _stuck_now(self, timeout: float) -> errors.ReapTimeout:
+        """Mark the child as unkillable for now (reaped later: reap_orphans)
+        and the error that says so, with its state from /proc."""
+        self._stuck = timeout
+        _stuck.add(self)
+        state = wchan = ""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                # "pid (comm) S ...": comm may hold spaces and parentheses
+                state = f.read().rpartition(b")")[2].split()[0].decode()
+            with open(f"/proc/{self.pid}/wchan", "rb") as f:
+                wchan = f.read().decode(errors="replace").strip()
+        except (OSError, IndexError):
+            pass  # /proc not mounted or hidden: say what we know
+        return errors.ReapTimeout(self.pid, state, "" if wchan == "0" else wchan, timeout)
 
     async def _clear_cgroup(self) -> None:
         """Kill whatever is left in the child's cgroup, wait until it is
@@ -653,7 +810,11 @@ class Child:
                 running = self._reap(WEXITED | WNOHANG) is None
             except Exception:
                 running = False
-            if running:
+            if running and getattr(self, "_stuck", None) is not None:
+                # Its ReapTimeout already told: hand it to the next spawn quietly.
+                fd, self._pidfd = self._pidfd, -1
+                _orphans.append((self.pid, fd))
+            elif running:
                 warnings.warn(f"child {self.pid} was never waited for and is still "
                               "running; it will be reaped once it exits", ResourceWarning,
                               stacklevel=2)

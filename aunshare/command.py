@@ -326,6 +326,31 @@ class Command:
         leads a new process group."""
         return self._change("_identity", new_session=bool(new))
 
+    def process_group(self, pgid: int | None) -> Command:
+        """Put the child in the existing process group ``pgid``
+        (``setpgid(0, pgid)``, :mod:`subprocess`'s ``process_group``); 0
+        is :meth:`make_group_leader`, None turns this off. The group must
+        exist in the caller's session; SetPGid otherwise."""
+        if pgid is None:
+            return self._change("_identity", process_group=None)
+        if isinstance(pgid, bool) or not isinstance(pgid, int):
+            raise TypeError(f"process_group must be an int, not {type(pgid).__name__}")
+        if not 0 <= pgid < 2**31:
+            raise ValueError(f"process_group must be between 0 and {2**31 - 1}, got {pgid}")
+        if pgid == 0:
+            return self._change("_identity", group_leader=True, process_group=None)
+        return self._change("_identity", process_group=pgid)
+
+    def umask(self, mask: int | None) -> Command:
+        """Set the child's file mode creation mask (umask(2)) before exec;
+        None keeps the parent's."""
+        if mask is not None:
+            if isinstance(mask, bool) or not isinstance(mask, int):
+                raise TypeError(f"umask must be an int, not {type(mask).__name__}")
+            if not 0 <= mask <= 0o777:
+                raise ValueError(f"umask must be between 0 and 0o777, got {oct(mask)}")
+        return self._change("_identity", umask=mask)
+
     def make_group_leader(self, make: bool = True) -> Command:
         """Put the child in a new process group of its own (setpgid(0, 0)).
 
@@ -847,13 +872,26 @@ class Command:
         async with await spawn(self.spec()) as child:
             return await child.wait()
 
-    async def output(self) -> Output:
+    async def output(self, *, max_output: int | None = None, keep: str = "head",
+                     wait_delay: float | None = None) -> Output:
         """Run the child and collect its output. Standard streams not set:
-        stdin is /dev/null, stdout and stderr are piped and captured."""
-        from .spawn import DefaultStdio, spawn
+        stdin is /dev/null, stdout and stderr are piped and captured.
 
+        ``max_output`` (bytes, per stream) keeps the first bytes of each
+        stream, or the last ones with ``keep="tail"``; the rest is read and
+        dropped (``Output.stdout_truncated`` / ``stderr_truncated``).
+        ``wait_delay`` (seconds; default None: until every writer closed
+        the pipe) bounds the reading after the child has exited, like Go's
+        ``Cmd.WaitDelay``: a grandchild that keeps stdout open cannot make
+        this hang (``Output.cut_short``).
+        """
+        from .spawn import DefaultStdio, spawn
+        from .streams import check_capture
+
+        check_capture(max_output, keep, wait_delay, "output()")
         child = await spawn(self.spec(), DefaultStdio.OUTPUT)
-        return await child.wait_with_output()
+        return await child.wait_with_output(max_output=max_output, keep=keep,
+                                            wait_delay=wait_delay)
 
     def copy(self) -> Command:
         """An independent copy: changing one leaves the other as it was
@@ -886,6 +924,10 @@ class Command:
             extra.append("group_leader")
         if ident.new_session:
             extra.append("new_session")
+        if ident.process_group is not None:
+            extra.append(f"process_group={ident.process_group}")
+        if ident.umask is not None:
+            extra.append(f"umask={ident.umask:#o}")
         if prog.env_clear:
             extra.append("env_clear")
         for key, value in prog.env:

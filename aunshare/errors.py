@@ -27,6 +27,7 @@ __all__ = [
     "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "BeforeUnfreeze", "LineTooLong",
     "CgroupError",
     "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError", "SyscallGone",
+    "ReapTimeout",
 ]
 
 
@@ -415,6 +416,41 @@ class LineTooLong(Error, ValueError):
         return (type(self), (self.limit, self.length, self.unit, self.method))
 
 
+class ReapTimeout(Error):
+    """The child did not die within ``KillPolicy.reap_timeout`` seconds of
+    SIGKILL: it is stuck in the kernel (uninterruptible sleep, state ``D``,
+    or frozen), where SIGKILL takes effect only once it is let go.
+
+    ``pid`` is the child, ``state`` its state letter from ``/proc/PID/stat``
+    (``"D"`` uninterruptible sleep, ...), ``wchan`` the kernel function it
+    waits in (``/proc/PID/wchan``; "" when unknown), ``timeout`` the
+    seconds waited. Nothing was lost: the child stays unreaped (its pid
+    cannot be reused) and is reaped once it dies, by ``Child.wait()`` or
+    by the next spawn.
+    """
+
+    def __init__(self, pid: int, state: str, wchan: str, timeout: float) -> None:
+        self.pid = pid
+        self.state = state
+        self.wchan = wchan
+        self.timeout = timeout
+        where = f" in kernel function {wchan}" if wchan else ""
+        super().__init__(
+            f"child {pid} did not die within {timeout:g} s of SIGKILL: it is in state "
+            f"{state or '?'} ({_STATES.get(state, 'unknown state')}){where}; it stays "
+            "unreaped and is reaped once it dies (Child.wait(), or the next spawn); "
+            "look at what it waits for (a hung mount or device, a frozen cgroup)")
+
+    def __reduce__(self) -> tuple[type[ReapTimeout], tuple[int, str, str, float]]:
+        # the constructor's arguments are not the message
+        return (type(self), (self.pid, self.state, self.wchan, self.timeout))
+
+
+_STATES = {"R": "running", "S": "sleeping", "D": "uninterruptible sleep",
+           "T": "stopped", "t": "traced", "Z": "zombie", "X": "dead", "I": "idle",
+           "P": "parked", "W": "waking"}
+
+
 class CalledProcessError(Error, _subprocess.CalledProcessError):
     """:func:`aunshare.run` with ``check=True``: the child did not exit with 0.
 
@@ -437,6 +473,13 @@ class TimeoutExpired(Error, _subprocess.TimeoutExpired):
     ``output``/``stdout``, ``stderr``: what was captured before the
     timeout); ``status`` is how the stopped child ended.
     """
+
+    stdout_truncated: bool = False
+    """True when the captured stdout was cut to ``max_output`` bytes."""
+    stderr_truncated: bool = False
+    """The same for stderr."""
+    cut_short: bool = False
+    """True when ``wait_delay`` ran out after the kill before the pipes ended."""
 
     def __init__(self, cmd: Any, timeout: float, output: bytes | None = None,
                  stderr: bytes | None = None, *, status: ExitStatus | None = None) -> None:

@@ -27,7 +27,9 @@ over them whatever the caller's own privileges.
    A session leader also leads a new process group. Otherwise
    ``setpgid(0, 0)`` when the child is to lead its own process group
    (:meth:`Command.make_group_leader`, or a kill policy aimed at the group:
-   the group must exist before the program can fork into it). The Command
+   the group must exist before the program can fork into it);
+   ``setsid()`` for :meth:`Command.new_session`; ``setpgid(0, pgid)`` to
+   join an existing group (:meth:`Command.process_group`). The Command
    refuses a pty with make_group_leader (a session leader cannot change
    its group).
 3. the handshake, only when the parent must act before the child goes on
@@ -74,7 +76,8 @@ over them whatever the caller's own privileges.
    outside it.
 8. ``chdir`` to :meth:`Command.current_dir` (inside the new root, if any).
    Before dropping privileges, as the crate does, so a root parent can
-   enter a directory the target user could not.
+   enter a directory the target user could not. Then ``umask`` for
+   :meth:`Command.umask` (after the filesystem view restored the caller's).
 9. resource limits (``prlimit64``), before dropping privileges so a hard
    limit can still be raised.
 10. identity: with :meth:`Command.keep_caps`, drop every other capability
@@ -466,6 +469,10 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.append(_SETSID)
     elif spec.leads_group:
         steps.append(_GROUP_LEADER)
+    elif ident.process_group is not None:
+        pgid = ident.process_group
+        steps.append(Step("setpgid", (0, pgid), errors.SetPGid, "setpgid", f"(0, {pgid})",
+                          detail="the group must exist in the child's session"))
 
     # 3. handshake
     if setup.wake is not None:
@@ -547,6 +554,10 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     # 8. working directory
     if prog.cwd is not None:
         steps.append(Step("chdir", (CStr(prog.cwd),), errors.Chdir, "chdir", prog.cwd))
+
+    if ident.umask is not None:  # after the view's own umask dance; umask(2) cannot fail
+        steps.append(Step("umask", (ident.umask,), errors.NixError, "umask",
+                          oct(ident.umask)))
 
     # 9. resource limits
     for res, soft, hard in iso.rlimits:

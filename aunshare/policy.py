@@ -8,7 +8,8 @@ a child fails or is cancelled, when :func:`aunshare.run` times out, or when
 1. send ``signal`` (default SIGTERM, followed by SIGCONT so that a stopped
    process can act on it) to the target;
 2. wait up to ``grace`` seconds for the target to exit;
-3. send SIGKILL to the target, then reap the child.
+3. send SIGKILL to the target, then reap the child (waiting at most
+   ``reap_timeout`` seconds, when set, for it to die).
 
 The tree targets are killed *before* the child is reaped: while the child is
 an unreaped zombie its pid, and so its process group id, cannot be reused.
@@ -71,6 +72,15 @@ class KillPolicy:
     signal entirely."""
     target: KillTarget = KillTarget.AUTO
     """Who gets the signals: see :class:`KillTarget`."""
+    reap_timeout: float | None = None
+    """Seconds to wait for the child to die after SIGKILL; None (the
+    default) waits as long as it takes. A process in uninterruptible sleep
+    (state D: a hung NFS server, a frozen cgroup, a stuck device) does not
+    die from SIGKILL until the kernel lets it go; with a timeout, the
+    shutdown then raises :class:`~aunshare.ReapTimeout` (naming the pid, its
+    state and the kernel function it waits in) instead of hanging, and the
+    child is reaped later, once it dies: by :meth:`Child.wait()
+    <aunshare.Child.wait>`, or else by the next spawn."""
 
     def __post_init__(self) -> None:
         sig = check_signal(self.signal, "KillPolicy signal")
@@ -89,6 +99,15 @@ class KillPolicy:
                 choices = ", ".join(repr(t.value) for t in KillTarget)
                 raise ValueError(f"KillPolicy target must be a KillTarget or one of "
                                  f"{choices}, got {target!r}") from None
+        reap = self.reap_timeout
+        if reap is not None:
+            if isinstance(reap, bool) or not isinstance(reap, (int, float)):
+                raise TypeError(f"KillPolicy reap_timeout must be a number of seconds or "
+                                f"None, not {type(reap).__name__}")
+            if not math.isfinite(reap) or reap < 0:
+                raise ValueError(f"KillPolicy reap_timeout must be a finite number of "
+                                 f"seconds >= 0 or None, got {reap}")
+            object.__setattr__(self, "reap_timeout", float(reap))
         # Normalised so that equal policies compare (and hash) equal.
         object.__setattr__(self, "signal", int(sig))
         object.__setattr__(self, "grace", float(grace))
@@ -101,7 +120,9 @@ class KillPolicy:
 
     def __repr__(self) -> str:
         name = signal_name(self.signal).replace("signal ", "")
-        return f"KillPolicy(signal={name}, grace={self.grace:g}, target={self.target.value!r})"
+        reap = "" if self.reap_timeout is None else f", reap_timeout={self.reap_timeout:g}"
+        return (f"KillPolicy(signal={name}, grace={self.grace:g}, "
+                f"target={self.target.value!r}{reap})")
 
 
 DEFAULT_KILL_POLICY = KillPolicy()

@@ -34,9 +34,10 @@ from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
 from .policy import KillPolicy
 from .status import ExitStatus
-from .streams import PipeReader, send_then_close
+from .streams import Capture, check_capture
 
-__all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike"]
+__all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike", "CompletedRun",
+           "DEFAULT_JOB_WAIT_DELAY"]
 
 CommandLike = Command | Sequence[StrOrBytesPath]
 """A :class:`Command`, or an argument list whose first item is the program."""
@@ -68,26 +69,20 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
 
 
-async def _drain(stream: PipeReader, chunks: list[bytes]) -> None:
-    while True:
-        try:
-            chunks.append(await stream.receive(1 << 20))
-        except anyio.EndOfStream:
-            return
+class CompletedRun(CompletedProcess[bytes]):
+    """What :func:`run` returns: a :class:`subprocess.CompletedProcess`
+    (``args``, ``returncode``, ``stdout``, ``stderr``) that also tells
+    whether the captured output is complete."""
 
-
-def _read_ready(stream: PipeReader | None, chunks: list[bytes]) -> None:
-    """Whatever is already buffered in the pipe, without waiting."""
-    if stream is None or stream.fileno() < 0:
-        return
-    while True:
-        try:
-            data = os.read(stream.fileno(), 1 << 20)
-        except (BlockingIOError, OSError):
-            return
-        if not data:
-            return
-        chunks.append(data)
+    stdout_truncated: bool = False
+    """True when stdout had more than ``max_output`` bytes (only the first,
+    or with ``keep="tail"`` the last, ``max_output`` were kept)."""
+    stderr_truncated: bool = False
+    """The same for stderr."""
+    cut_short: bool = False
+    """True when ``wait_delay`` ran out while a pipe was still open after
+    the child exited (or was killed on timeout): the output is what was
+    read until then."""
 
 
 @record
@@ -95,43 +90,65 @@ class _Finished:
     status: ExitStatus
     stdout: bytes | None
     stderr: bytes | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+    cut_short: bool
+
+
+def _value(cap: Capture | None) -> bytes | None:
+    return None if cap is None else cap.value()
+
+
+async def _after_kill(child: Child, caps: tuple[Capture | None, Capture | None],
+                      wait_delay: float | None) -> bool:
+    """The output left once a timed-out child was stopped: with
+    ``wait_delay``, read on until EOF for at most that long (True when it
+    ran out); without, only what the pipes already hold."""
+    pairs = [(cap, stream) for cap, stream in zip(caps, (child.stdout, child.stderr))
+             if cap is not None and stream is not None and stream.fileno() >= 0
+             and not cap.eof]
+    if wait_delay is None or not pairs:
+        for cap, stream in pairs:
+            cap.read_ready(stream)
+        return False
+    with anyio.move_on_after(wait_delay):
+        async with anyio.create_task_group() as tg:
+            for cap, stream in pairs:
+                tg.start_soon(cap.drain, stream)
+    for cap, stream in pairs:
+        if not cap.eof:
+            cap.read_ready(stream, max_reads=4)  # written before the delay ran out
+    return not all(cap.eof for cap, _ in pairs)
 
 
 async def _run_to_end(child: Child, args: Any, input: bytes | None,
-                     timeout: float | None) -> _Finished:
+                     timeout: float | None, max_output: int | None = None,
+                     keep: str = "head", wait_delay: float | None = None) -> _Finished:
     """Feed, collect, wait; on timeout stop the child by its policy and raise
     TimeoutExpired; on anything else (a cancellation) stop it and re-raise."""
-    out: list[bytes] = []
-    err: list[bytes] = []
+    out = None if child.stdout is None else Capture(max_output, keep)
+    err = None if child.stderr is None else Capture(max_output, keep)
+    cut = False
     try:
         with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
             if child.stdin is None and child.stdout is None and child.stderr is None:
                 await child.until_exited()
             else:
-                async with anyio.create_task_group() as tg:
-                    if child.stdin is not None:
-                        tg.start_soon(send_then_close, child.stdin, input)
-                    if child.stdout is not None:
-                        tg.start_soon(_drain, child.stdout, out)
-                    if child.stderr is not None:
-                        tg.start_soon(_drain, child.stderr, err)
-                    # Not reaped yet: its process group stays ours to kill.
-                    await child.until_exited()
+                cut = await child._pump(input, out, err, wait_delay)
         if scope.cancelled_caught:
             status = await child.shutdown()
-            _read_ready(child.stdout, out)
-            _read_ready(child.stderr, err)
+            cut = await _after_kill(child, (out, err), wait_delay)
             assert timeout is not None  # an infinite deadline never expires
-            raise errors.TimeoutExpired(
-                args, timeout,
-                b"".join(out) if child.stdout is not None else None,
-                b"".join(err) if child.stderr is not None else None, status=status)
+            exc = errors.TimeoutExpired(args, timeout, _value(out), _value(err), status=status)
+            exc.stdout_truncated = out is not None and out.truncated
+            exc.stderr_truncated = err is not None and err.truncated
+            exc.cut_short = cut
+            raise exc
         status = await child.wait()
     finally:
         await child.aclose()  # a no-op for the child once reaped; clears its cgroup
-    return _Finished(status,
-                     b"".join(out) if child.stdout is not None else None,
-                     b"".join(err) if child.stderr is not None else None)
+    return _Finished(status, _value(out), _value(err), out is not None and out.truncated,
+                     err is not None and err.truncated, cut)
 
 
 def _prepare(cmd: Command, *, input: bytes | None, capture_output: bool,
@@ -167,7 +184,10 @@ async def run(
     env: Mapping[Any, Any] | None = None,
     kill_policy: KillPolicy | None = None,
     process_group: bool = True,
-) -> CompletedProcess[bytes]:
+    max_output: int | None = None,
+    keep: str = "head",
+    wait_delay: float | None = None,
+) -> CompletedRun:
     """Run a command to completion, like :func:`subprocess.run`, on the event loop.
 
     ``args`` is an argument list (no shell: a single string is refused) or a
@@ -186,21 +206,38 @@ async def run(
     :meth:`~Command.new_cgroup` is killed as its cgroup instead. A
     cancellation of the caller does the same before it propagates.
 
-    Returns :class:`subprocess.CompletedProcess`; with ``check`` a non-zero
+    ``max_output`` (bytes, per captured stream) keeps the first bytes, or
+    the last ones with ``keep="tail"``; the rest is read and dropped, so
+    the child never blocks on a full pipe. ``wait_delay`` (seconds; None,
+    the default, waits for the end of output) bounds the reading once the
+    child has exited, or once it was stopped on timeout, like Go's
+    ``Cmd.WaitDelay``: a grandchild holding stdout open cannot make
+    ``run()`` hang. Without it, output is read after a timeout only as far
+    as the pipes already hold it.
+
+    Returns a :class:`CompletedRun` (a :class:`subprocess.CompletedProcess`
+    telling also ``stdout_truncated``, ``stderr_truncated`` and
+    ``cut_short``); with ``check`` a non-zero
     exit raises :class:`~aunshare.CalledProcessError` (a
     :class:`subprocess.CalledProcessError`). Spawn failures raise the typed
     :class:`~aunshare.Error` subclasses.
     """
     _check_timeout(timeout)
+    check_capture(max_output, keep, wait_delay, "run()")
     cmd, shown = _as_command(args, "run()")
     _prepare(cmd, input=input, capture_output=capture_output, stdin_default=None, cwd=cwd,
              env=env, kill_policy=kill_policy, process_group=process_group)
     child = await cmd.spawn()
-    done = await _run_to_end(child, shown, None if input is None else bytes(input), timeout)
+    done = await _run_to_end(child, shown, None if input is None else bytes(input), timeout,
+                             max_output, keep, wait_delay)
     code = done.status.returncode
     if check and code != 0:
         raise errors.CalledProcessError(code, shown, done.stdout, done.stderr, status=done.status)
-    return CompletedProcess(shown, code, done.stdout, done.stderr)
+    result = CompletedRun(shown, code, done.stdout, done.stderr)
+    result.stdout_truncated = done.stdout_truncated
+    result.stderr_truncated = done.stderr_truncated
+    result.cut_short = done.cut_short
+    return result
 
 
 # -- the job runner ------------------------------------------------------------------------
@@ -225,6 +262,13 @@ class JobResult:
     :class:`~aunshare.CalledProcessError`; None when it did not."""
     elapsed: float
     """Seconds from the start of the spawn to the end of the job."""
+    stdout_truncated: bool = False
+    """True when stdout had more than ``max_output`` bytes (see :func:`run_many`)."""
+    stderr_truncated: bool = False
+    """The same for stderr."""
+    cut_short: bool = False
+    """True when ``wait_delay`` ran out while a pipe was still open after the
+    child exited (or was stopped on timeout): the output is what was read."""
 
     @property
     def returncode(self) -> int | None:
@@ -250,11 +294,22 @@ class _JobOptions:
     progress: Progress | None
     kill_policy: KillPolicy | None
     process_group: bool
+    max_output: int | None = None
+    keep: str = "head"
+    wait_delay: float | None = None
+
+
+DEFAULT_JOB_WAIT_DELAY = 2.0
+"""The default ``wait_delay`` of :func:`run_many` and :func:`run_as_completed`
+(seconds): a job runner must not stall a slot forever on a job whose
+background process keeps its output open, and 2 s is far longer than a
+normal process takes to flush and close its pipes after it exits."""
 
 
 def _options(limit: int | None, timeout: float | None, capture_output: bool, check: bool,
              fail_fast: bool, progress: Progress | None, kill_policy: KillPolicy | None,
-             process_group: bool) -> _JobOptions:
+             process_group: bool, max_output: int | None = None, keep: str = "head",
+             wait_delay: float | None = None, what: str = "run_many()") -> _JobOptions:
     if limit is None:
         limit = os.cpu_count() or 4
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -266,8 +321,9 @@ def _options(limit: int | None, timeout: float | None, capture_output: bool, che
         raise TypeError(f"progress must be callable, not {type(progress).__name__}")
     if kill_policy is not None and not isinstance(kill_policy, KillPolicy):
         raise TypeError(f"kill_policy must be a KillPolicy, not {type(kill_policy).__name__}")
+    check_capture(max_output, keep, wait_delay, what)
     return _JobOptions(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
-                       process_group)
+                       process_group, max_output, keep, wait_delay)
 
 
 async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
@@ -278,10 +334,12 @@ async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
     t0 = time.monotonic()
     try:
         child = await cmd.spawn()
-        done = await _run_to_end(child, shown, None, opts.timeout)
+        done = await _run_to_end(child, shown, None, opts.timeout, opts.max_output, opts.keep,
+                                 opts.wait_delay)
     except errors.TimeoutExpired as exc:
         return JobResult(index, shown, exc.status, exc.output, exc.stderr, exc,
-                         time.monotonic() - t0)
+                         time.monotonic() - t0, exc.stdout_truncated, exc.stderr_truncated,
+                         exc.cut_short)
     except errors.Error as exc:  # the spawn failed: no child
         return JobResult(index, shown, None, None, None, exc, time.monotonic() - t0)
     error = None
@@ -289,7 +347,8 @@ async def _run_job(index: int, item: object, opts: _JobOptions) -> JobResult:
         error = errors.CalledProcessError(done.status.returncode, shown, done.stdout,
                                           done.stderr, status=done.status)
     return JobResult(index, shown, done.status, done.stdout, done.stderr, error,
-                     time.monotonic() - t0)
+                     time.monotonic() - t0, done.stdout_truncated, done.stderr_truncated,
+                     done.cut_short)
 
 
 async def _run_jobs(commands: Iterable[CommandLike], opts: _JobOptions,
@@ -339,6 +398,9 @@ async def run_many(
     progress: Progress | None = None,
     kill_policy: KillPolicy | None = None,
     process_group: bool = True,
+    max_output: int | None = None,
+    keep: str = "head",
+    wait_delay: float | None = DEFAULT_JOB_WAIT_DELAY,
 ) -> list[JobResult]:
     """Run every command, at most ``limit`` (default: the CPU count) at once,
     and return one :class:`JobResult` per command, in submission order.
@@ -361,15 +423,22 @@ async def run_many(
     not started are skipped, running ones are stopped by their kill policy,
     and that job's error is raised. An exception from ``progress`` or from
     the iterable stops the run the same way and is raised.
+
+    ``max_output``, ``keep`` and ``wait_delay`` bound each job's capture as
+    in :func:`run` (``JobResult.stdout_truncated``, ``stderr_truncated``,
+    ``cut_short``), except that ``wait_delay`` defaults to
+    :data:`DEFAULT_JOB_WAIT_DELAY` (2 s) rather than None: one job whose
+    background process keeps stdout open must not hold a slot forever.
+    Pass ``wait_delay=None`` to wait for the end of output.
     """
     opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
-                    process_group)
+                    process_group, max_output, keep, wait_delay)
     results: dict[int, JobResult] = {}
 
-    async def keep(result: JobResult) -> None:
+    async def store(result: JobResult) -> None:
         results[result.index] = result
 
-    await _run_jobs(commands, opts, keep)
+    await _run_jobs(commands, opts, store)
     return [results[i] for i in range(len(results))]
 
 
@@ -404,6 +473,9 @@ async def run_as_completed(
     progress: Progress | None = None,
     kill_policy: KillPolicy | None = None,
     process_group: bool = True,
+    max_output: int | None = None,
+    keep: str = "head",
+    wait_delay: float | None = DEFAULT_JOB_WAIT_DELAY,
 ) -> AsyncIterator[AsyncIterator[JobResult]]:
     """:func:`run_many` as an async iterator of results in completion order::
 
@@ -417,7 +489,7 @@ async def run_as_completed(
     starts no more; the block exits once they are reaped.
     """
     opts = _options(limit, timeout, capture_output, check, fail_fast, progress, kill_policy,
-                    process_group)
+                    process_group, max_output, keep, wait_delay, "run_as_completed()")
     send, receive = anyio.create_memory_object_stream[JobResult | BaseException](opts.limit)
 
     async def produce() -> None:

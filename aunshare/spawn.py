@@ -21,7 +21,7 @@ import anyio
 
 from . import errors
 from ._linux import SYSCALLS
-from .child import Child, Output, _orphans, _unreaped, reap_orphans
+from .child import Child, Output, _orphans, _stuck, _unreaped, reap_orphans
 from .fds import Fd, FdKind
 from .handshake import listener_ready, map_ids, take_listener, wake, watch_exec
 from .launch import DefaultStdio, Pending, start
@@ -50,7 +50,7 @@ async def spawn(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT) 
         while deadline == -math.inf or anyio.current_time() >= deadline:
             await anyio.lowlevel.checkpoint()  # lets the cancellation arrive
             deadline = anyio.current_effective_deadline()
-    if _orphans:
+    if _orphans or _stuck:
         reap_orphans()
     token = object()
     _starting.add(token)

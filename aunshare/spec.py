@@ -201,10 +201,15 @@ class IdentitySpec:
     """:meth:`Command.make_group_leader`."""
     new_session: bool = False
     """:meth:`Command.new_session`: setsid() (no controlling terminal)."""
+    process_group: int | None = None
+    """:meth:`Command.process_group`: join this existing process group."""
+    umask: int | None = None
+    """:meth:`Command.umask`: the child's file mode creation mask."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _hashed(self, self.uid, self.gid, self.groups, self.group_leader, self.new_session)
+        _hashed(self, self.uid, self.gid, self.groups, self.group_leader, self.new_session,
+                self.process_group, self.umask)
 
     def __hash__(self) -> int:
         return self._hash
@@ -384,6 +389,14 @@ def _validate(spec: Spec) -> None:
                                  f"({', '.join(map(str, sorted(given)))}) on different "
                                  "standard streams: they share one terminal, which has "
                                  "one window size")
+    pgid = spec.identity.process_group
+    if pgid is not None and spec.leads_group:
+        why = ("Stdio.pty() makes it a session leader" if pty is not None
+               else "new_session() makes it a session leader" if spec.identity.new_session
+               else "make_group_leader() or a kill policy aimed at the group makes it lead "
+                    "a group of its own")
+        raise ValueError(f"process_group({pgid}) puts the child in an existing process group, "
+                         f"but {why}; choose one")
     if spec.kill_target is KillTarget.CGROUP and life.cgroup_parent is None:
         raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
                          "call Command.new_cgroup(parent) too")

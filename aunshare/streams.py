@@ -15,7 +15,9 @@ producer cannot starve the other tasks.
 from __future__ import annotations
 
 import codecs
+from collections import deque
 import errno
+import fcntl
 import mmap
 import os
 from collections.abc import AsyncIterator
@@ -27,7 +29,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from .errors import LineTooLong
 
-__all__ = ["PipeReader", "PipeWriter", "DEFAULT_MAX_LINE"]
+__all__ = ["PipeReader", "PipeWriter", "DEFAULT_MAX_LINE", "Capture", "check_capture"]
 
 _DEFAULT_READ = 65536
 _LINE_READ = 65536
@@ -41,6 +43,7 @@ DEFAULT_MAX_LINE = 16 << 20
 any sane line, low enough that a stream without newlines cannot eat all memory."""
 
 _readv = os.readv
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Reads that found data at once in a row before one yields to the event loop.
 _YIELD_EVERY = 8
 
@@ -394,6 +397,147 @@ class PipeWriter(_FdBase, ByteSendStream):
     async def aclose(self) -> None:
         """Close the writing end (the child sees EOF; on a pty, see the class doc)."""
         self._close()
+
+
+# Capture reads at most this much at once; a tail keeper holds at most
+# max_output plus one such read.
+_CAPTURE_READ = 1 << 20
+_KEEP = ("head", "tail")
+
+
+def check_capture(max_output: object, keep: object, wait_delay: object,
+                  what: str) -> None:
+    """Validate the capture options of ``what`` (a method name, for the message)."""
+    if max_output is not None:
+        if isinstance(max_output, bool) or not isinstance(max_output, int):
+            raise TypeError(f"{what}: max_output must be a number of bytes (int) or None, "
+                            f"not {type(max_output).__name__}")
+        if max_output < 1:
+            raise ValueError(f"{what}: max_output must be a positive number of bytes, "
+                             f"got {max_output} (use None to keep everything)")
+    if keep not in _KEEP:
+        raise ValueError(f"{what}: keep must be 'head' or 'tail', got {keep!r}")
+    if wait_delay is not None:
+        if isinstance(wait_delay, bool) or not isinstance(wait_delay, (int, float)):
+            raise TypeError(f"{what}: wait_delay must be a number of seconds or None, "
+                            f"not {type(wait_delay).__name__}")
+        if not 0 <= wait_delay < float("inf"):
+            raise ValueError(f"{what}: wait_delay must be a finite number of seconds >= 0, "
+                             f"got {wait_delay} (use None to wait for the end of output)")
+
+
+class Capture:
+    """The bytes of one output stream, collected by :meth:`drain` while it
+    runs, so that what was read survives a cancellation (``wait_delay``).
+
+    With ``max_output`` it keeps at most that many bytes: the first ones
+    (``keep="head"``) or the last ones (``keep="tail"``); the rest is still
+    read, so the child never blocks on a full pipe, and dropped.
+    :attr:`truncated` tells that something was dropped. Memory is bounded
+    by ``max_output`` plus one read (1 MiB).
+    """
+
+    __slots__ = ("_limit", "_tail", "_chunks", "_size", "_scratch", "truncated", "eof")
+
+    def __init__(self, max_output: int | None = None, keep: str = "head") -> None:
+        self._limit = max_output
+        self._tail = keep == "tail"
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._scratch: memoryview | None = None  # reads that are dropped or tail-kept
+        self.truncated = False
+        """True once bytes beyond ``max_output`` were dropped."""
+        self.eof = False
+        """True once the stream reached its end (False when cut short)."""
+
+    def add(self, data: bytes) -> None:
+        """Take ``data`` (read from the stream), keeping what the limit allows."""
+        limit = self._limit
+        if limit is None:
+            self._chunks.append(data)
+            return
+        if self._tail:
+            # Whole reads are kept and the oldest dropped once the others
+            # cover the limit: at most ``limit`` plus one read, no copying.
+            chunks = self._chunks
+            chunks.append(data)
+            self._size += len(data)
+            while self._size - len(chunks[0]) >= limit:
+                self._size -= len(chunks.popleft())
+                self.truncated = True
+            if self._size > limit:
+                self.truncated = True
+            return
+        room = limit - self._size
+        if room > 0:
+            part = data[:room]
+            self._chunks.append(part)
+            self._size += len(part)
+        if len(data) > room:
+            self.truncated = True
+
+    def _want(self) -> int:
+        """How much the next read may take into a new bytes object (0: read
+        into the scratch buffer and drop it)."""
+        limit = self._limit
+        if limit is None or self._tail:
+            return _CAPTURE_READ
+        return min(_CAPTURE_READ, limit - self._size)
+
+    async def drain(self, stream: PipeReader) -> None:
+        """Read ``stream`` to its end into this capture (sets :attr:`eof`)."""
+        grown = False
+        while True:
+            if self.truncated and not grown:
+                # More output than is kept: a pipe as large as one read takes
+                # 16 times fewer wake-ups to drain (best effort: an unprivileged
+                # user may be over its pipe quota, and a pty has no such size).
+                grown = True
+                try:
+                    fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, _CAPTURE_READ)
+                except OSError:
+                    pass
+            want = self._want()
+            if want > 0:
+                data = await stream._read(want)
+                if not data:
+                    break
+                self.add(data)
+                continue
+            view = self._scratch
+            if view is None:
+                view = self._scratch = memoryview(bytearray(_CAPTURE_READ))
+            n = await stream._readinto(view)
+            if not n:
+                break
+            self.truncated = True  # past the head: read and dropped
+        self.eof = True
+        self._scratch = None
+
+    def read_ready(self, stream: PipeReader | None, max_reads: int | None = None) -> None:
+        """Take whatever the pipe already holds, without waiting (at most
+        ``max_reads`` reads: a writer still running could go on forever)."""
+        if stream is None or stream.fileno() < 0:
+            return
+        reads = 0
+        while max_reads is None or reads < max_reads:
+            reads += 1
+            try:
+                data = os.read(stream.fileno(), _CAPTURE_READ)
+            except OSError:  # EAGAIN: nothing more now; EIO: a hung-up pty
+                return
+            if not data:
+                self.eof = True
+                return
+            self.add(data)
+
+    def value(self) -> bytes:
+        """The bytes kept."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._tail and self._limit is not None and len(data) > self._limit:
+            data = data[len(data) - self._limit:]
+        return data
 
 
 async def send_then_close(stream: PipeWriter, data: bytes | memoryview | None) -> None:

@@ -45,6 +45,13 @@ echo "== lint (mypy --strict, ruff) on CPython $ver"
 "$venv/bin/python" -m ruff check aunshare tests bench examples || status=1
 echo "== lint (mypy --strict, ruff) $((SECONDS - start))s"
 
+# CPython's and trio's own subprocess test suites against aunshare.compat,
+# once per interpreter (they test the front ends, not the loops or executors).
+start=$SECONDS
+echo "== peer suites on CPython $ver"
+"$venv/bin/python" tests/peers/run.py || status=1
+echo "== peer suites $((SECONDS - start))s"
+
 # The native executor under every event loop; the portable one under
 # asyncio alone (an executor runs before any loop is involved, and the
 # loops' own paths were just tested).

@@ -33,6 +33,9 @@ LAYERS: list[list[str]] = [
     ["spawn"],
     ["command"],
     ["runner", "events"],
+    # front ends with other projects' APIs
+    ["compat._popen"],
+    ["compat.asyncio", "compat.trio", "compat"],
     ["cli", "__main__", ""],  # "" is the package itself
 ]
 ORDER = [name for layer in LAYERS for name in layer]

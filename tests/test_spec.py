@@ -58,6 +58,8 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "groups": {"groups": (7,)},
         "group_leader": {"group_leader": True},
         "new_session": {"new_session": True},
+        "process_group": {"process_group": 7},
+        "umask": {"umask": 0o77},
     },
     "isolation": {
         "unshare": {"unshare": Namespace.USER | Namespace.MOUNT | Namespace.UTS | Namespace.PID
