@@ -39,7 +39,7 @@ from ._version import __version__ as __version__  # noqa: E402 (after the consta
 _LAZY: dict[str, str] = {
     "Command": "command", "Spec": "spec", "Stdio": "fds", "Fd": "fds",
     "Child": "child", "Output": "child",
-    "ExitStatus": "status", "ResourceUsage": "status",
+    "ExitStatus": "status", "ResourceUsage": "status", "CgroupUsage": "status",
     "PipeReader": "streams", "PipeWriter": "streams",
     "KillPolicy": "policy", "KillTarget": "policy",
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
@@ -48,8 +48,7 @@ _LAZY: dict[str, str] = {
     "SyscallRequest": "supervision",
     "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
-    "JobResult": "runner",
-    "CompletedRun": "runner", "ReapTimeout": "errors",
+    "JobResult": "runner", "CompletedRun": "runner", "ReapTimeout": "errors",
     "child_events": "events", "reap_zombies": "events", "ChildEvent": "events",
     "ChildEventKind": "events", "ChildEvents": "events",
     **{name: "errors" for name in (
@@ -95,15 +94,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
     )
     from .policy import KillPolicy as KillPolicy, KillTarget as KillTarget
     from .runner import (
-        JobResult as JobResult, run as run, run_as_completed as run_as_completed,
-        run_many as run_many,
+        CompletedRun as CompletedRun, JobResult as JobResult, run as run,
+        run_as_completed as run_as_completed, run_many as run_many,
     )
     from .errors import ReapTimeout as ReapTimeout
-    from .runner import CompletedRun as CompletedRun
     from .seccomp import Action as Action, SeccompFilter as SeccompFilter, arg as arg
     from .spec import Spec as Spec
+    from .status import CgroupUsage as CgroupUsage, ExitStatus as ExitStatus
+    from .status import ResourceUsage as ResourceUsage
     from .supervision import SyscallRequest as SyscallRequest
-    from .status import ExitStatus as ExitStatus, ResourceUsage as ResourceUsage
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
 
 

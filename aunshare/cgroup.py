@@ -18,9 +18,12 @@ import signal as _signal
 
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
+from .spec import CgroupLimits
+from .status import CgroupUsage
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
-           "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC"]
+           "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage",
+           "clear_blocking", "v1_dirs"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -141,17 +144,25 @@ def open_dir(path: bytes) -> int:
 def move(path: bytes, pid: int) -> None:
     """Move ``pid`` into the cgroup ``path`` (where CLONE_INTO_CGROUP is not
     available); the child is still waiting, so it has run nothing outside."""
-    try:
-        with open(path + b"/cgroup.procs", "wb", buffering=0) as f:
-            f.write(b"%d" % pid)
-    except OSError as exc:
-        raise errors.CgroupError(exc.errno or _errno.EIO, path,
-                                 f"moving the child {pid} in through cgroup.procs",
-                                 action="join cgroup") from None
+    for d in _V1.get(path, (path,)):
+        try:
+            with open(d + b"/cgroup.procs", "wb", buffering=0) as f:
+                f.write(b"%d" % pid)
+        except OSError as exc:
+            raise errors.CgroupError(exc.errno or _errno.EIO, d,
+                                     f"moving the child {pid} in through cgroup.procs",
+                                     action="join cgroup") from None
 
 
 def populated(path: bytes) -> bool:
     """True while a live process is in ``path`` or below (zombies do not count)."""
+    dirs = _V1.get(path)
+    if dirs is not None:
+        # v1 has no cgroup.events; exited tasks leave cgroup.procs. Every
+        # process the child starts is in each of the group's directories, so
+        # the first one's list tells (a cgroup made below it by a privileged
+        # child shows as remove() failing with EBUSY).
+        return bool(_pids(path))
     try:
         with open(path + b"/cgroup.events", "rb") as f:
             data = f.read()
@@ -235,6 +246,24 @@ def remove(path: bytes) -> bool:
     Returns False (and removes nothing more) while a live process is still in
     it; True once it is gone.
     """
+    dirs = _V1.get(path)
+    if dirs is not None:
+        for d in dirs:
+            if not _remove(d):
+                return False
+        del _V1[path]
+        return True
+    return _remove(path)
+
+
+def _remove(path: bytes) -> bool:
+    try:  # the common case: nothing was made below it
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # EBUSY (a process or a cgroup below it): see below
     for dirpath, dirnames, _ in os.walk(path, topdown=False):
         for name in dirnames:
             try:
@@ -255,6 +284,25 @@ def remove(path: bytes) -> bool:
             return False
         raise errors.CgroupError(exc.errno or _errno.EIO, path, action="remove cgroup") from None
     return True
+
+
+def clear_blocking(path: bytes, timeout: float = 10.0) -> bool:
+    """Kill whatever is left in the cgroup ``path``, wait until it is empty
+    and remove it, blocking the thread (polling: the command line has no
+    event loop). False when it is still there after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if populated(path):
+            kill(path)
+        if not populated(path) and remove(path):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 _IN_MODIFY = 0x2
@@ -295,3 +343,361 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+# -- limits and accounting ---------------------------------------------------------
+#
+# cgroup v2 first: one directory, limits written before the child is created
+# in it with CLONE_INTO_CGROUP. Where the controllers are mounted on cgroup v1
+# instead (hybrid hosts), one directory per hierarchy, all with the same name;
+# the child moves itself into each (the first steps of its plan write 0 to
+# their tasks files, see plan.Setup.cgroup_tasks), before it does anything
+# else. The first of those directories stands
+# for the group everywhere a path is passed (Child.cgroup, kill, remove); the
+# others are found in _V1.
+
+_V1: dict[bytes, tuple[bytes, ...]] = {}
+"""v1 groups: the first directory -> every directory of the group."""
+
+_REMEDY = ("give the child a cgroup subtree this process may manage: run it in a "
+           "delegated one (a systemd unit or scope with Delegate=yes, e.g. systemd-run "
+           "--user --scope -p Delegate=yes ...) and pass a directory of it to "
+           "Command.new_cgroup(parent)")
+# v1 accounting that costs one directory more and is worth it: CPU times.
+_V1_ACCOUNTING = ("cpuacct",)
+
+
+def v1_dirs(path: bytes) -> tuple[bytes, ...]:
+    """Every directory of the cgroup v1 group ``path`` made here (one per
+    hierarchy); empty for a cgroup v2 directory."""
+    return _V1.get(path, ())
+
+
+def _v1_mounts() -> dict[str, tuple[str, str]]:
+    """controller -> (mount point, root inside the hierarchy) of each cgroup v1 mount."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        head, sep, tail = line.partition(" - ")
+        if not sep or not tail.startswith("cgroup "):
+            continue
+        fields = head.split()
+        for opt in tail.split()[-1].split(","):
+            out.setdefault(opt, (_unescape(fields[4]), _unescape(fields[3])))
+    return out
+
+
+def _v1_own(controller: str, mount: str, root: str) -> str | None:
+    """This process's directory in the v1 hierarchy of ``controller``."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            if root != "/":
+                if path != root and not path.startswith(root + "/"):
+                    return None
+                path = path[len(root):] or "/"
+            return mount.rstrip("/") + path if path != "/" else mount
+    return None
+
+
+def _read(path: bytes) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _read_int(path: bytes) -> int | None:
+    data = _read(path)
+    if data is None:
+        return None
+    try:
+        return int(data)
+    except ValueError:
+        return None  # "max"
+
+
+def _keyed(path: bytes, key: bytes) -> int | None:
+    """The value of ``key`` in a flat-keyed file ("key value" lines)."""
+    data = _read(path)
+    if data is None:
+        return None
+    for line in data.splitlines():
+        k, _, v = line.partition(b" ")
+        if k == key:
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+def _write(directory: bytes, name: str, value: int | str) -> None:
+    path = directory + b"/" + name.encode()
+    text = str(value)
+    try:
+        with open(path, "wb", buffering=0) as f:
+            f.write(text.encode())
+    except OSError as exc:
+        detail = f"writing {text!r}"
+        if exc.errno == _errno.ENOENT:
+            detail += " (this kernel or hierarchy has no such file)"
+        raise errors.CgroupError(exc.errno or _errno.EIO, path, detail,
+                                 action="set limit") from None
+
+
+def _enable_v2(parent: bytes, needed: tuple[str, ...]) -> None:
+    """Make the ``needed`` controllers available to the children of the v2
+    directory ``parent`` (its ``cgroup.subtree_control``), or raise."""
+    control = parent + b"/cgroup.subtree_control"
+    data = _read(control)
+    if data is None:
+        raise errors.CgroupError(_errno.ENOENT, control, "cannot read it", action="enable "
+                                 "controllers in")
+    missing = [c for c in needed if c not in data.decode().split()]
+    if not missing:
+        return
+    available = (_read(parent + b"/cgroup.controllers") or b"").decode().split()
+    lacking = [c for c in missing if c not in available]
+    if lacking:
+        raise errors.CgroupError(
+            _errno.EOPNOTSUPP, parent + b"/cgroup.controllers",
+            f"the {', '.join(lacking)} controller is not available here (it has "
+            f"{' '.join(available) or 'none'}); {_REMEDY}", action="enable controllers in")
+    try:
+        with open(control, "wb", buffering=0) as f:
+            f.write(" ".join("+" + c for c in missing).encode())
+    except OSError as exc:
+        why = (f"writing '+{' +'.join(missing)}'"
+               + (": the cgroup has processes of its own, and cgroup v2 enables "
+                  "controllers only for a cgroup without ('no internal processes')"
+                  if exc.errno == _errno.EBUSY else ""))
+        raise errors.CgroupError(exc.errno or _errno.EIO, control, f"{why}; {_REMEDY}",
+                                 action="enable controllers in") from None
+
+
+def _limit_v2(path: bytes, limits: CgroupLimits) -> None:
+    if limits.memory_max is not None:
+        _write(path, "memory.max", limits.memory_max)
+        if limits.swap_max is not None:
+            _write(path, "memory.swap.max", limits.swap_max)
+        if limits.oom_group:
+            _write(path, "memory.oom.group", 1)
+    if limits.pids_max is not None:
+        _write(path, "pids.max", limits.pids_max)
+    if limits.cpu_quota_us is not None:
+        _write(path, "cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}")
+
+
+def _limit_v1(dirs: dict[str, bytes], limits: CgroupLimits) -> None:
+    if limits.memory_max is not None:
+        _write(dirs["memory"], "memory.limit_in_bytes", limits.memory_max)
+        if limits.swap_max is not None:
+            # memsw is memory and swap together; swap accounting must be on.
+            _write(dirs["memory"], "memory.memsw.limit_in_bytes",
+                   limits.memory_max + limits.swap_max)
+    if limits.pids_max is not None:
+        _write(dirs["pids"], "pids.max", limits.pids_max)
+    if limits.cpu_quota_us is not None:
+        _write(dirs["cpu"], "cpu.cfs_period_us", limits.cpu_period_us)
+        _write(dirs["cpu"], "cpu.cfs_quota_us", limits.cpu_quota_us)
+
+
+def _create_v1(parents: dict[str, bytes], limits: CgroupLimits) -> bytes:
+    """One new directory with the same name under each of ``parents``
+    (controller -> v1 directory; co-mounted controllers share one), limits
+    written; registered in _V1. Returns the first."""
+    made: list[bytes] = []
+    dirs: dict[str, bytes] = {}
+    by_parent: dict[bytes, bytes] = {}
+    name = b"aunshare-" + str(os.getpid()).encode() + b"-"
+    try:
+        while True:
+            leaf = name + str(next(_counter)).encode()
+            try:
+                for controller, parent in parents.items():
+                    if parent not in by_parent:
+                        path = parent + b"/" + leaf
+                        try:
+                            os.mkdir(path)
+                        except OSError as exc:
+                            if exc.errno == _errno.EEXIST:
+                                raise
+                            why = (" may not be created by this process"
+                                   if exc.errno in (_errno.EACCES, _errno.EPERM, _errno.EROFS)
+                                   else "")
+                            raise errors.CgroupError(
+                                exc.errno or _errno.EIO, parent,
+                                f"the child's cgroup in the cgroup v1 {controller} hierarchy"
+                                f"{why}; {_REMEDY}", action="create cgroup under") from None
+                        made.append(path)
+                        by_parent[parent] = path
+                    dirs[controller] = by_parent[parent]
+                break
+            except FileExistsError:  # a leftover of an earlier process with our pid
+                for path in reversed(made):
+                    _rmdir_quiet(path)
+                made.clear()
+                dirs.clear()
+                by_parent.clear()
+        _limit_v1(dirs, limits)
+    except BaseException:
+        for path in reversed(made):
+            _rmdir_quiet(path)
+        raise
+    _V1[made[0]] = tuple(made)
+    return made[0]
+
+
+def create_limited(parent: bytes | None, limits: CgroupLimits) -> tuple[bytes, int, bool]:
+    """Create the child's own cgroup with ``limits`` written into it, under
+    ``parent`` (:meth:`Command.new_cgroup`) or, when None, under this
+    process's own cgroup. Returns its path, a descriptor for
+    ``CLONE_INTO_CGROUP`` (-1 on v1) and whether it is on cgroup v2 (else
+    the child must be moved in through ``cgroup.procs`` before it runs).
+
+    cgroup v2 is used where it has the controllers the limits need; else the
+    cgroup v1 hierarchies of those controllers. CgroupError when neither
+    can be used, naming the path, the reason and the remedy.
+    """
+    key = (os.getpid(), parent, limits.controllers)
+    place = _PLACES.get(key)
+    if place is None:
+        place = _place(parent, limits.controllers)
+        if len(_PLACES) > 64:
+            _PLACES.clear()
+        _PLACES[key] = place
+    v2_parent, v1_parents = place
+    if v2_parent is not None:
+        return _finish_v2(v2_parent, limits)
+    assert v1_parents is not None
+    return _create_v1(v1_parents, limits), -1, False
+
+
+# Where the cgroups of a parent and a set of controllers go, once found (the
+# search reads mountinfo and /proc/self/cgroup and may enable controllers):
+# (pid, parent, controllers) -> (v2 directory, None) or (None, v1 directories).
+_PLACES: dict[tuple[int, bytes | None, tuple[str, ...]],
+              tuple[bytes | None, dict[str, bytes] | None]] = {}
+
+
+def _place(parent: bytes | None, needed: tuple[str, ...]
+           ) -> tuple[bytes | None, dict[str, bytes] | None]:
+    v1 = _v1_mounts()
+    if parent is not None:
+        try:
+            on_v2 = is_cgroup2(parent)
+        except OSError as exc:
+            raise errors.CgroupError(exc.errno or _errno.EIO, parent,
+                                     action="create cgroup under") from None
+        if on_v2:
+            _enable_v2(parent, needed)
+            return parent, None
+        # A directory in a v1 hierarchy: the same place in each hierarchy.
+        text = os.fsdecode(parent)
+        for mount, _ in v1.values():
+            if text == mount or text.startswith(mount.rstrip("/") + "/"):
+                rel = text[len(mount.rstrip("/")):]
+                if any(c not in v1 for c in needed):
+                    break
+                return None, {c: os.fsencode(v1[c][0].rstrip("/") + rel)
+                              for c in (*needed, *_V1_ACCOUNTING) if c in v1}
+        raise errors.CgroupError(_errno.ENOTDIR, parent,
+                                 f"neither a cgroup v2 directory nor one in the cgroup v1 "
+                                 f"hierarchies of {', '.join(needed)}",
+                                 action="create cgroup under")
+    # The default: under this process's own cgroup.
+    own = current()
+    reasons = []
+    if own is not None:
+        try:
+            _enable_v2(os.fsencode(own), needed)
+            return os.fsencode(own), None
+        except errors.CgroupError as exc:
+            reasons.append(str(exc).partition("; give the child")[0])
+    else:
+        reasons.append("cgroup v2 is not mounted, or this process's cgroup is outside the mount")
+    if all(c in v1 for c in needed):
+        parents = {}
+        for c in (*needed, *_V1_ACCOUNTING):
+            if c in v1:
+                own_dir = _v1_own(c, *v1[c])
+                if own_dir is None:
+                    if c in needed:
+                        raise errors.CgroupError(
+                            _errno.ENOENT, os.fsencode(v1[c][0]),
+                            f"this process's cgroup is outside the mounted part of the "
+                            f"cgroup v1 {c} hierarchy; {_REMEDY}", action="create cgroup under")
+                    continue
+                parents[c] = os.fsencode(own_dir)
+        return None, parents
+    missing = [c for c in needed if c not in v1]
+    raise errors.CgroupError(
+        _errno.EOPNOTSUPP, os.fsencode(own or v2_mount() or "/sys/fs/cgroup"),
+        f"no cgroup hierarchy offers {', '.join(needed)}: on cgroup v2 "
+        f"{'; '.join(reasons)}; cgroup v1 has no {', '.join(missing)} hierarchy; {_REMEDY}",
+        action="create limited cgroup under")
+
+
+def _finish_v2(parent: bytes, limits: CgroupLimits) -> tuple[bytes, int, bool]:
+    try:
+        path, fd = create(parent)
+    except errors.CgroupError as exc:
+        if exc.errno not in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
+            raise
+        raise errors.CgroupError(exc.errno, parent, f"this process may not create cgroups "
+                                 f"here; {_REMEDY}", action="create cgroup under") from None
+    try:
+        _limit_v2(path, limits)
+    except BaseException:
+        os.close(fd)
+        _rmdir_quiet(path)
+        raise
+    return path, fd, True
+
+
+def usage(path: bytes) -> CgroupUsage:
+    """What the cgroup ``path`` (v2, or a v1 group made here) has used so
+    far; None for every figure the kernel does not give."""
+    dirs = _V1.get(path)
+    if dirs is None:
+        cpu = _read(path + b"/cpu.stat") or b""
+        stat = dict(line.split(b" ", 1) for line in cpu.splitlines() if b" " in line)
+        return CgroupUsage(
+            memory_peak=_read_int(path + b"/memory.peak"),
+            memory_limit=_read_int(path + b"/memory.max"),
+            cpu_user_usec=int(stat[b"user_usec"]) if b"user_usec" in stat else None,
+            cpu_system_usec=int(stat[b"system_usec"]) if b"system_usec" in stat else None,
+            oom_kills=_keyed(path + b"/memory.events", b"oom_kill"),
+            pids_peak=_read_int(path + b"/pids.peak"),
+            pids_limit_hits=_keyed(path + b"/pids.events", b"max"))
+    peak = limit = user = system = oom = hits = None
+    for d in dirs:
+        if peak is None:
+            peak = _read_int(d + b"/memory.max_usage_in_bytes")
+            if peak is not None:
+                limit = _read_int(d + b"/memory.limit_in_bytes")
+                if limit is not None and limit >= 1 << 62:  # "unlimited", page-rounded
+                    limit = None
+                oom = _keyed(d + b"/memory.oom_control", b"oom_kill")
+        if hits is None:
+            hits = _keyed(d + b"/pids.events", b"max")
+        if user is None:
+            ns = _read_int(d + b"/cpuacct.usage_user")
+            if ns is not None:
+                user = ns // 1000
+                sys_ns = _read_int(d + b"/cpuacct.usage_sys")
+                system = None if sys_ns is None else sys_ns // 1000
+    return CgroupUsage(memory_peak=peak, memory_limit=limit, cpu_user_usec=user,
+                       cpu_system_usec=system, oom_kills=oom, pids_peak=None,
+                       pids_limit_hits=hits)

@@ -45,7 +45,7 @@ from .landlock import LandlockReport
 from .launch import Pending
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import ExitStatus
-from .status import from_init
+from .status import from_init, read_wait_status
 from .status import from_waitid as _status
 from .streams import Capture, PipeReader, PipeWriter, check_capture, send_then_close
 from .supervision import Listener, SyscallStream
@@ -204,6 +204,8 @@ class Child:
             pending.listener_fd = -1
         self._status: ExitStatus | None = None
         self._init = pending.spec.lifetime.init_process
+        # With an init: its status pipe, read (then closed) when it is reaped.
+        self._status_fd, pending.status_fd = pending.status_fd, -1
         self._wait_error: errors.WaitError | None = None  # reaped by someone else
         self._exited = False   # the pidfd was seen readable: exited, maybe unreaped
         self._waiting = False  # one task waits on the pidfd; others on _waiter
@@ -297,9 +299,11 @@ class Child:
             raise self._lost() from None
         if info.si_pid == 0:
             return None
-        st = _status(info, ru)
-        if self._init:  # the init's status encodes the program's
-            st = from_init(st)
+        # The cgroup's figures now: the child has exited, the cgroup is still there.
+        st = _status(info, ru, None if self._cgroup is None else _cgroup.usage(self._cgroup))
+        if self._init:  # the init wrote the program's status, or encodes it
+            st = from_init(st, read_wait_status(self._status_fd)
+                           if self._status_fd >= 0 else None)
         self._status = st
         self._close_pidfd()
         _unreaped.discard(self)
@@ -323,6 +327,7 @@ class Child:
         return self._listener.requests()
 
     def _close_pidfd(self) -> None:
+        self._close_status_fd()
         listener = self._listener
         if listener is not None:
             listener.close(reaped=True)  # supervision ends with the child
@@ -339,6 +344,11 @@ class Child:
                         anyio.notify_closing(fd)
                     except RuntimeError:  # no event loop in this thread
                         pass
+            os.close(fd)
+
+    def _close_status_fd(self) -> None:
+        fd, self._status_fd = self._status_fd, -1
+        if fd >= 0:
             os.close(fd)
 
     def try_wait(self) -> ExitStatus | None:
@@ -819,6 +829,7 @@ class Child:
                               "running; it will be reaped once it exits", ResourceWarning,
                               stacklevel=2)
                 # Keep its pidfd: the next spawn reaps it once it has exited.
+                self._close_status_fd()
                 fd, self._pidfd = self._pidfd, -1
                 _orphans.append((self.pid, fd))
             else:

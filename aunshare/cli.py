@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .command import Command
 from ._linux import WEXITED, pidfd_send_signal, waitid_pidfd
+from ._record import fields
+from .cgroup import clear_blocking
+from .cgroup import usage as cgroup_usage
 from .errors import Error, Exec, WaitError
 from .landlock import Landlock, LandlockReport
 from .namespaces import Capability, GidMap, Namespace, UidMap
 from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
-from .status import from_init, from_waitid
+from .status import from_init, from_waitid, read_wait_status
 from .tree import signal_tree
 
 if TYPE_CHECKING:
@@ -593,6 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
     ll.add_argument("--landlock-strict", action="store_true",
                     help="fail (exit 125) rather than skip a missing PATH or a rule this "
                          "kernel cannot enforce")
+    lim = p.add_argument_group(
+        "resource limits (in a cgroup of PROGRAM's own: cgroup v2, or the v1 hierarchies)")
+    lim.add_argument("--memory", metavar="SIZE",
+                     help="memory limit of PROGRAM and all it starts, e.g. 512M or 1.5G "
+                          "(K, M, G, T: powers of 1024); beyond it they are killed, "
+                          "and --json-status says oom_killed")
+    lim.add_argument("--pids", metavar="N", type=int,
+                     help="at most N processes and threads at once")
+    lim.add_argument("--cpus", metavar="CPUS", type=float,
+                     help="CPU time, in CPUs (0.5: half of one CPU)")
 
     life = p.add_argument_group("lifetime and reporting")
     life.add_argument("--die-with-parent", action="store_true",
@@ -732,6 +745,13 @@ def build_command(args: argparse.Namespace) -> Command:
     landlock = landlock_rules(args)
     if landlock is not None:
         cmd.landlock(landlock)
+
+    if args.memory is not None:
+        cmd.limit_memory(args.memory)
+    if args.pids is not None:
+        cmd.limit_pids(args.pids)
+    if args.cpus is not None:
+        cmd.limit_cpu(args.cpus)
 
     if args.die_with_parent:
         cmd.set_parent_death_signal(signal.SIGKILL)
@@ -940,6 +960,8 @@ class _Supervisor:
     def __init__(self, pending: Pending, signals: _CaughtSignals, policy: KillPolicy) -> None:
         self.pid, self.pidfd = pending.pid, pending.pidfd
         self.init = pending.spec.lifetime.init_process
+        self.status_fd = pending.status_fd  # the init's status pipe; pending closes it
+        self.cgroup = pending.cgroup  # its own (resource limits), or None
         self.signals = signals
         self.policy = policy
         self.stops = 0
@@ -994,15 +1016,19 @@ class _Supervisor:
         self.until_exited()
 
     def _signal(self, target: KillTarget, sig: int) -> None:
-        signal_tree(self.pid, self.pidfd, target, None, sig)
+        signal_tree(self.pid, self.pidfd, target, self.cgroup, sig)
 
     def reap(self) -> ExitStatus:
         try:
             info, ru = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
-        status = from_waitid(info, ru)
-        return from_init(status) if self.init else status
+        # Its cgroup's figures: after the exit, before the cgroup is removed.
+        status = from_waitid(info, ru, None if self.cgroup is None else cgroup_usage(self.cgroup))
+        if not self.init:
+            return status
+        return from_init(status, read_wait_status(self.status_fd)
+                         if self.status_fd >= 0 else None)
 
 
 def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
@@ -1037,6 +1063,8 @@ def _supervise(cmd: Command, args: argparse.Namespace, run: _Run) -> None:
                 raise
             run.status = sup.reap()
         finally:
+            if pending.cgroup is not None:  # kill what PROGRAM left in it, then remove it
+                clear_blocking(pending.cgroup)
             pending.close()
         run.elapsed = time.monotonic() - run.started
     finally:
@@ -1057,6 +1085,10 @@ def report_of(run: _Run, code: int, error: str | None) -> dict[str, Any]:
         "user_seconds": usage.user_time if usage else None,
         "system_seconds": usage.system_time if usage else None,
         "max_rss_kib": usage.max_rss_kib if usage else None,
+        "cgroup_usage": (None if st is None or st.cgroup_usage is None
+                         else {f.name: getattr(st.cgroup_usage, f.name)
+                               for f in fields(st.cgroup_usage)}),
+        "oom_killed": st.oom_killed if st is not None else False,
         "elapsed_seconds": round(run.elapsed, 6) if run.status is not None else None,
         "aunshare_exit": code,
         "error": error,

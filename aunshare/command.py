@@ -35,8 +35,8 @@ from .namespaces import (
 from .policy import KillPolicy
 from .seccomp import Action, SeccompFilter, check_bpf
 from .spec import (
-    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, MountKind, MountOp,
-    PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec,
+    DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, CgroupLimits, MountKind,
+    MountOp, PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, parse_size,
 )
 
 if TYPE_CHECKING:
@@ -407,6 +407,79 @@ class Command:
             raise ValueError(f"cgroup path must be an absolute path, got {path!r}")
         return self._change("_lifetime", cgroup_path=p)
 
+    # -- resource limits --------------------------------------------------------------
+    def _limits(self, **changes: Any) -> Command:
+        limits = replace(self._lifetime.limits or CgroupLimits(), **changes)
+        # Every limit removed: no cgroup is implied any more.
+        return self._change("_lifetime", limits=limits if limits.controllers else None)
+
+    def limit_memory(self, max_bytes: int | str | None, *, swap_max: int | str | None = None,
+                     oom_group: bool = True) -> Command:
+        """Limit the memory of the child and everything it starts to
+        ``max_bytes`` (an int, or a size like ``"512M"``, ``"1.5G"``,
+        ``"64KiB"``: every suffix is a power of 1024, see
+        :func:`aunshare.spec.parse_size`). None removes the limit.
+
+        Implies a cgroup of the child's own (created under ``new_cgroup``'s
+        parent, or by default under this process's own cgroup), with the
+        limit written before the child runs. ``swap_max``: swap it may use
+        on top (default: the kernel's, usually unlimited). ``oom_group``:
+        an out-of-memory kill takes every process in the cgroup (cgroup v2
+        only; v1 kills the one process it picks). Exceeding the limit gets
+        the child killed with SIGKILL: :attr:`ExitStatus.oom_killed` then
+        says why, and ``cgroup_usage.memory_peak`` what it reached. See the
+        "Resource limits" guide for cgroup v1 and v2.
+        """
+        if max_bytes is None:
+            if swap_max is not None:
+                raise ValueError("limit_memory(None, swap_max=...): a swap limit needs the "
+                                 "memory limit itself")
+            return self._limits(memory_max=None, swap_max=None, oom_group=bool(oom_group))
+        size = parse_size(max_bytes, "limit_memory max_bytes")
+        swap = None if swap_max is None else parse_size(swap_max, "limit_memory swap_max")
+        return self._limits(memory_max=size, swap_max=swap, oom_group=bool(oom_group))
+
+    def limit_pids(self, max_tasks: int | None) -> Command:
+        """Let the child's cgroup hold at most ``max_tasks`` tasks (processes
+        and threads) at once (``pids.max``): a fork or clone beyond fails
+        with EAGAIN, and ``cgroup_usage.pids_limit_hits`` counts the
+        failures. None removes the limit. Implies a cgroup of the child's
+        own, like :meth:`limit_memory`."""
+        if max_tasks is None:
+            return self._limits(pids_max=None)
+        if isinstance(max_tasks, bool) or not isinstance(max_tasks, int):
+            raise TypeError(f"limit_pids max_tasks must be an int, not {type(max_tasks).__name__}")
+        if max_tasks < 1:
+            raise ValueError(f"limit_pids max_tasks must be at least 1 (the child itself), "
+                             f"got {max_tasks}")
+        return self._limits(pids_max=max_tasks)
+
+    def limit_cpu(self, cpus: float | None, *, period_us: int = 100_000) -> Command:
+        """Let the child's cgroup use at most ``cpus`` CPUs' worth of time
+        (0.5: half of one CPU; 2: two CPUs), enforced per period of
+        ``period_us`` microseconds (CFS bandwidth: ``cpu.max``, v1
+        ``cpu.cfs_quota_us``): a busy child is throttled, not killed. None
+        removes the limit. Implies a cgroup of the child's own, like
+        :meth:`limit_memory`."""
+        if cpus is None:
+            return self._limits(cpu_quota_us=None, cpu_period_us=100_000)
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)):
+            raise TypeError(f"limit_cpu cpus must be a number, not {type(cpus).__name__}")
+        if isinstance(period_us, bool) or not isinstance(period_us, int):
+            raise TypeError("limit_cpu period_us must be an int")
+        if not 1000 <= period_us <= 1_000_000:
+            raise ValueError(f"limit_cpu period_us must be 1000 to 1000000 (the kernel's "
+                             f"range), got {period_us}")
+        ncpu = os.cpu_count() or 1
+        if not cpus > 0 or cpus != cpus:
+            raise ValueError(f"limit_cpu cpus must be above 0, got {cpus}")
+        if cpus > ncpu:
+            raise ValueError(f"limit_cpu cpus={cpus} is more than the {ncpu} CPUs of this "
+                             "machine: a quota above that never throttles; give at most "
+                             f"{ncpu}, or None for no limit")
+        quota = max(1000, round(cpus * period_us))  # the kernel's minimum quota is 1 ms
+        return self._limits(cpu_quota_us=quota, cpu_period_us=period_us)
+
     # -- signals ----------------------------------------------------------------------
     def set_parent_death_signal(self, sig: int) -> Command:
         """Signal sent to the child when the thread that spawned it exits
@@ -439,9 +512,9 @@ class Command:
         init (machine code, no libc, executed from a memfd) forwards every
         signal it can catch to the program, reaps every orphan, and exits
         with the program's status; the status the parent sees is the
-        program's, signals included (see the namespaces guide for the one
-        ambiguity: a program exiting with code 128+N itself reads as killed
-        by signal N).
+        program's, signals and core dumps included (the init writes the
+        program's wait status on a pipe the parent reads when it reaps the
+        init; see the namespaces guide).
         """
         if not isinstance(enabled, bool):
             raise TypeError(f"init_process(enabled) takes a bool, got {enabled!r}")
@@ -983,6 +1056,8 @@ class Command:
             extra.append(f"new_cgroup={os.fsdecode(life.cgroup_parent)!r}")
         if life.cgroup_path is not None:
             extra.append(f"cgroup={os.fsdecode(life.cgroup_path)!r}")
+        if life.limits is not None:
+            extra.append(f"limits={life.limits!r}")
         for t, f in self._fds.fds:
             extra.append(f"fd{t}={f!r}")
         if extra:

@@ -116,6 +116,16 @@ def error_pipe(hi: int) -> tuple[int, int]:
         raise errors.CreatePipe(exc.errno or errno.EMFILE, "the error pipe") from None
 
 
+def status_pipe(hi: int) -> tuple[int, int]:
+    """The pipe the init of a pid namespace writes the program's wait
+    status on: (read end, non-blocking; write end, above every dup3
+    target), both close-on-exec (the child's dup3 copy is not)."""
+    try:
+        return pipe_above(hi, os.O_NONBLOCK)
+    except OSError as exc:
+        raise errors.CreatePipe(exc.errno or errno.EMFILE, "the init's status pipe") from None
+
+
 def prepare_fds(fds: dict[int, Fd], opened: Opened) -> tuple[list[tuple[int, int]], int]:
     """Open what each target needs; return the ``(source, target)`` moves
     (every source above every target) and ``hi``, the lowest descriptor

@@ -464,6 +464,13 @@ class CalledProcessError(Error, _subprocess.CalledProcessError):
         _subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
         self.status = status
 
+    def __str__(self) -> str:
+        text = _subprocess.CalledProcessError.__str__(self)
+        if self.status is not None and self.status.oom_killed:
+            # Why it died, in the same words as str(status).
+            text = f"{text.rstrip('.')}: {self.status}"
+        return text
+
 
 class TimeoutExpired(Error, _subprocess.TimeoutExpired):
     """:func:`aunshare.run` (or a job of :func:`aunshare.run_many`) ran out of

@@ -147,15 +147,16 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
     The caller owns the result: the child's ``pid`` and ``pidfd``, and
     :meth:`Pending.close` once it has reaped the child. Errors before the
     exec are raised typed, with nothing left behind. A spec that needs the
-    event loop (a ``before_unfreeze`` hook, newuidmap/newgidmap, a cgroup
-    of its own) raises ValueError before anything is started: use
-    :func:`aunshare.spawn.spawn`.
+    event loop (a ``before_unfreeze`` hook, newuidmap/newgidmap) raises
+    ValueError before anything is started: use :func:`aunshare.spawn.spawn`.
+    A cgroup of its own (resource limits) is the caller's to empty and
+    remove once the child is reaped (:func:`aunshare.cgroup.clear_blocking`).
     """
-    iso, life = spec.isolation, spec.lifetime
-    if (iso.before_unfreeze is not None or life.cgroup_parent is not None or iso.supervise
+    iso = spec.isolation
+    if (iso.before_unfreeze is not None or iso.supervise
             or (iso.uid_maps is not None and iso.id_map_commands is not None)):
         raise ValueError("spawn_blocking(): this spec needs the event loop (before_unfreeze, "
-                         "set_id_map_commands, new_cgroup or supervise_syscalls); use spawn()")
+                         "set_id_map_commands or supervise_syscalls); use spawn()")
     pending = start(spec, default_stdio, allow_vfork=True)
     try:
         if pending.wake_fd >= 0:
@@ -169,6 +170,8 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
                 poller.poll()
     except BaseException:
         pending.kill()
+        if pending.cgroup is not None:  # what it started may still be dying
+            _cgroup.clear_blocking(pending.cgroup)
         pending.close()
         raise
     return pending

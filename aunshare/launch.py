@@ -21,7 +21,7 @@ import stat
 from . import cgroup as _cgroup
 from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
-from .descriptors import Opened, above, error_pipe, prepare_fds, wake_pipe
+from .descriptors import Opened, above, error_pipe, prepare_fds, status_pipe, wake_pipe
 from .executors import Executor, get_executor
 from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
@@ -98,8 +98,8 @@ class Pending:
     """
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup", "reusable",
-                 "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
+                 "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
+                 "reusable", "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
                  "landlock_report")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
@@ -112,6 +112,8 @@ class Pending:
         self.table: Table | None = None  # must outlive the child's use of it
         self.vfork = False          # the spawning thread slept until the exec
         self.report_fd = -1         # the error pipe to read until EOF, if any
+        # With an init: the pipe it writes the program's wait status on (read end).
+        self.status_fd = -1
         self.wake_fd = -1           # the handshake's wake-up pipe (write end)
         self.cgroup: bytes | None = None  # the child's own cgroup, if any
         self.cgroup_fd = -1
@@ -133,7 +135,8 @@ class Pending:
         """Close every descriptor held and remove the child's own cgroup.
         For a child that never existed or has been reaped; idempotent."""
         self.opened.close()
-        for name in ("pidfd", "report_fd", "wake_fd", "cgroup_fd", "ready_fd", "listener_fd"):
+        for name in ("pidfd", "report_fd", "status_fd", "wake_fd", "cgroup_fd", "ready_fd",
+                     "listener_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
@@ -321,28 +324,46 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     executor = get_executor()
     pending = Pending(spec, executor)
     life = spec.lifetime
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
-    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup)
     init = life.init_process
+    cgroup_tasks: tuple[bytes, ...] = ()
+    if life.limits is not None:
+        # Made first: where only cgroup v1 has the controllers, the child
+        # moves itself into each directory, as the first steps of its plan.
+        pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
+            life.cgroup_parent, life.limits)
+        if not on_v2:
+            cgroup_tasks = _cgroup.v1_dirs(pending.cgroup)
+    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_tasks)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
+        if pending.cgroup is not None:
+            pass  # made above, with its limits
+        elif life.cgroup_parent is not None:
+            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
+        elif life.cgroup_path is not None:
+            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
         fds = dict(spec.fds.fds)
         if default_stdio is DefaultStdio.OUTPUT:
             for target, fd in _OUTPUT_DEFAULTS.items():
                 fds.setdefault(target, fd)
         opened = pending.opened
         moves, hi = prepare_fds(fds, opened)
-        errfd = init_fd = report_target = -1
+        errfd = init_fd = report_target = status_target = -1
         if init:
             # The program execs after the child's own exec (of the init): only
             # the error pipe can tell how that went, on the vfork path too.
             # Its write end gets a target of its own, the first above the
-            # caller's, for the init to report the program's exec on.
-            report_target, hi = hi, hi + 1
+            # caller's, for the init to report the program's exec on; the
+            # next one is the status pipe's, for the program's wait status.
+            report_target, status_target, hi = hi, hi + 1, hi + 2
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
             moves.append((errfd, report_target))
+            pending.status_fd, status_w = status_pipe(hi)
+            opened.child_side.append(status_w)
+            moves.append((status_w, status_target))
             init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
                 for ns, owned in spec.isolation.join]
@@ -363,8 +384,12 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         key = None
         shares_memory = executor.shares_memory
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
-        # (a supervised child's plan names this spawn's listener descriptor)
-        if (shares_memory and not reset_caught and not spec.isolation.supervise
+        # No plan reuse with a handshake, also one the spec does not imply (a
+        # cgroup joined through cgroup.procs): its wake pipe differs every time.
+        # Nor for a child joining cgroup v1 directories: their names differ.
+        # (also: a supervised child's plan names this spawn's listener descriptor)
+        if (shares_memory and not reset_caught and not handshake and not cgroup_tasks
+                and not spec.isolation.supervise
                 and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
@@ -377,18 +402,14 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
                           reset_caught, landlock_fd, init_fd, report_target, view,
-                          pending.listener_target)
+                          status_target, cgroup_tasks, pending.listener_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
             pending.errfd_child = errfd
-        if life.cgroup_parent is not None:
-            pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
-        elif life.cgroup_path is not None:
-            pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
-        if in_cgroup and not into_cgroup:
+        if in_cgroup and not into_cgroup and not cgroup_tasks:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
         opened.close_child_side()
@@ -396,10 +417,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             os.close(pending.cgroup_fd)
             pending.cgroup_fd = -1
         if pid < 0:
-            raise errors.Fork(-pid, life.cgroup_parent or life.cgroup_path,
-                              errors.fork_causes(-pid, plan.clone_flags,
-                                                 life.cgroup_parent is not None
-                                                 or life.cgroup_path is not None))
+            raise errors.Fork(-pid, pending.cgroup or life.cgroup_parent or life.cgroup_path,
+                              errors.fork_causes(-pid, plan.clone_flags, in_cgroup))
         pending.pid, pending.pidfd = pid, table.pidfd()
     except BaseException:
         pending.close()
@@ -538,6 +557,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
            view: tuple[tuple[str, ...], int] | None = None,
+           status_target: int = -1, cgroup_tasks: tuple[bytes, ...] = (),
            listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
@@ -566,7 +586,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                       wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
                       reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
-                      listener_fd=listener_fd)
+                      status_target, listener_fd=listener_fd)
         return build_plan(spec, setup)
     if view is None and iso.mounts:
         view = view_facts(spec)
@@ -586,6 +606,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
                   reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
+                  status_fd=status_target, cgroup_tasks=cgroup_tasks,
                   listener_fd=listener_fd)
     return build_plan(spec, setup)
 

@@ -132,7 +132,9 @@ over them whatever the caller's own privileges.
    step 1 dup3 targets (without close-on-exec, so it survives the init's
    exec), and the init reports the program's failed exec on it as this
    step's failure, so the parent raises the same typed
-   :class:`~aunshare.errors.Exec`.
+   :class:`~aunshare.errors.Exec`. Another dup3 target is the write end
+   of the status pipe, on which the init writes the program's exact wait
+   status once it has reaped it (its own exit code cannot carry a signal).
 
 Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
@@ -396,6 +398,15 @@ class Setup(NamedTuple):
     search: tuple[bytes, ...] = ()
     """Paths to try in order before ``program`` (a PATH search inside a
     new root, which only the child can see)."""
+    status_fd: int = -1
+    """With ``init_process``: the dup3 target the status pipe's write end gets
+    in the child, for the init to write the program's wait status on; -1: none."""
+    cgroup_tasks: tuple[bytes, ...] = ()
+    """cgroup v1 directories the child moves itself into, first of all, by
+    writing 0 to their ``tasks`` (its own cgroup on a hybrid host; no
+    CLONE_INTO_CGROUP there). A task moving itself skips the kernel's
+    global threadgroup lock, which a write of another pid takes (an RCU
+    grace period, milliseconds)."""
     listener_fd: int = -1
     """The descriptor number the parent reserved for the seccomp listener
     (:meth:`Command.supervise_syscalls`): the child moves it there."""
@@ -452,6 +463,15 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     new = iso.unshare
     user_ns = bool((new | iso.joined) & Namespace.USER)
     steps: list[Step] = []
+
+    # 0. into its own cgroup v1 directories, before it does anything else
+    for directory in setup.cgroup_tasks:
+        tasks = directory + b"/tasks"
+        steps.append(Step("openat", (AT_FDCWD, CStr(tasks), os.O_WRONLY | os.O_CLOEXEC),
+                          errors.CgroupError, "open", tasks))
+        steps.append(Step("write", (0, CStr(b"0"), 1, 0, 0, 1), errors.CgroupError,
+                          "join cgroup", directory, USE_PREVIOUS | EXPECT_ARG5,
+                          "the child moving itself in through tasks"))
 
     # 1. descriptors
     for lo, hi in spec.fds.close:
@@ -647,7 +667,8 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
                "allowed (execute=, e.g. /usr)" if setup.landlock_fd >= 0 else "")
     if life.init_process:
         report = str(setup.report_fd).encode() if setup.report_fd >= 0 else b"-"
-        argv = (b"aunshare-init", report, str(len(steps)).encode(), setup.program,
+        status = str(setup.status_fd).encode() if setup.status_fd >= 0 else b"-"
+        argv = (b"aunshare-init", report, str(len(steps)).encode(), status, setup.program,
                 *setup.argv)
         steps.append(Step("execveat", (setup.init_fd, CStr(b""), CStrArray(argv), env_arg,
                                        AT_EMPTY_PATH),
@@ -665,8 +686,9 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.append(Step("execve", (CStr(setup.program), argv_arg, env_arg),
                           errors.Exec, "exec", setup.program,
                           detail="; ".join(d for d in details if d)))
-    in_cgroup = life.cgroup_parent is not None or life.cgroup_path is not None
-    flags = int(new) | (CLONE_INTO_CGROUP if in_cgroup and setup.into_cgroup else 0)
+    in_cgroup = spec.own_cgroup or life.cgroup_path is not None
+    into = in_cgroup and setup.into_cgroup and not setup.cgroup_tasks
+    flags = int(new) | (CLONE_INTO_CGROUP if into else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
 
 

@@ -33,7 +33,7 @@ from ._tasks import background_tasks
 from .child import Child
 from .command import Command, Stdio, StrOrBytesPath
 from .policy import KillPolicy
-from .status import ExitStatus
+from .status import CgroupUsage, ExitStatus
 from .streams import Capture, check_capture
 
 __all__ = ["run", "run_many", "run_as_completed", "JobResult", "CommandLike", "CompletedRun",
@@ -71,9 +71,12 @@ def _check_timeout(timeout: float | None) -> None:
 
 class CompletedRun(CompletedProcess[bytes]):
     """What :func:`run` returns: a :class:`subprocess.CompletedProcess`
-    (``args``, ``returncode``, ``stdout``, ``stderr``) that also tells
-    whether the captured output is complete."""
+    (``args``, ``returncode``, ``stdout``, ``stderr``) that also says how
+    the child ended, with what its own cgroup used, and whether the
+    captured output is complete."""
 
+    status: ExitStatus
+    """How the child ended (:class:`~aunshare.ExitStatus`)."""
     stdout_truncated: bool = False
     """True when stdout had more than ``max_output`` bytes (only the first,
     or with ``keep="tail"`` the last, ``max_output`` were kept)."""
@@ -83,6 +86,22 @@ class CompletedRun(CompletedProcess[bytes]):
     """True when ``wait_delay`` ran out while a pipe was still open after
     the child exited (or was killed on timeout): the output is what was
     read until then."""
+
+    def __init__(self, args: Any, status: ExitStatus, stdout: bytes | None,
+                 stderr: bytes | None) -> None:
+        super().__init__(args, status.returncode, stdout, stderr)
+        self.status = status
+
+    @property
+    def cgroup_usage(self) -> CgroupUsage | None:
+        """What the child's own cgroup used (resource limits or
+        :meth:`Command.new_cgroup`), else None."""
+        return self.status.cgroup_usage
+
+    @property
+    def oom_killed(self) -> bool:
+        """The child was killed for running out of memory (its memory limit)."""
+        return self.status.oom_killed
 
 
 @record
@@ -216,10 +235,13 @@ async def run(
     as the pipes already hold it.
 
     Returns a :class:`CompletedRun` (a :class:`subprocess.CompletedProcess`
-    telling also ``stdout_truncated``, ``stderr_truncated`` and
-    ``cut_short``); with ``check`` a non-zero
-    exit raises :class:`~aunshare.CalledProcessError` (a
-    :class:`subprocess.CalledProcessError`). Spawn failures raise the typed
+    with the :class:`~aunshare.ExitStatus` as ``status``, so with the
+    ``cgroup_usage`` and ``oom_killed`` verdict of a Command with resource
+    limits, and telling also ``stdout_truncated``, ``stderr_truncated`` and
+    ``cut_short``); with ``check`` a non-zero exit raises
+    :class:`~aunshare.CalledProcessError` (a
+    :class:`subprocess.CalledProcessError`, whose message says "out of
+    memory" when that is why). Spawn failures raise the typed
     :class:`~aunshare.Error` subclasses.
     """
     _check_timeout(timeout)
@@ -233,7 +255,7 @@ async def run(
     code = done.status.returncode
     if check and code != 0:
         raise errors.CalledProcessError(code, shown, done.stdout, done.stderr, status=done.status)
-    result = CompletedRun(shown, code, done.stdout, done.stderr)
+    result = CompletedRun(shown, done.status, done.stdout, done.stderr)
     result.stdout_truncated = done.stdout_truncated
     result.stderr_truncated = done.stderr_truncated
     result.cut_short = done.cut_short
@@ -274,6 +296,16 @@ class JobResult:
     def returncode(self) -> int | None:
         """The subprocess-style return code, or None when the child never started."""
         return None if self.status is None else self.status.returncode
+
+    @property
+    def cgroup_usage(self) -> CgroupUsage | None:
+        """What the job's own cgroup used (resource limits), else None."""
+        return None if self.status is None else self.status.cgroup_usage
+
+    @property
+    def oom_killed(self) -> bool:
+        """The job was killed for running out of memory (its memory limit)."""
+        return self.status is not None and self.status.oom_killed
 
     @property
     def ok(self) -> bool:

@@ -25,7 +25,7 @@ from .seccomp import SeccompFilter
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
-    "SelfMap", "PivotRoot", "Rlimit", "MountOp", "MountKind",
+    "SelfMap", "PivotRoot", "Rlimit", "MountOp", "MountKind", "CgroupLimits", "parse_size",
 ]
 
 
@@ -278,6 +278,74 @@ class IsolationSpec:
         return self.pivot.new_root if self.pivot is not None else None
 
 
+_SIZE = r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:([kmgtpe])(i?b?)|(b?))\s*\Z"
+_SIZE_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def parse_size(value: object, what: str) -> int:
+    """A byte count from an int or a string; ValueError naming ``what``.
+
+    The grammar: a decimal number (a fraction allowed, ``1.5G``), optional
+    blanks, then an optional suffix ``K``, ``M``, ``G``, ``T``, ``P`` or ``E``
+    (any case), each optionally followed by ``i`` and/or ``B``, or a lone
+    ``B``. Every suffix is a power of 1024, as in the kernel's own parser
+    of ``memory.max`` and in systemd: ``64K``, ``64KB`` and ``64KiB`` are all
+    65536 bytes. Fractions are rounded down to a whole byte. The result
+    must be at least 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{what} takes an int or a size string like '512M', "
+                        f"not {type(value).__name__}")
+    if isinstance(value, int):
+        size = value
+    else:
+        import re  # here: the command line does not import re unless it parses a size
+
+        m = re.match(_SIZE, value, re.IGNORECASE)
+        if m is None:
+            raise ValueError(f"{what}: {value!r} is not a size: give bytes as an int, or a "
+                             "number with a suffix K, M, G, T, P or E (powers of 1024, "
+                             "optionally followed by 'iB' or 'B'), like '512M' or '1.5GiB'")
+        number, unit = m.group(1), (m.group(2) or "").lower()
+        shift = _SIZE_SHIFT.get(unit, 0)
+        whole, _, frac = number.partition(".")
+        size = int(whole or "0") << shift
+        if frac:
+            size += (int(frac) << shift) // 10 ** len(frac)
+    if size < 1:
+        raise ValueError(f"{what} must be at least 1 byte, got {value!r}")
+    return size
+
+
+@record
+class CgroupLimits:
+    """:meth:`Command.limit_memory`, :meth:`~Command.limit_pids` and
+    :meth:`~Command.limit_cpu`: what is written into the child's own cgroup
+    before it runs. None: that limit is not set."""
+
+    memory_max: int | None = None
+    """Bytes (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)."""
+    swap_max: int | None = None
+    """Bytes of swap on top of ``memory_max`` (v2 ``memory.swap.max``, v1
+    ``memory.memsw.limit_in_bytes`` = memory + swap); None: the kernel's default."""
+    oom_group: bool = True
+    """v2 ``memory.oom.group``: an out-of-memory kill takes the whole cgroup."""
+    pids_max: int | None = None
+    """Tasks (processes and threads; ``pids.max``)."""
+    cpu_quota_us: int | None = None
+    """Microseconds of CPU time per period (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``)."""
+    cpu_period_us: int = 100_000
+    """The period of ``cpu_quota_us``."""
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        """The cgroup controllers these limits need."""
+        return tuple(name for name, used in (
+            ("memory", self.memory_max is not None or self.swap_max is not None),
+            ("pids", self.pids_max is not None),
+            ("cpu", self.cpu_quota_us is not None)) if used)
+
+
 @record
 class LifetimeSpec:
     """How the child is tied to the parent and stopped."""
@@ -293,11 +361,13 @@ class LifetimeSpec:
     init_process: bool = False
     """:meth:`Command.init_process`: pid 1 of the new pid namespace is an init
     that starts the program as pid 2, forwards signals to it and reaps orphans."""
+    limits: CgroupLimits | None = None
+    """Resource limits of the child's own cgroup (they imply one)."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _hashed(self, self.death_signal, self.keep_sigmask, self.kill_policy, self.cgroup_parent,
-                self.cgroup_path, self.init_process)
+                self.cgroup_path, self.init_process, self.limits)
 
     def __hash__(self) -> int:
         return self._hash
@@ -336,8 +406,10 @@ class Spec:
 
     @property
     def own_cgroup(self) -> bool:
-        """The child is created in a cgroup made for it."""
-        return self.lifetime.cgroup_parent is not None
+        """The child is created in a cgroup made for it (:meth:`Command.new_cgroup`,
+        or resource limits, which imply one)."""
+        life = self.lifetime
+        return life.cgroup_parent is not None or life.limits is not None
 
     @property
     def parent_maps(self) -> bool:
@@ -397,12 +469,22 @@ def _validate(spec: Spec) -> None:
                     "a group of its own")
         raise ValueError(f"process_group({pgid}) puts the child in an existing process group, "
                          f"but {why}; choose one")
-    if spec.kill_target is KillTarget.CGROUP and life.cgroup_parent is None:
+    if spec.kill_target is KillTarget.CGROUP and not spec.own_cgroup:
         raise ValueError("a kill policy aimed at the cgroup needs a cgroup for the child: "
                          "call Command.new_cgroup(parent) too")
     if life.cgroup_path is not None and life.cgroup_parent is not None:
         raise ValueError("cgroup() places the child in an existing cgroup and new_cgroup() "
                          "creates one for it; choose one")
+    if life.limits is not None and life.cgroup_path is not None:
+        raise ValueError(
+            f"limit_{life.limits.controllers[0] if life.limits.controllers else 'memory'}() "
+            "writes limits into a cgroup aunshare creates for the child, but cgroup("
+            f"{life.cgroup_path.decode(errors='replace')!r}) puts it in an existing one, "
+            "which aunshare did not create and will not change: use new_cgroup(parent) "
+            "to have the limited cgroup made under that directory")
+    lim = life.limits
+    if lim is not None and lim.swap_max is not None and lim.memory_max is None:
+        raise ValueError("limit_memory(swap_max=...) needs the memory limit itself")
     new, joined = iso.unshare, iso.joined
     both = new & joined
     if both:

@@ -37,9 +37,10 @@ _O_TRACEEXEC, _O_EXITKILL = 0x10, 0x100000
 _GETTID, _GETPID = {"x86_64": (186, 39), "aarch64": (178, 172)}.get(ARCH, (-1, -1))
 _NR_REGISTER = {"x86_64": "orig_rax", "aarch64": "r8"}.get(ARCH)
 # What the init's child does before the program runs: mark the report fd
-# close-on-exec (fcntl), restore the plan's signal mask, execve.
-_INIT_CHILD = [{"x86_64": 72, "aarch64": 25}.get(ARCH, -1), SYSCALLS.get("rt_sigprocmask"),
-               SYSCALLS.get("execve")]
+# close-on-exec (fcntl), close the status fd, restore the plan's signal
+# mask, execve.
+_INIT_CHILD = [{"x86_64": 72, "aarch64": 25}.get(ARCH, -1), SYSCALLS.get("close"),
+               SYSCALLS.get("rt_sigprocmask"), SYSCALLS.get("execve")]
 
 PARENT = textwrap.dedent("""
     import json, sys

@@ -19,7 +19,7 @@ from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
-from aunshare.spec import MountKind, MountOp, PivotRoot, Rlimit, SelfMap
+from aunshare.spec import CgroupLimits, MountKind, MountOp, PivotRoot, Rlimit, SelfMap
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +94,7 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "cgroup_parent": {"cgroup_parent": b"/sys/fs/cgroup/x"},
         "cgroup_path": {"cgroup_path": b"/sys/fs/cgroup/y"},
         "init_process": {"init_process": True},
+        "limits": {"limits": CgroupLimits(pids_max=20)},
     },
 }
 

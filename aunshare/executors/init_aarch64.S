@@ -24,7 +24,8 @@ phdr:
         .long   0x6474e551, 6           // PT_GNU_STACK, R+W (not executable)
         .quad   0, 0, 0, 0, 0, 16
 
-// x19 argc, then the program's pid; x20 argv; x21 envp; x22 report fd.
+// x19 argc, then the program's pid; x20 argv; x21 envp; x22 report fd;
+// x23 status fd.
 // Frame (sp): +0 every signal, +8 the mask to restore for the program,
 // +16 failure record (code, errno), +24 wait status.
 _start:
@@ -36,7 +37,8 @@ _start:
         mov     x0, #-1
         str     x0, [sp]
         mov     x22, #-1
-        cmp     x19, #4
+        mov     x23, #-1
+        cmp     x19, #5
         b.lo    .Lbad
         ldr     x0, [x20, #8]
         bl      number
@@ -44,6 +46,9 @@ _start:
         ldr     x0, [x20, #16]
         bl      number
         str     w0, [sp, #16]
+        ldr     x0, [x20, #24]
+        bl      number
+        mov     x23, x0
         // Block everything: signals wait in the queue for sigtimedwait.
         mov     x0, #0                  // rt_sigprocmask(SIG_BLOCK, all, old)
         mov     x1, sp
@@ -96,6 +101,13 @@ _start:
         b.le    .Lwait                  // none left that exited (or no child)
         cmp     x0, x19
         b.ne    .Lreap                  // an orphan: reaped, look for more
+        tbnz    x23, #63, .Lcode
+        mov     x0, x23                 // write(status fd, &status, 4)
+        add     x1, sp, #24
+        mov     x2, #4
+        mov     x8, #64
+        svc     #0
+.Lcode:
         ldr     w1, [sp, #24]
         ands    w0, w1, #0x7f
         b.eq    .Lexited
@@ -108,14 +120,20 @@ _start:
         svc     #0
         udf     #0
 
-// The program's side: the report fd closes at exec, the mask is the one
-// the plan set, then exec; on failure write (code, errno) and exit 127.
+// The program's side: the report fd closes at exec, the status fd now
+// (the program never sees it), the mask is the one the plan set, then
+// exec; on failure write (code, errno) and exit 127.
 .Lchild:
-        tbnz    x22, #63, .Lmask
+        tbnz    x22, #63, .Lstatus
         mov     x0, x22                 // fcntl(report fd, F_SETFD, FD_CLOEXEC)
         mov     x1, #2
         mov     x2, #1
         mov     x8, #25
+        svc     #0
+.Lstatus:
+        tbnz    x23, #63, .Lmask
+        mov     x0, x23                 // close(status fd): the init's own copy stays
+        mov     x8, #57
         svc     #0
 .Lmask:
         mov     x0, #2                  // rt_sigprocmask(SIG_SETMASK, old)
@@ -124,8 +142,8 @@ _start:
         mov     x3, #8
         mov     x8, #135
         svc     #0
-        ldr     x0, [x20, #24]          // execve(path, argv + 4, envp)
-        add     x1, x20, #32
+        ldr     x0, [x20, #32]          // execve(path, argv + 5, envp)
+        add     x1, x20, #40
         mov     x2, x21
         mov     x8, #221
         svc     #0

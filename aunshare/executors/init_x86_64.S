@@ -2,18 +2,21 @@
 # header included, so `as` + `objcopy -O binary -j .text` gives the file
 # itself. Its bytes live in init.py; tests re-assemble this file and compare.
 #
-# argv: [name, report fd, report code, program path, program argv...]
+# argv: [name, report fd, report code, status fd, program path, program argv...]
 #   report fd: decimal; where a failed exec of the program is reported as
 #   the executor reports a failing step (u32 code, u32 errno; 8 bytes).
-#   Anything not a number ("-"): no report.
+#   status fd: decimal; where the program's wait status (4 bytes, as wait4
+#   gave it) is written once it has been reaped, just before the exit.
+#   Anything not a number ("-"): no report, no status.
 #
 # pid 1 blocks every signal, starts the program with a vfork-like clone
 # (it runs on this stack until it execs: it only makes syscalls and writes
 # the record below the frame), then waits for signals: SIGCHLD reaps
 # every exited child (orphans included); any other signal is forwarded to
-# the program. When the program has been reaped, it exits with the
-# program's code, or 128+N when a signal N killed it (a namespace's init
-# cannot die by a signal it sends itself: the parent translates).
+# the program. When the program has been reaped, it writes the exact wait
+# status on the status fd, then exits with the program's code, or 128+N
+# when a signal N killed it (a namespace's init cannot die by a signal it
+# sends itself): the parent reads the status, or falls back on the code.
         .intel_syntax noprefix
         .text
         .set    BASE, 0x400000
@@ -46,8 +49,9 @@ _start:
         sub     rsp, 32
         mov     qword ptr [rsp], -1
         mov     r15, -1                 # report fd
+        mov     rbx, -1                 # status fd
         xor     ebp, ebp                # report code
-        cmp     r12, 4
+        cmp     r12, 5
         jb      .Lbad
         mov     rdi, [r13+8]
         call    number
@@ -56,6 +60,9 @@ _start:
         call    number
         mov     ebp, eax
         mov     [rsp+16], eax
+        mov     rdi, [r13+24]
+        call    number
+        mov     rbx, rax
         # Block everything: signals wait in the queue for sigtimedwait.
         mov     eax, 14                 # rt_sigprocmask(SIG_BLOCK, all, old)
         xor     edi, edi
@@ -111,6 +118,14 @@ _start:
         jle     .Lwait                  # none left that exited (or no child)
         cmp     rax, r12
         jne     .Lreap                  # an orphan: reaped, look for more
+        test    rbx, rbx
+        js      .Lcode
+        mov     eax, 1                  # write(status fd, &status, 4)
+        mov     rdi, rbx
+        lea     rsi, [rsp+24]
+        mov     edx, 4
+        syscall
+.Lcode:
         mov     eax, [rsp+24]
         mov     edi, eax
         and     edi, 0x7f
@@ -124,15 +139,22 @@ _start:
         syscall
         ud2
 
-# The program's side: the report fd closes at exec, the mask is the one
-# the plan set, then exec; on failure write (code, errno) and exit 127.
+# The program's side: the report fd closes at exec, the status fd now
+# (the program never sees it), the mask is the one the plan set, then
+# exec; on failure write (code, errno) and exit 127.
 .Lchild:
         test    r15, r15
-        js      .Lmask
+        js      .Lstatus
         mov     eax, 72                 # fcntl(report fd, F_SETFD, FD_CLOEXEC)
         mov     rdi, r15
         mov     esi, 2
         mov     edx, 1
+        syscall
+.Lstatus:
+        test    rbx, rbx
+        js      .Lmask
+        mov     eax, 3                  # close(status fd): the init's own copy stays
+        mov     rdi, rbx
         syscall
 .Lmask:
         mov     eax, 14                 # rt_sigprocmask(SIG_SETMASK, old)
@@ -141,9 +163,9 @@ _start:
         xor     edx, edx
         mov     r10d, 8
         syscall
-        mov     eax, 59                 # execve(path, argv + 4, envp)
-        mov     rdi, [r13+24]
-        lea     rsi, [r13+32]
+        mov     eax, 59                 # execve(path, argv + 5, envp)
+        mov     rdi, [r13+32]
+        lea     rsi, [r13+40]
         mov     rdx, r14
         syscall
 .Lfail:

@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 # The test files per guest (they will change).
-X86_64_TESTS="tests/test_spawn.py tests/test_namespaces.py tests/test_executors.py"
+X86_64_TESTS="tests/test_spawn.py tests/test_namespaces.py tests/test_executors.py tests/test_limits.py"
 AARCH64_TESTS="tests/test_plan.py tests/test_executors.py tests/test_spawn.py tests/test_namespaces.py tests/test_ptrace.py"
 PYTEST_ARGS="-q -p no:cacheprovider -rs"  # -rs: say why each skip skipped
 # The host runs every test on asyncio, uvloop and trio; the guests are here
