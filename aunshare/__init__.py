@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "KillPolicy": "policy", "KillTarget": "policy",
     "Namespace": "namespaces", "UidMap": "namespaces", "GidMap": "namespaces",
     "Capability": "namespaces",
+    "SeccompFilter": "seccomp", "Action": "seccomp", "arg": "seccomp",
+    "SyscallRequest": "supervision",
     "Landlock": "landlock", "LandlockReport": "landlock",
     "run": "runner", "run_many": "runner", "run_as_completed": "runner",
     "JobResult": "runner", "CompletedRun": "runner", "ReapTimeout": "errors",
@@ -54,7 +56,8 @@ _LAZY: dict[str, str] = {
         "ParentDeathSignal", "PipeError", "WaitError", "StdioError", "SetUser",
         "ChangeRoot", "Mount", "SetIdMap", "AuxCommandExited", "AuxCommandKilled", "SetPGid",
         "SetNs", "SetRlimit", "CapSet", "BeforeUnfreeze", "LineTooLong", "CgroupError",
-        "CalledProcessError", "TimeoutExpired", "LandlockError", "NetworkError")},
+        "CalledProcessError", "TimeoutExpired", "LandlockError", "NetworkError", "SeccompError",
+        "SyscallGone")},
     "TcpForward": "forward",
 }
 
@@ -78,7 +81,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         NetworkError as NetworkError, NixError as NixError,
         ParentDeathSignal as ParentDeathSignal,
         PipeError as PipeError, SetIdMap as SetIdMap, SetNs as SetNs, SetPGid as SetPGid,
-        SetRlimit as SetRlimit, SetUser as SetUser, StdioError as StdioError,
+        SeccompError as SeccompError, SyscallGone as SyscallGone, SetRlimit as SetRlimit,
+        SetUser as SetUser,
+        StdioError as StdioError,
         TimeoutExpired as TimeoutExpired, UnknownError as UnknownError, WaitError as WaitError,
     )
     from .events import (
@@ -95,9 +100,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the plain imports, each
         run_as_completed as run_as_completed, run_many as run_many,
     )
     from .errors import ReapTimeout as ReapTimeout
+    from .seccomp import Action as Action, SeccompFilter as SeccompFilter, arg as arg
     from .spec import Spec as Spec
     from .status import CgroupUsage as CgroupUsage, ExitStatus as ExitStatus
     from .status import ResourceUsage as ResourceUsage
+    from .supervision import SyscallRequest as SyscallRequest
     from .streams import PipeReader as PipeReader, PipeWriter as PipeWriter
 
 

@@ -10,43 +10,19 @@ import ctypes
 import fcntl
 import os
 
-__all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid_pidfd", "pidfd_send_signal"]
+from ._syscalls import TABLES
 
-# Syscall numbers per architecture. Only the ones the plan or the parent uses.
-_SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {
-        "read": 0, "write": 1, "close": 3, "rt_sigaction": 13, "rt_sigprocmask": 14,
-        "ioctl": 16,
-        "dup3": 292, "chdir": 80, "setpgid": 109,
-        "getppid": 110, "setsid": 112, "setgroups": 116, "setresuid": 117,
-        "setresgid": 119, "prctl": 157, "execve": 59, "exit": 60, "waitid": 247,
-        "openat": 257, "setns": 308, "chroot": 161,
-        "pidfd_send_signal": 424, "pidfd_open": 434, "clone3": 435, "clone": 56,
-        "close_range": 436, "sethostname": 170, "mount": 165, "umount2": 166,
-        "pivot_root": 155, "prlimit64": 302, "capset": 126, "execveat": 322,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-        "mkdirat": 258, "symlinkat": 266, "mount_setattr": 442, "socket": 41, "umask": 95,
-    },
-    "aarch64": {
-        "read": 63, "write": 64, "close": 57, "rt_sigaction": 134, "ioctl": 29,
-        "rt_sigprocmask": 135, "dup3": 24, "chdir": 49,
-        "setpgid": 154, "getppid": 173, "setsid": 157, "setgroups": 159,
-        "setresuid": 147, "setresgid": 149, "prctl": 167, "execve": 221,
-        "exit": 93, "waitid": 95, "openat": 56, "setns": 268,
-        "chroot": 51, "pidfd_send_signal": 424, "pidfd_open": 434,
-        "clone3": 435, "clone": 220, "close_range": 436, "sethostname": 161, "mount": 40,
-        "umount2": 39, "pivot_root": 41, "prlimit64": 261, "capset": 91, "execveat": 281,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-        "mkdirat": 34, "symlinkat": 36, "mount_setattr": 442, "socket": 198, "umask": 166,
-    },
-}
+__all__ = ["ARCH", "SYSCALLS", "libc", "syscall", "waitid_pidfd", "pidfd_send_signal"]
 
 ARCH = os.uname().machine  # platform.machine(), without importing platform
 if ARCH in ("amd64", "AMD64"):
     ARCH = "x86_64"
 elif ARCH == "arm64":
     ARCH = "aarch64"
-SYSCALLS: dict[str, int] = _SYSCALLS.get(ARCH, {})
+# Syscall numbers of this architecture, from the generated tables (one
+# source of truth; empty where aunshare has no table: the portable executor
+# and the parent then cannot run).
+SYSCALLS: dict[str, int] = TABLES.get(ARCH, {})
 
 # clone3 flags
 CLONE_VM = 0x00000100
@@ -93,6 +69,9 @@ TIOCGPTPEER = 0x5441     # _IO('T', 0x41): open the slave from the master (Linux
 F_SETPIPE_SZ = 1031
 CLOSE_RANGE_CLOEXEC = 4
 SIG_SETMASK = 2
+# seccomp(2)
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 
 libc = ctypes.CDLL(None, use_errno=True)
 _syscall = libc.syscall

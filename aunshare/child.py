@@ -51,6 +51,7 @@ from .status import ExitStatus
 from .status import from_init, read_wait_status
 from .status import from_waitid as _status
 from .streams import Capture, PipeReader, PipeWriter, check_capture, send_then_close
+from .supervision import Listener, SyscallStream
 from .tree import signal_tree
 
 __all__ = ["Child", "Output", "busy", "reap_orphans"]
@@ -205,6 +206,10 @@ class Child:
         self._taken: dict[int, _Stream] = {}
         self._ptys: tuple[_Stream, ...] = tuple(
             s for s in (stdin, stdout, stderr) if s is not None and s.is_tty) if has_ends else ()
+        self._listener: Listener | None = None
+        if pending.listener_fd >= 0:
+            self._listener = Listener(pending.listener_fd, pending.early)
+            pending.listener_fd = -1
         self._status: ExitStatus | None = None
         self._init = pending.spec.lifetime.init_process
         # With an init: its status pipe, read (then closed) when it is reaped.
@@ -328,8 +333,28 @@ class Child:
             aux, self._aux = self._aux, []
             stop_aux(aux)
 
+    def syscalls(self) -> SyscallStream:
+        """The supervised syscalls (:meth:`Command.supervise_syscalls`) as
+        they happen: ``async for call in child.syscalls(): await call.allow()``.
+
+        Each call waits in the kernel until answered. The iteration ends
+        when the child and everything it started are gone. Leaving it
+        (the stream dropped, or :meth:`~aunshare.supervision.SyscallStream.aclose`),
+        being cancelled, or the child being reaped ends the supervision: the
+        listener is closed and the kernel fails this child's later
+        supervised calls with ENOSYS, so none hangs (see
+        :mod:`aunshare.supervision`).
+        """
+        if self._listener is None:
+            raise ValueError("this child's syscalls are not supervised: use "
+                             "Command.supervise_syscalls(names)")
+        return self._listener.requests()
+
     def _close_pidfd(self) -> None:
         self._close_status_fd()
+        listener = self._listener
+        if listener is not None:
+            listener.close(reaped=True)  # supervision ends with the child
         fd, self._pidfd = self._pidfd, -1
         if fd >= 0:
             if self._waiting:  # try_wait() reaped while a task waits on the fd

@@ -584,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a resource limit, e.g. nofile=64 or nproc=100:200; SOFT "
                           "alone sets both, SOFT: keeps the hard limit, 'unlimited' is "
                           "allowed (repeatable)")
+    sec.add_argument("--seccomp", metavar="FD", type=int, action="append", default=[],
+                     help="install the seccomp BPF program read from descriptor FD (an "
+                          "array of struct sock_filter, as bwrap reads it; repeatable)")
+    sec.add_argument("--seccomp-profile", metavar="FILE.json", action="append", default=[],
+                     help="install a seccomp profile in OCI/Docker JSON format (repeatable)")
+    sec.add_argument("--deny-syscalls", metavar="NAME,...", action="append", default=[],
+                     help="fail these syscalls with EPERM (repeatable)")
 
     ll = p.add_argument_group(
         "Landlock (the program, its interpreter and libraries must be allowed: "
@@ -760,6 +767,7 @@ def build_command(args: argparse.Namespace) -> Command:
         cmd.no_new_privs()
     for res, soft, hard in args.rlimit:
         cmd.rlimit(res, soft, hard)
+    _add_seccomp(cmd, args)
     landlock = landlock_rules(args)
     if landlock is not None:
         cmd.landlock(landlock)
@@ -779,6 +787,44 @@ def build_command(args: argparse.Namespace) -> Command:
     return cmd
 
 
+def _add_seccomp(cmd: Command, args: argparse.Namespace) -> None:
+    """--seccomp FD, --seccomp-profile FILE, --deny-syscalls: filters in
+    that order (the kernel runs them all; the strictest answer wins)."""
+    from .seccomp import SeccompFilter
+
+    for fd in args.seccomp:
+        data = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                data += chunk
+            os.close(fd)
+        except OSError as exc:
+            raise SetupFailed(f"--seccomp {fd}: cannot read the BPF program: "
+                              f"{exc.strerror}") from None
+        try:
+            cmd.seccomp(data)
+        except ValueError as exc:
+            raise ValueError(f"--seccomp {fd}: {exc}") from None
+    for path in args.seccomp_profile:
+        import json
+
+        try:
+            with open(path, "rb") as f:
+                profile = json.load(f)
+        except OSError as exc:
+            raise SetupFailed(f"--seccomp-profile {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ValueError(f"--seccomp-profile {path}: not JSON: {exc}") from None
+        try:
+            cmd.seccomp(SeccompFilter.from_oci(profile))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"--seccomp-profile {path}: {exc}") from None
+    names = [n.strip() for text in args.deny_syscalls for n in text.split(",") if n.strip()]
+    if names:
+        try:
+            cmd.seccomp(SeccompFilter().deny(names))
+        except ValueError as exc:
+            raise ValueError(f"--deny-syscalls: {exc}") from None
 def landlock_rules(args: argparse.Namespace) -> Landlock | None:
     """The Landlock rules the --landlock-* options give, or None."""
     given = (args.landlock_ro, args.landlock_rw, args.landlock_exec, args.landlock_tcp_bind,

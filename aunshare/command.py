@@ -22,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from ._linux import NS_GET_NSTYPE
+from ._linux import ARCH, NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
 from ._record import replace
 from .errors import SetNs
@@ -33,6 +33,7 @@ from .namespaces import (
     to_namespaces,
 )
 from .policy import KillPolicy
+from .seccomp import Action, SeccompFilter, check_bpf
 from .spec import (
     DEFAULT_FDS, DEFAULT_IDENTITY, DEFAULT_ISOLATION, DEFAULT_LIFETIME, CgroupLimits, MountKind,
     MountOp, PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, UserNetwork, parse_size,
@@ -897,6 +898,37 @@ class Command:
         (setuid bits and file capabilities are ignored)."""
         return self._change("_isolation", no_new_privs=bool(enable))
 
+    def seccomp(self, filter: SeccompFilter | bytes) -> Command:
+        """Install a seccomp filter in the child just before exec.
+
+        ``filter`` is a :class:`~aunshare.SeccompFilter` (compiled here, in
+        pure Python) or raw classic BPF: ``bytes`` holding an array of
+        ``struct sock_filter`` (what ``bwrap --seccomp FD`` reads). Called
+        again, the filters stack: the kernel runs each and the most
+        restrictive answer wins. Unless the child keeps every capability,
+        ``no_new_privs`` is set first (the kernel requires one of the two).
+        """
+        if isinstance(filter, SeccompFilter):
+            if filter.arch != ARCH:
+                raise ValueError(f"seccomp(): the filter is for {filter.arch}, this machine is "
+                                 f"{ARCH}; every call would be killed as a foreign ABI")
+            filter.compile()  # refuse a program the kernel would not take, now
+        elif isinstance(filter, (bytes, bytearray, memoryview)):
+            filter = bytes(filter)
+            check_bpf(filter)
+        else:
+            raise TypeError(f"seccomp() takes a SeccompFilter or raw BPF bytes, not "
+                            f"{type(filter).__name__}")
+        return self._change("_isolation", seccomp=(*self._isolation.seccomp, filter))
+
+    def supervise_syscalls(self, names: str | Iterable[str]) -> Command:
+        """Send these syscalls to the parent, which answers each from the
+        event loop (``async for call in child.syscalls()``): seccomp user
+        notification. The child is blocked in the call until answered."""
+        names = (names,) if isinstance(names, str) else tuple(names)
+        SeccompFilter().rule(Action.NOTIFY, names)  # unknown names, with close matches
+        merged = tuple(dict.fromkeys((*self._isolation.supervise, *names)))
+        return self._change("_isolation", supervise=merged)
     def landlock(self, rules: Landlock | None) -> Command:
         """Confine the child with Landlock ``rules``: only the paths and TCP
         ports they list stay reachable, for the program and everything it
@@ -1048,6 +1080,10 @@ class Command:
             extra.append(f"keep_caps=[{names}]")
         if iso.no_new_privs:
             extra.append("no_new_privs")
+        if iso.seccomp:
+            extra.append(f"seccomp={len(iso.seccomp)}")
+        if iso.supervise:
+            extra.append(f"supervise_syscalls={','.join(iso.supervise)}")
         if iso.landlock is not None:
             extra.append(f"landlock=[{iso.landlock.describe()}]")
         for res, soft, hard in iso.rlimits:

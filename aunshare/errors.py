@@ -26,7 +26,7 @@ __all__ = [
     "ChangeRoot", "Mount", "MountTarget", "SetIdMap", "AuxCommandExited", "AuxCommandKilled",
     "SetPGid", "SetNs", "SetRlimit", "CapSet", "LandlockError", "NetworkError", "BeforeUnfreeze",
     "LineTooLong", "CgroupError",
-    "CalledProcessError", "TimeoutExpired", "fork_causes",
+    "CalledProcessError", "TimeoutExpired", "fork_causes", "SeccompError", "SyscallGone",
     "ReapTimeout",
 ]
 
@@ -334,6 +334,20 @@ class CapSet(_OSError):
     """Setting the child's capabilities failed."""
 
     action = "set capabilities"
+
+
+class SeccompError(_OSError):
+    """Installing a seccomp filter in the child failed (or, for the parent,
+    taking a supervised child's listener)."""
+
+    action = "install seccomp filter"
+
+
+class SyscallGone(_OSError):
+    """A supervised syscall can no longer be answered or read: its process
+    died, or a signal interrupted the call (``ENOENT`` from the kernel)."""
+
+    action = "answer syscall"
 
 
 class LandlockError(_OSError):

@@ -18,7 +18,7 @@ from collections.abc import Generator, Iterator
 
 from . import cgroup as _cgroup
 from . import errors
-from ._linux import WEXITED, WNOHANG, waitid_pidfd
+from ._linux import WEXITED, WNOHANG, syscall, waitid_pidfd
 from .fds import Fd, FdKind
 from .idmaps import write_maps
 from .launch import DefaultStdio, Pending, start
@@ -28,7 +28,7 @@ from .spec import DescriptorSpec, ProgramSpec, SelfMap, Spec
 from .status import from_waitid
 
 __all__ = ["map_ids", "spawn_blocking", "start_network", "wake", "watch_exec",
-           "PASTA_TIMEOUT"]
+           "listener_ready", "take_listener", "PASTA_TIMEOUT"]
 
 PASTA_TIMEOUT = 10.0
 """Seconds pasta may take to configure the child's network namespace."""
@@ -227,13 +227,49 @@ def wake(pending: Pending) -> None:
         else:
             inside = pid
         message += str(inside).encode().ljust(PID_SLOT_SIZE, b"\0") * len(spec.program.env_pid)
-    fd, pending.wake_fd = pending.wake_fd, -1
+    again = pending.ready_fd >= 0  # it waits once more, for its seccomp listener taken
+    fd = pending.wake_fd
+    if not again:
+        pending.wake_fd = -1
     try:
         os.write(fd, message)
     except OSError as exc:
         raise errors.PipeError(exc.errno or _errno.EPIPE, "the wake-up pipe",
                                "the child was gone before it could go on",
                                action="write") from None
+    finally:
+        if not again:
+            os.close(fd)
+
+
+def listener_ready(pending: Pending) -> bool | None:
+    """Syscall supervision: has the child moved its seccomp listener to the
+    reserved descriptor (EOF on the ready pipe)? None: not yet, the pipe is empty."""
+    try:
+        os.read(pending.ready_fd, 1)
+    except BlockingIOError:
+        return None
+    fd, pending.ready_fd = pending.ready_fd, -1
+    os.close(fd)
+    return True
+
+
+def take_listener(pending: Pending) -> None:
+    """Take the child's seccomp listener (``pidfd_getfd``), then let the
+    child go on to its exec. A child that failed before (it exited) keeps
+    its report on the error pipe: nothing is taken, the caller reads it."""
+    try:
+        pending.listener_fd = syscall("pidfd_getfd", pending.pidfd, pending.listener_target, 0)
+    except OSError as exc:
+        if exc.errno != _errno.ESRCH:
+            raise errors.SeccompError(exc.errno or _errno.EPERM, None,
+                                      "pidfd_getfd needs ptrace access to the child",
+                                      action="take the seccomp listener of the child") from None
+    fd, pending.wake_fd = pending.wake_fd, -1
+    try:
+        os.write(fd, b"\1")
+    except OSError:
+        pass  # it is gone: its report (or exit) tells why
     finally:
         os.close(fd)
 
@@ -258,6 +294,12 @@ def watch_exec(pending: Pending) -> Iterator[int]:
         data += chunk
         if len(data) == 8:
             break
+    if not data and pending.executor.shares_memory and pending.table is not None:
+        # A seccomp filter may refuse the child's write of its report; a
+        # child sharing our memory stored the same record in the table.
+        idx, err = pending.table.record()
+        if err:
+            raise pending.fail(idx, err)
     if data:
         if len(data) < 8:
             raise errors.UnknownError(f"the child sent a truncated error record {data!r}")
@@ -280,10 +322,10 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
     remove once the child is reaped (:func:`aunshare.cgroup.clear_blocking`).
     """
     iso = spec.isolation
-    if (iso.before_unfreeze is not None
+    if (iso.before_unfreeze is not None or iso.supervise
             or (iso.uid_maps is not None and iso.id_map_commands is not None)):
-        raise ValueError("spawn_blocking(): this spec needs the event loop (before_unfreeze "
-                         "or set_id_map_commands); use spawn()")
+        raise ValueError("spawn_blocking(): this spec needs the event loop (before_unfreeze, "
+                         "set_id_map_commands or supervise_syscalls); use spawn()")
     pending = start(spec, default_stdio, allow_vfork=True)
     try:
         if pending.wake_fd >= 0:
@@ -292,6 +334,7 @@ def spawn_blocking(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERI
                 for fds, seconds in start_network(pending):
                     select.select(fds, (), (), seconds)
             wake(pending)
+
         if pending.report_fd >= 0:
             poller = select.poll()
             poller.register(pending.report_fd, select.POLLIN)

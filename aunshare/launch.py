@@ -20,7 +20,7 @@ import stat
 
 from . import cgroup as _cgroup
 from . import errors, rulesets
-from ._linux import WEXITED, libc, pidfd_send_signal, waitid_pidfd
+from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, status_pipe, wake_pipe
 from .executors import Executor, get_executor
 from .executors.init import init_memfd
@@ -119,7 +119,8 @@ class Pending:
 
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
                  "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
-                 "reusable", "landlock_report", "aux")
+                 "reusable", "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
+                 "landlock_report", "aux")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -142,6 +143,15 @@ class Pending:
         # (pid, pidfd) of helpers that live as long as the child (pasta for
         # user_network): stopped by close(), or handed to the Child.
         self.aux: list[tuple[int, int]] = []
+        # Syscall supervision: the pipe whose EOF says the child has moved
+        # its seccomp listener to listener_target (its copy of the pipe's
+        # write end), then the parent's copy of the listener.
+        self.ready_fd = -1
+        self.listener_target = -1
+        self.listener_fd = -1
+        self.errfd_child = -1
+        # supervised calls seen before the exec was confirmed, not the plan's
+        self.early: list[tuple[int, int, int, tuple[int, ...]]] = []
         self.landlock_report: LandlockReport | None = None  # with Command.landlock()
 
     def close(self) -> None:
@@ -151,7 +161,8 @@ class Pending:
         if self.aux:
             stop_aux(self.aux)
         self.opened.close()
-        for name in ("pidfd", "report_fd", "status_fd", "wake_fd", "cgroup_fd"):
+        for name in ("pidfd", "report_fd", "status_fd", "wake_fd", "cgroup_fd", "ready_fd",
+                     "listener_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 setattr(self, name, -1)
@@ -386,6 +397,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if handshake:
             wake = wake_pipe(hi, opened)
             pending.wake_fd = wake[1]
+        if spec.isolation.supervise:
+            pending.ready_fd, ready_w = pipe_above(hi, os.O_NONBLOCK)
+            opened.child_side.append(ready_w)
+            pending.listener_target = ready_w
         landlock_fd = -1
         if spec.isolation.landlock is not None:
             landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
@@ -398,7 +413,9 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         # No plan reuse with a handshake, also one the spec does not imply (a
         # cgroup joined through cgroup.procs): its wake pipe differs every time.
         # Nor for a child joining cgroup v1 directories: their names differ.
+        # (also: a supervised child's plan names this spawn's listener descriptor)
         if (shares_memory and not reset_caught and not handshake and not cgroup_tasks
+                and not spec.isolation.supervise
                 and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
@@ -411,12 +428,13 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
                           reset_caught, landlock_fd, init_fd, report_target, view,
-                          status_target, cgroup_tasks)
+                          status_target, cgroup_tasks, pending.listener_target)
             table = encode(plan)
         pending.plan, pending.table = plan, table
         if not vfork and errfd < 0:
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
+            pending.errfd_child = errfd
         if in_cgroup and not into_cgroup and not cgroup_tasks:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
@@ -565,7 +583,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
            view: tuple[tuple[str, ...], int] | None = None,
-           status_target: int = -1, cgroup_tasks: tuple[bytes, ...] = ()) -> Plan:
+           status_target: int = -1, cgroup_tasks: tuple[bytes, ...] = (),
+           listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")
     if not found:
@@ -593,7 +612,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                       wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
                       reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
-                      status_target)
+                      status_target, listener_fd=listener_fd)
         return build_plan(spec, setup)
     if view is None and iso.mounts:
         view = view_facts(spec)
@@ -613,7 +632,8 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
                   reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
-                  status_fd=status_target, cgroup_tasks=cgroup_tasks)
+                  status_fd=status_target, cgroup_tasks=cgroup_tasks,
+                  listener_fd=listener_fd)
     return build_plan(spec, setup)
 
 

@@ -103,7 +103,25 @@ over them whatever the caller's own privileges.
    already reset handlers, but ignored signals such as Python's SIGPIPE stay
    ignored), then the signal mask, which the parent fully blocked around
    the clone, set empty (or restored with :meth:`Command.keep_sigmask`).
-13. ``execve``. With :meth:`Command.init_process` instead
+13. seccomp (:meth:`Command.seccomp`, :meth:`Command.supervise_syscalls`),
+   as late as possible so that the filter judges the program and not the
+   plan: ``prctl(PR_SET_NO_NEW_PRIVS)`` first unless the child is
+   provably privileged (the kernel installs a filter only for a process
+   with CAP_SYS_ADMIN in its user namespace or with no_new_privs: the
+   child counts as privileged when it keeps every capability, i.e. no
+   uid change and no :meth:`Command.keep_caps`, and is root or in a user
+   namespace it created or joined), then one ``seccomp(SECCOMP_SET_MODE_FILTER)``
+   per filter, in the order given. A supervision filter is installed last
+   with ``SECCOMP_FILTER_FLAG_NEW_LISTENER``; its listener descriptor is
+   moved (``dup3``, close-on-exec) to the number the parent reserved for it,
+   and the child waits on the wake-up pipe a second time while the parent
+   takes it (``pidfd_getfd``). After a filter, a failing ``execve`` is
+   still reported: every compiled filter allows ``exit`` and
+   ``exit_group``, and the native executor's record is read from shared
+   memory when a filter refused the ``write`` to the error pipe (the
+   portable executor's child then exits 127 unreported: the parent sees
+   an exec that succeeded and a program that exited 127).
+14. ``execve``. With :meth:`Command.init_process` instead
    ``execveat(memfd, "", argv, envp, AT_EMPTY_PATH)`` of the init
    (:mod:`aunshare.executors.init`, a static ELF in a close-on-exec memfd
    prepared by the parent above every dup3 target): the process that ran
@@ -140,14 +158,16 @@ from ._linux import (
     LINUX_CAPABILITY_VERSION_3, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC,
     PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS,
-    PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, SIG_SETMASK, SIOCSIFFLAGS, SOCK_CLOEXEC, TIOCSCTTY,
+    PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    SECCOMP_SET_MODE_FILTER, SIG_SETMASK, SIOCSIFFLAGS, SOCK_CLOEXEC, TIOCSCTTY,
 )
 from ._names import fd_name, signal_name
 from .namespaces import Namespace, cap_name, self_maps
+from .seccomp import Action, SeccompFilter
 from .spec import MountKind, MountOp, SelfMap, Spec
 
 __all__ = ["Step", "Plan", "Setup", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "Slot",
-           "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
+           "Fprog", "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",
            "PID_SLOT_SIZE"]
 
 # Step flags, understood by every executor (see spawn_x86_64.S).
@@ -212,7 +232,16 @@ class Ptr(NamedTuple):
     name: str
 
 
-Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot
+@final
+class Fprog(NamedTuple):
+    """Argument: pointer to a ``struct sock_fprog`` (a u16 count, then a
+    pointer) for a copy of ``data``, an array of 8-byte ``struct sock_filter``
+    (a seccomp filter, which the kernel copies in)."""
+
+    data: bytes
+
+
+Arg = int | CStr | CStrArray | U32Array | Bytes | Ptr | Slot | Fprog
 
 # Bytes the parent sends for each pid variable: the digits, NUL-padded.
 PID_SLOT_SIZE = 12
@@ -258,6 +287,8 @@ def _fmt_arg(arg: Arg) -> str:
         return repr(list(arg.items))
     if isinstance(arg, Bytes):
         return f"<{len(arg.data)} bytes>"
+    if isinstance(arg, Fprog):
+        return f"&<sock_fprog of {len(arg.data) // 8} instructions>"
     if isinstance(arg, Ptr):
         return f"&{arg.name}"
     return str(arg)
@@ -376,6 +407,9 @@ class Setup(NamedTuple):
     CLONE_INTO_CGROUP there). A task moving itself skips the kernel's
     global threadgroup lock, which a write of another pid takes (an RCU
     grace period, milliseconds)."""
+    listener_fd: int = -1
+    """The descriptor number the parent reserved for the seccomp listener
+    (:meth:`Command.supervise_syscalls`): the child moves it there."""
 
 
 def _idmap_steps(path: bytes, data: bytes) -> tuple[Step, Step]:
@@ -592,8 +626,7 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
             steps.append(Step("prctl", (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
                               errors.CapSet, "raise the ambient capability", cap_name(cap)))
     if iso.no_new_privs or iso.landlock is not None:
-        steps.append(Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
-                          "prctl(PR_SET_NO_NEW_PRIVS)", 1))
+        steps.append(_NO_NEW_PRIVS)
     # 10b. Landlock, once no_new_privs is set
     if setup.landlock_fd >= 0:
         steps.append(Step("landlock_restrict_self", (setup.landlock_fd, 0), errors.LandlockError,
@@ -620,7 +653,11 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
         steps.extend(_RESET_SIGNALS)
         steps.append(_EMPTY_MASK)
 
-    # 13. exec
+    # 13. seccomp
+    if iso.seccomp or iso.supervise:
+        steps.extend(_seccomp_steps(spec, setup, user_ns))
+
+    # 14. exec
     envp: Sequence[bytes | Slot] | None = setup.envp
     if prog.env_pid:
         envp = [*(setup.envp or ()), *(Slot(key + b"=", PID_SLOT_SIZE) for key in prog.env_pid)]
@@ -653,6 +690,43 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     into = in_cgroup and setup.into_cgroup and not setup.cgroup_tasks
     flags = int(new) | (CLONE_INTO_CGROUP if into else 0)
     return Plan(tuple(steps), flags, spec.leads_group, setup.wake is not None)
+
+
+def _seccomp_steps(spec: Spec, setup: Setup, user_ns: bool) -> list[Step]:
+    iso, ident = spec.isolation, spec.identity
+    steps: list[Step] = []
+    full_caps = (iso.keep_caps is None and ident.uid in (None, 0)
+                 and (user_ns or setup.euid == 0))
+    if not full_caps and not iso.no_new_privs and iso.landlock is None:  # else set at step 10
+        steps.append(_NO_NEW_PRIVS)
+    for flt in iso.seccomp:
+        if isinstance(flt, SeccompFilter):
+            bpf, what = flt.compile(), f"filter of {len(flt.rules)} rules"
+        else:
+            bpf, what = flt, f"raw BPF of {len(flt) // 8} instructions"
+        steps.append(Step("seccomp", (SECCOMP_SET_MODE_FILTER, 0, Fprog(bpf)),
+                          errors.SeccompError, "install seccomp", what, detail=_SECCOMP_HINT))
+    if iso.supervise:
+        bpf = SeccompFilter().rule(Action.NOTIFY, iso.supervise).compile()
+        steps.append(Step("seccomp", (SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                                      Fprog(bpf)),
+                          errors.SeccompError, "install seccomp supervision of",
+                          ", ".join(iso.supervise), detail=_SECCOMP_HINT))
+        steps.append(Step("dup3", (0, setup.listener_fd, os.O_CLOEXEC), errors.SeccompError,
+                          "move the seccomp listener to", fd_name(setup.listener_fd),
+                          USE_PREVIOUS))
+        if setup.wake is not None:
+            steps.append(Step("read", (setup.wake[0], Ptr("scratch"), 1, 0, 0, 1),
+                              errors.PipeError, "wait on", "the wake-up pipe", EXPECT_ARG5,
+                              "the parent gave up on the child before taking its seccomp "
+                              "listener"))
+    return steps
+
+
+_NO_NEW_PRIVS = Step("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), errors.CapSet,
+                     "prctl(PR_SET_NO_NEW_PRIVS)", 1)
+_SECCOMP_HINT = ("EACCES: the child has neither CAP_SYS_ADMIN nor no_new_privs (call "
+                 "Command.no_new_privs()); EINVAL: the BPF program is not valid for this kernel")
 
 
 def _rlimit_name(res: int) -> str:

@@ -20,9 +20,10 @@ import os
 import anyio
 
 from . import errors
+from ._linux import SYSCALLS
 from .child import Child, Output, _orphans, _stuck, _unreaped, reap_orphans
 from .fds import Fd, FdKind
-from .handshake import map_ids, start_network, wake, watch_exec
+from .handshake import listener_ready, map_ids, start_network, take_listener, wake, watch_exec
 from .launch import DefaultStdio, Pending, start
 from .spec import DescriptorSpec, ProgramSpec, Spec
 
@@ -59,6 +60,7 @@ async def spawn(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT) 
             try:
                 if pending.wake_fd >= 0:
                     await _handshake(pending)
+
                 if pending.report_fd >= 0:
                     await _await_exec(pending)
             except BaseException:
@@ -98,6 +100,10 @@ async def _handshake(pending: Pending) -> None:
                 f"the before_unfreeze callback {getattr(hook, '__qualname__', hook)!s} "
                 f"raised {type(exc).__name__}: {exc}") from exc
     wake(pending)
+    if pending.ready_fd >= 0:  # syscall supervision: take the listener, let it exec
+        while listener_ready(pending) is None:
+            await anyio.wait_readable(pending.ready_fd)
+        take_listener(pending)
 
 
 async def _readable_any(fds: tuple[int, ...]) -> None:
@@ -138,5 +144,52 @@ async def _run_map_helper(program: bytes, pid: int, maps: tuple[tuple[int, int, 
 
 async def _await_exec(pending: Pending) -> None:
     """Read the error pipe until EOF (exec done) or a failure record."""
-    for fd in watch_exec(pending):
-        await anyio.wait_readable(fd)
+    if pending.listener_fd < 0:
+        for fd in watch_exec(pending):
+            await anyio.wait_readable(fd)
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_answer_plan_calls, pending)
+        for fd in watch_exec(pending):
+            await anyio.wait_readable(fd)
+        tg.cancel_scope.cancel()
+
+
+async def _answer_plan_calls(pending: Pending) -> None:
+    """Until the exec, the supervised calls are the plan's own: let its
+    ``execve`` (and the report of a failed one) through. A call that is
+    not the plan's (the program already runs: we have not yet seen the
+    EOF) is left pending, for ``child.syscalls()`` to yield first."""
+    import select
+
+    from .supervision import recv, send
+
+    assert pending.table is not None
+    nrs = SYSCALLS
+    # the plan's exec steps (a PATH search in a new root tries several):
+    # (number, first argument), the program's path in the table
+    execs = {(row[0], row[1]) for row in pending.table.rows()
+             if row[0] in (nrs["execve"], nrs["execveat"])}
+    fd = pending.listener_fd
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        events = poller.poll(0)
+        if not events:
+            await anyio.wait_readable(fd)
+            continue
+        if not events[0][1] & select.POLLIN:
+            return
+        got = recv(fd)
+        if got is None:
+            continue
+        nid, _pid, nr, args = got
+        if (nr, args[0]) in execs or (
+                nr == nrs["write"] and args[0] == pending.errfd_child):
+            try:
+                send(fd, nid, 0, 0, 1)  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
+            except errors.SyscallGone:
+                pass
+            continue
+        pending.early.append(got)
+        await anyio.sleep_forever()  # the program runs: the rest is the user's

@@ -21,6 +21,7 @@ from .fds import Fd, FdKind, OwnedFd
 from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
+from .seccomp import SeccompFilter
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",
@@ -254,6 +255,10 @@ class IsolationSpec:
     no_new_privs: bool = False
     rlimits: tuple[Rlimit, ...] = ()
     """Sorted by resource."""
+    seccomp: tuple[SeccompFilter | bytes, ...] = ()
+    """seccomp filters installed in order just before exec (raw BPF as bytes)."""
+    supervise: tuple[str, ...] = ()
+    """Syscalls sent to the parent (:meth:`Command.supervise_syscalls`)."""
     landlock: Landlock | None = None
     """:meth:`Command.landlock`: the rules the child restricts itself with."""
     user_network: UserNetwork | None = None
@@ -265,7 +270,7 @@ class IsolationSpec:
                 self.id_map_commands, self.self_map, self.before_unfreeze, self.chroot, self.pivot,
                 self.hostname, self.mount_proc, self.mounts, self.fresh_root, self.loopback,
                 self.keep_caps, self.no_new_privs, self.rlimits, self.landlock,
-                self.user_network)
+                self.user_network, self.seccomp, self.supervise)
 
     def __hash__(self) -> int:
         return self._hash
@@ -435,8 +440,12 @@ class Spec:
         """The parent must act between clone and exec: the child waits for it."""
         iso = self.isolation
         return (iso.uid_maps is not None or iso.before_unfreeze is not None
-                or iso.user_network is not None or bool(self.program.env_pid))
+                or iso.user_network is not None or bool(self.program.env_pid)
+                or bool(iso.supervise))
 
+
+# SECCOMP_RET_* of actions that stop a call (errno, kill, trap, trace)
+_REFUSING = frozenset({0x00050000, 0x80000000, 0x00000000, 0x00030000, 0x7FF00000})
 
 # The records of a Command that sets nothing: shared (they are immutable),
 # so a plain Command costs one record of its own.
@@ -521,6 +530,15 @@ def _validate(spec: Spec) -> None:
         raise ValueError("user_network() connects the child's own network namespace to the "
                          "outside: add unshare(Namespace.NET) (with Namespace.USER when "
                          "unprivileged)")
+    if life.init_process and iso.supervise:
+        raise ValueError("supervise_syscalls() with init_process(True): the init (under the "
+                         "same filter) would wait for answers before the program starts; "
+                         "choose one")
+    if life.init_process:
+        for flt in iso.seccomp:
+            if isinstance(flt, SeccompFilter) and flt.action_for("execveat").value in _REFUSING:
+                raise ValueError("seccomp(): the filter refuses execveat, which starts the init "
+                                 "of init_process(True); allow execveat or drop init_process()")
     if iso.mount_proc and not new & Namespace.MOUNT:
         raise ValueError("mount_proc() needs a new mount namespace, or it would mount over "
                          "the caller's /proc: add unshare(Namespace.MOUNT) (and Namespace.PID "

@@ -169,7 +169,7 @@ OSERROR_CLASSES = [
     aunshare.ParentDeathSignal, aunshare.PipeError, aunshare.WaitError, aunshare.StdioError,
     aunshare.SetUser, aunshare.ChangeRoot, aunshare.SetIdMap, aunshare.SetPGid,
     aunshare.SetNs, aunshare.CgroupError, aunshare.SetRlimit, aunshare.CapSet,
-    aunshare.LandlockError, aunshare.Mount,
+    aunshare.LandlockError, aunshare.Mount, aunshare.SeccompError, aunshare.SyscallGone,
 ]
 
 ERRNO_CLASSES = [

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aunshare"
 
 LAYERS: list[list[str]] = [
     # pure data
-    ["_version", "_names", "_record", "_linux", "namespaces", "status", "errors", "landlock",
-     "policy", "fds", "spec"],
+    ["_version", "_names", "_record", "_syscalls", "_linux", "namespaces", "status", "errors",
+     "landlock", "policy", "fds", "seccomp", "spec"],
     # what the child does
     ["plan"],
     # what runs it
@@ -29,7 +29,7 @@ LAYERS: list[list[str]] = [
     ["descriptors", "cgroup", "idmaps", "tree", "rulesets"],
     ["launch", "handshake"],
     # on the event loop
-    ["streams", "_tasks", "netns", "forward", "child"],
+    ["streams", "_tasks", "supervision", "netns", "forward", "child"],
     ["spawn"],
     ["command"],
     ["runner", "events"],

@@ -45,7 +45,8 @@ _INIT_CHILD = [{"x86_64": 72, "aarch64": 25}.get(ARCH, -1), SYSCALLS.get("close"
 PARENT = textwrap.dedent("""
     import json, sys
     import anyio
-    from aunshare import Capability, Command, Fd, GidMap, Landlock, Namespace, Stdio, UidMap
+    from aunshare import (Capability, Command, Fd, GidMap, Landlock, Namespace, SeccompFilter,
+                          Stdio, UidMap)
     from aunshare.launch import start
     from aunshare._linux import WEXITED, waitid_pidfd
 
@@ -58,6 +59,12 @@ PARENT = textwrap.dedent("""
                     .set_id_maps([UidMap(0, 100000, 1000)], [GidMap(0, 100000, 1000)])
                     .uid(0).gid(0).hostname("traced").mount_proc().rlimit(7, 64)
                     .no_new_privs())
+        if kind == "seccomp":  # no longer root: no_new_privs, then the filters
+            return (Command("/bin/true").uid(65534).gid(65534).groups([])
+                    .seccomp(SeccompFilter().deny("mount"))
+                    .seccomp(SeccompFilter().kill("kexec_load").compile()))
+        if kind == "supervised":  # the listener taken while the child waits again
+            return Command("/bin/true").supervise_syscalls(["execve", "connect"])
         if kind == "init":  # the last step execs the init, which starts the program
             return Command("/bin/true").unshare(Namespace.PID).init_process()
         if kind == "self-mapped":  # the child maps itself
@@ -164,7 +171,7 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
 @pytest.mark.skipif(_NR_REGISTER is None, reason=f"no syscall-number register known for {ARCH}")
 @pytest.mark.parametrize("kind", ["plain", "configured", "namespaces", "self-mapped",
-                                  "landlock", "init"])
+                                  "landlock", "init", "seccomp", "supervised"])
 @pytest.mark.parametrize("executor", ["native", "portable"])
 def test_child_makes_exactly_the_planned_syscalls(kind, executor):
     plan, calls = _trace(kind, executor)

@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from aunshare import Command, Fd, KillPolicy, Landlock, Namespace, Spec, Stdio, UidMap, GidMap
+from aunshare import (Command, Fd, KillPolicy, Landlock, Namespace, SeccompFilter, Spec, Stdio,
+                      UidMap, GidMap)
 from aunshare._record import FrozenInstanceError, fields, replace
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
@@ -82,6 +83,8 @@ ALTERNATIVES: dict[str, dict[str, dict[str, object]]] = {
         "keep_caps": {"keep_caps": frozenset({12})},
         "no_new_privs": {"no_new_privs": True},
         "rlimits": {"rlimits": (Rlimit(7, 64, 64),)},
+        "seccomp": {"seccomp": (SeccompFilter().deny("mount"), b"\x06\0\0\0\0\0\xff\x7f")},
+        "supervise": {"supervise": ("openat",)},
         "landlock": {"landlock": Landlock(read_only=["/usr"])},
         "user_network": {"unshare": Namespace.USER | Namespace.NET,
                          "user_network": UserNetwork(b"/usr/bin/pasta")},

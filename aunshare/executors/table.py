@@ -21,7 +21,9 @@ import ctypes
 import struct
 
 from .._linux import CLONE_ARGS_SIZE, SYSCALLS, libc
-from ..plan import CONSTANT_RUNS, Arg, Bytes, CStr, CStrArray, Plan, Ptr, Slot, Step, U32Array
+from ..plan import (
+    CONSTANT_RUNS, Arg, Bytes, CStr, CStrArray, Fprog, Plan, Ptr, Slot, Step, U32Array,
+)
 
 __all__ = ["Table", "encode", "environ_pointer", "environ_copy", "HEADER_SIZE", "STEP_SIZE"]
 
@@ -31,6 +33,7 @@ _STEP = struct.Struct("=9Q")
 _ROW = struct.Struct("=8Q")
 _CLONE = struct.Struct("=11Q")
 _Q = struct.Struct("=Q")
+_FPROG = struct.Struct("=H6xQ")  # struct sock_fprog: len, padding, filter pointer
 _MASK64 = (1 << 64) - 1
 
 # Process-lifetime statics the steps may point to.
@@ -140,6 +143,8 @@ def _data_size(arg: Arg) -> int:
         n = 4 * len(arg.items)
     elif type(arg) is Bytes:
         n = len(arg.data)
+    elif type(arg) is Fprog:
+        n = ((len(arg.data) + 7) & ~7) + 16  # the filter, then struct sock_fprog
     else:
         return 0
     return (n + 7) & ~7
@@ -255,6 +260,13 @@ def encode(plan: Plan) -> Table:
                 data = a.data
                 buf[pos:pos + len(data)] = data
                 pos = (pos + len(data) + 7) & ~7
+            elif type(a) is Fprog:
+                data = a.data
+                buf[pos:pos + len(data)] = data
+                prog = (pos + len(data) + 7) & ~7
+                _FPROG.pack_into(buf, prog, len(data) // 8, base + pos)
+                vals.append(base + prog)
+                pos = prog + 16
             elif type(a) is Ptr:
                 name = a.name
                 if name == "saved_sigmask":

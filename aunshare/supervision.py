@@ -1,0 +1,361 @@
+"""Syscalls supervised from the event loop: seccomp user notification.
+
+:meth:`Command.supervise_syscalls` makes the child install a filter that
+hands the named syscalls to a listener descriptor
+(``SECCOMP_FILTER_FLAG_NEW_LISTENER``) just before exec; the parent takes
+the descriptor with ``pidfd_getfd`` while the child waits in the handshake
+(see :mod:`aunshare.plan`, step 13). ``async for call in child.syscalls()``
+then yields one :class:`SyscallRequest` per call, read when the event loop
+sees the listener readable (``anyio.wait_readable``: asyncio, uvloop, trio).
+The calling thread stays blocked in the kernel until answered.
+
+When supervision ends (the ``async for`` is left, or the task cancelled,
+or the Child is closed), the listener is closed: the kernel then fails
+every pending and later supervised call of the child with ``ENOSYS``. So
+no call hangs, and the child's kill policy stops it as usual. Before the
+exec, the spawn answers the child's own ``execve`` itself (the program has
+not started; the plan's call is let through).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import fcntl
+import os
+import select
+import socket
+import struct
+from typing import Any
+
+import anyio
+
+from . import errors
+from ._linux import ARCH, libc
+from ._syscalls import TABLES
+
+__all__ = ["SyscallRequest", "SyscallStream", "Listener", "NOTIF_RECV", "recv", "send"]
+
+# ioctls on the listener (linux/seccomp.h; '!' = 0x21, the same on x86_64 and aarch64)
+NOTIF_RECV = 0xC0502100      # _IOWR('!', 0, struct seccomp_notif)      80 bytes
+NOTIF_SEND = 0xC0182101      # _IOWR('!', 1, struct seccomp_notif_resp) 24 bytes
+NOTIF_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
+NOTIF_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
+FLAG_CONTINUE = 1            # SECCOMP_USER_NOTIF_FLAG_CONTINUE
+FD_SYNC_WAKE_UP = 1          # SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+_NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args
+_RESP = struct.Struct("=QqiI")       # id, val, error, flags
+_NAMES = {nr: name for name, nr in TABLES.get(ARCH, {}).items()}
+_PAGE = 4096
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_size_t), ("iov_len", ctypes.c_size_t)]
+
+
+_vm_readv = libc.process_vm_readv
+_vm_readv.restype = ctypes.c_ssize_t
+_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
+                      ctypes.c_ulong, ctypes.c_ulong]
+
+
+class Listener:
+    """The parent's listener descriptor for one child (owned here)."""
+
+    __slots__ = ("fd", "busy", "waiting", "early", "reaped")
+
+    def __init__(self, fd: int, early: list[tuple[int, int, int, tuple[int, ...]]]) -> None:
+        self.fd = fd
+        self.busy = False  # a SyscallStream was made
+        self.waiting = False  # a task waits for the descriptor to be readable
+        self.reaped = False  # closed because the child was reaped
+        self.early = early  # calls received before the exec was confirmed
+        try:
+            # Linux 6.6+: the answer switches straight to the waiting thread
+            # (a ping-pong between caller and supervisor is the usual case)
+            fcntl.ioctl(fd, NOTIF_SET_FLAGS, struct.pack("=Q", FD_SYNC_WAKE_UP))
+        except OSError:
+            pass
+
+    def close(self, reaped: bool = False) -> None:
+        """Close the listener: the kernel fails later supervised calls with ENOSYS."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            self.reaped = reaped
+        if fd >= 0:
+            if self.waiting:
+                try:
+                    anyio.notify_closing(fd)
+                except RuntimeError:
+                    pass
+            os.close(fd)
+
+    def requests(self) -> SyscallStream:
+        """The stream of supervised calls (one per child)."""
+        if self.fd < 0:
+            raise RuntimeError("the syscall supervision of this child has ended (its "
+                               "listener is closed); call syscalls() once, for the "
+                               "child's whole life")
+        if self.busy:
+            raise RuntimeError("syscalls() is already being iterated for this child")
+        return SyscallStream(self)
+
+
+class SyscallStream:
+    """``child.syscalls()``: an async iterator of :class:`SyscallRequest`.
+
+    It ends when no process uses the filter any more. Being cancelled while
+    it waits, :meth:`aclose`, or dropping it (leaving the ``async for`` and
+    its task) ends the supervision: the listener is closed at once, and the
+    kernel fails the child's pending and later supervised calls with ENOSYS.
+    """
+
+    __slots__ = ("_listener", "_poller", "_started", "__weakref__")
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._poller: select.poll | None = None
+        self._started = False
+        listener.busy = True
+
+    def __aiter__(self) -> SyscallStream:
+        return self
+
+    async def __anext__(self) -> SyscallRequest:
+        listener = self._listener
+        if listener.fd < 0:
+            if not self._started:
+                raise RuntimeError("the syscall supervision of this child has ended (its "
+                                   "listener is closed); call syscalls() once, for the "
+                                   "child's whole life")
+            raise StopAsyncIteration
+        self._started = True
+        if listener.early:
+            return SyscallRequest(listener, *listener.early.pop(0))
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(listener.fd, select.POLLIN)
+        try:
+            while True:
+                events = poller.poll(0)
+                if not events:
+                    listener.waiting = True
+                    try:
+                        await anyio.wait_readable(listener.fd)
+                    except anyio.ClosedResourceError:
+                        raise StopAsyncIteration from None
+                    finally:
+                        listener.waiting = False
+                    continue
+                if events[0][1] & select.POLLIN:
+                    got = recv(listener.fd)
+                    if got is not None:
+                        return SyscallRequest(listener, *got)
+                else:  # POLLHUP: no process uses the filter any more
+                    listener.close()
+                    raise StopAsyncIteration
+        except StopAsyncIteration:
+            raise
+        except BaseException:  # cancelled (or failed): supervision ends here
+            listener.close()
+            raise
+
+    async def aclose(self) -> None:
+        """End the supervision now (see the class doc)."""
+        self._listener.close()
+
+    def __del__(self) -> None:
+        # Left without aclose (the task was cancelled in the loop's body):
+        # no later call may wait for an answer nobody will give.
+        self._listener.close()
+
+
+def recv(fd: int) -> tuple[int, int, int, tuple[int, ...]] | None:
+    """One notification: (id, pid, nr, args); None when its caller went
+    away between the wake-up and the read."""
+    buf = bytearray(_NOTIF.size)
+    try:
+        fcntl.ioctl(fd, NOTIF_RECV, buf, True)
+    except OSError as exc:
+        if exc.errno in (_errno.ENOENT, _errno.EINTR):
+            return None
+        raise
+    nid, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
+    return nid, pid, nr, tuple(args)
+
+
+def send(fd: int, nid: int, value: int, error: int, flags: int) -> None:
+    """Answer notification ``nid``; raises :class:`~aunshare.errors.SyscallGone`."""
+    try:
+        fcntl.ioctl(fd, NOTIF_SEND, _RESP.pack(nid, value, error, flags))
+    except OSError as exc:
+        if exc.errno == _errno.ENOENT:
+            raise errors.SyscallGone(
+                _errno.ENOENT, None, "the process making this call is gone (killed) or its "
+                "call was interrupted by a signal; nothing is waiting for the answer") from None
+        raise
+
+
+class SyscallRequest:
+    """One supervised syscall, blocked in the kernel until answered.
+
+    Answer exactly once: :meth:`allow`, :meth:`deny` or :meth:`respond`.
+    Memory helpers read the caller's memory through ``/proc/PID/mem`` and
+    then check that the notification is still valid
+    (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the kernel documentation
+    prescribes: otherwise the pid may already be another process.
+    """
+
+    __slots__ = ("_listener", "id", "pid", "nr", "args", "_answered")
+
+    def __init__(self, listener: Listener, nid: int, pid: int, nr: int,
+                 args: tuple[int, ...]) -> None:
+        self._listener = listener
+        self.id: int = nid
+        """The kernel's cookie for this notification."""
+        self.pid: int = pid
+        """The calling thread's id (in the parent's pid namespace)."""
+        self.nr: int = nr
+        """The syscall number."""
+        self.args: tuple[int, ...] = args
+        """The six arguments as unsigned 64-bit values."""
+        self._answered = False
+
+    @property
+    def name(self) -> str:
+        """The syscall's name (``"nr<N>"`` when unknown)."""
+        return _NAMES.get(self.nr, f"nr{self.nr}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(hex(a) for a in self.args)
+        return f"<SyscallRequest {self.name}({args}) pid={self.pid}>"
+
+    # -- reading the caller's memory -------------------------------------------------------
+
+    def _ended(self) -> Exception:
+        if self._listener.reaped:
+            return errors.SyscallGone(_errno.ESRCH, None, "the child has exited and been "
+                                      "reaped; nothing is waiting for the answer")
+        return RuntimeError("the syscall supervision of this child has ended (the stream "
+                            "was left or cancelled): the kernel answered the call with ENOSYS")
+
+    def _check_valid(self) -> None:
+        fd = self._listener.fd
+        if fd < 0:
+            raise self._ended()
+        try:
+            fcntl.ioctl(fd, NOTIF_ID_VALID, struct.pack("=Q", self.id))
+        except OSError as exc:
+            raise errors.SyscallGone(exc.errno or _errno.ENOENT, None,
+                                     "the call is no longer pending (its process died or "
+                                     "was interrupted): what was read may be another "
+                                     "process's memory", action="read memory of") from None
+
+    def read(self, addr: int, size: int) -> bytes:
+        """``size`` bytes of the caller's memory at ``addr`` (fewer where
+        the mapping ends)."""
+        # process_vm_readv: one syscall, no descriptor to open per call
+        buf = bytearray(size)
+        local = _Iovec(ctypes.addressof((ctypes.c_char * size).from_buffer(buf)), size)
+        remote = _Iovec(addr, size)
+        n = _vm_readv(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if n >= 0 or ctypes.get_errno() in (_errno.EFAULT, _errno.EIO):
+            self._check_valid()
+            return bytes(buf[:max(n, 0)])
+        try:
+            fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self._check_valid()
+            raise errors.SyscallGone(exc.errno or _errno.EIO, self.pid,
+                                     "cannot open the caller's memory",
+                                     action="read memory of") from None
+        try:
+            out = b""
+            while len(out) < size:
+                try:
+                    chunk = os.pread(fd, size - len(out), addr + len(out))
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.close(fd)
+        self._check_valid()
+        return out
+
+    def string(self, addr: int, limit: int = 4096) -> bytes:
+        """The NUL-terminated string at ``addr`` (at most ``limit`` bytes)."""
+        out = b""
+        want = 256  # most paths are short: read more only when needed
+        while len(out) < limit:
+            # up to the end of the page at most: the next one may not be mapped
+            n = min(_PAGE - (addr + len(out)) % _PAGE, limit - len(out), want)
+            want = _PAGE
+            chunk = self.read(addr + len(out), n)
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return out + chunk[:end]
+            out += chunk
+            if len(chunk) < n:
+                break
+        return out
+
+    def path(self, index: int) -> str:
+        """Argument ``index`` read as a path (a C string in the caller's memory)."""
+        return os.fsdecode(self.string(self.args[index]))
+
+    def sockaddr(self, index: int) -> tuple[int, Any]:
+        """Argument ``index`` read as a socket address whose length is the
+        next argument (``connect``, ``bind``, ``sendto``'s order): ``(family,
+        (host, port))`` for AF_INET/AF_INET6, ``(AF_UNIX, path)``, else
+        ``(family, raw bytes)``."""
+        length = min(self.args[index + 1] if index < 5 else 128, 128)
+        raw = self.read(self.args[index], length)
+        if len(raw) < 2:
+            return (0, raw)
+        family = struct.unpack_from("=H", raw)[0]
+        if family == socket.AF_INET and len(raw) >= 8:
+            port = struct.unpack_from("!H", raw, 2)[0]
+            return (family, (socket.inet_ntop(socket.AF_INET, raw[4:8]), port))
+        if family == socket.AF_INET6 and len(raw) >= 24:
+            port = struct.unpack_from("!H", raw, 2)[0]
+            return (family, (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port))
+        if family == socket.AF_UNIX:
+            path = raw[2:]
+            if path[:1] == b"\0":
+                return (family, path.rstrip(b"\0"))  # abstract: kept as bytes with the NUL
+            return (family, os.fsdecode(path.split(b"\0", 1)[0]))
+        return (family, raw[2:])
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _answer(self, value: int, error: int, flags: int) -> None:
+        if self._answered:
+            raise RuntimeError(f"{self!r} was already answered: a supervised call is "
+                               "answered once")
+        fd = self._listener.fd
+        if fd < 0:
+            raise self._ended()
+        send(fd, self.id, value, error, flags)
+        self._answered = True
+
+    async def allow(self) -> None:
+        """Let the call run as if unsupervised (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``).
+
+        As the kernel documentation warns, a check of pointed-to memory
+        made before allowing is racy against another thread of the caller:
+        use it for policy on numbers, or where the caller is one thread.
+        """
+        self._answer(0, 0, FLAG_CONTINUE)
+
+    async def deny(self, errno: int = _errno.EPERM) -> None:
+        """Fail the call with ``errno`` (1-4095), without running it."""
+        if isinstance(errno, bool) or not isinstance(errno, int) or not 1 <= errno <= 4095:
+            raise ValueError(f"deny(errno={errno!r}): an errno is 1 to 4095")
+        self._answer(0, -errno, 0)
+
+    async def respond(self, value: int) -> None:
+        """Make the call return ``value`` (a success) without running it."""
+        self._answer(value, 0, 0)
