@@ -602,28 +602,22 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
                 raise errors.Exec(errno.ENOENT, prog.program, "no absolute directory in PATH "
                                   "to look it up in inside the new root")
             search, program = cands[:-1], cands[-1]
-        envp = child_env(spec)
-        if envp is None and shared_memory:
-            envp = environ_copy()
         kinds, umask = view if view is not None else view_facts(spec)
         if spec.lifetime.init_process and search:
             # The init execs one path: find it here, through the view's binds.
             program, search = sandbox_lookup(spec, (*search, program)), ()
-        setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
-                      wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                      reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
-                      status_target, listener_fd=listener_fd)
-        return build_plan(spec, setup)
-    if view is None and iso.mounts:
-        view = view_facts(spec)
-    kinds, umask = view if view is not None else ((), 0o022)
-    root = iso.new_root or b""
-    if root and not os.path.isdir(root):  # say so, rather than "program not found"
-        what = "chroot" if iso.chroot is not None else "pivot_root"
-        err = errno.ENOTDIR if os.path.exists(root) else errno.ENOENT
-        raise errors.ChangeRoot(err, root, "the new root must be an existing directory",
-                                action=what)
-    program = resolve_program(prog.program, path_env, root.rstrip(b"/"))
+    else:
+        if view is None and iso.mounts:
+            view = view_facts(spec)
+        kinds, umask = view if view is not None else ((), 0o022)
+        root = iso.new_root or b""
+        if root and not os.path.isdir(root):  # say so, rather than "program not found"
+            what = "chroot" if iso.chroot is not None else "pivot_root"
+            err = errno.ENOTDIR if os.path.exists(root) else errno.ENOENT
+            raise errors.ChangeRoot(err, root, "the new root must be an existing directory",
+                                    action=what)
+        program = resolve_program(prog.program, path_env, root.rstrip(b"/"))
+        search = ()
     envp = child_env(spec)
     if envp is None and shared_memory:
         # A CLONE_VM child running alongside the parent must not read the
@@ -631,7 +625,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
         envp = environ_copy()
     setup = Setup(program, prog.argv, envp, moves, os.getpid(), os.geteuid(), os.getegid(),
                   wake, join, _cap_last() if iso.keep_caps is not None else 40, into_cgroup,
-                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask,
+                  reset_caught, landlock_fd, init_fd, report_target, kinds, umask, search,
                   status_fd=status_target, cgroup_tasks=cgroup_tasks,
                   listener_fd=listener_fd)
     return build_plan(spec, setup)
