@@ -18,12 +18,13 @@ import signal as _signal
 
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
+from .descriptors import Opened, above
 from .spec import CgroupLimits
 from .status import CgroupUsage
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
            "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage",
-           "clear_blocking", "v1_dirs"]
+           "clear_blocking", "v1_dirs", "open_tasks"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -407,6 +408,25 @@ def _v1_own(controller: str, mount: str, root: str) -> str | None:
                 path = path[len(root):] or "/"
             return mount.rstrip("/") + path if path != "/" else mount
     return None
+
+
+def open_tasks(directory: bytes, hi: int, opened: Opened) -> int:
+    """A write-only, close-on-exec descriptor of the cgroup v1 ``directory``'s
+    ``tasks`` file, above every dup3 target and recorded in ``opened`` (closed
+    once the child is started): the child writes 0 to it to move itself in.
+
+    The kernel moves the *writer* (pid 0), checking permission against the
+    credentials of the descriptor's opener, the parent; the child has the
+    same ones at that point (it is the first thing it does).
+    """
+    tasks = directory + b"/tasks"
+    try:
+        fd = os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise errors.CgroupError(exc.errno or _errno.EIO, tasks,
+                                 "for the child to move itself in", action="open") from None
+    opened.child_side.append(fd)
+    return above(fd, hi, opened, f"the cgroup {os.fsdecode(tasks)!r}")
 
 
 def _read(path: bytes) -> bytes | None:
