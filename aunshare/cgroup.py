@@ -355,7 +355,8 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
 # in it with CLONE_INTO_CGROUP. Where the controllers are mounted on cgroup v1
 # instead (hybrid hosts), one directory per hierarchy, all with the same name;
 # the child moves itself into each (the first steps of its plan write 0 to
-# their tasks files, see plan.Setup.cgroup_tasks), before it does anything
+# their tasks files, opened by the parent: open_tasks, plan.Setup.cgroup_tasks),
+# before it does anything
 # else. The first of those directories stands
 # for the group everywhere a path is passed (Child.cgroup, kill, remove); the
 # others are found in _V1.

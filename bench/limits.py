@@ -7,7 +7,8 @@ Peers, each timed around one complete ``await aunshare.run(cmd)`` of
 * ``run() + memory+pids`` - ``limit_memory("512M").limit_pids(100)``: a
   cgroup created, its limits written, the child started inside it (cgroup v2
   ``CLONE_INTO_CGROUP``; on a hybrid host one directory per cgroup v1
-  hierarchy, joined in the handshake), its usage read and the cgroup removed.
+  hierarchy, which the child joins as its first steps), its usage read and
+  the cgroup removed.
 * ``run() + new_cgroup`` - a cgroup v2 of its own without limits, where v2 is
   writable: how much of the cost is the cgroup itself.
 * ``floor: run() + bare cgroup`` - the physical floor of "creating, filling
