@@ -356,9 +356,8 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
 # instead (hybrid hosts), one directory per hierarchy, all with the same name;
 # the child moves itself into each (the first steps of its plan write 0 to
 # their tasks files, opened by the parent: open_tasks, plan.Setup.cgroup_tasks),
-# before it does anything
-# else. The first of those directories stands
-# for the group everywhere a path is passed (Child.cgroup, kill, remove); the
+# before it does anything else. The first of those directories stands for
+# the group everywhere a path is passed (Child.cgroup, kill, remove); the
 # others are found in _V1.
 
 _V1: dict[bytes, tuple[bytes, ...]] = {}
