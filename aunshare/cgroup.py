@@ -18,12 +18,13 @@ import signal as _signal
 
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
+from .descriptors import Opened, above
 from .spec import CgroupLimits
 from .status import CgroupUsage
 
 __all__ = ["v2_mount", "current", "is_cgroup2", "create", "populated", "signal_all",
            "kill", "remove", "wait_empty", "CGROUP2_SUPER_MAGIC", "create_limited", "usage",
-           "clear_blocking", "v1_dirs"]
+           "clear_blocking", "v1_dirs", "open_tasks"]
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -252,6 +253,7 @@ def remove(path: bytes) -> bool:
             if not _remove(d):
                 return False
         del _V1[path]
+        _V1_USAGE.pop(path, None)
         return True
     return _remove(path)
 
@@ -264,6 +266,8 @@ def _remove(path: bytes) -> bool:
         return True
     except OSError:
         pass  # EBUSY (a process or a cgroup below it): see below
+    if _pids(path):
+        return False  # a live process in it: nothing to walk for
     for dirpath, dirnames, _ in os.walk(path, topdown=False):
         for name in dirnames:
             try:
@@ -351,13 +355,17 @@ async def wait_empty(path: bytes, *, use_inotify: bool = True) -> None:
 # in it with CLONE_INTO_CGROUP. Where the controllers are mounted on cgroup v1
 # instead (hybrid hosts), one directory per hierarchy, all with the same name;
 # the child moves itself into each (the first steps of its plan write 0 to
-# their tasks files, see plan.Setup.cgroup_tasks), before it does anything
-# else. The first of those directories stands
-# for the group everywhere a path is passed (Child.cgroup, kill, remove); the
+# their tasks files, opened by the parent: open_tasks, plan.Setup.cgroup_tasks),
+# before it does anything else. The first of those directories stands for
+# the group everywhere a path is passed (Child.cgroup, kill, remove); the
 # others are found in _V1.
 
 _V1: dict[bytes, tuple[bytes, ...]] = {}
 """v1 groups: the first directory -> every directory of the group."""
+_V1_USAGE: dict[bytes, tuple[bytes | None, int | None, bytes | None, bytes | None]] = {}
+"""v1 groups: the first directory -> where usage() reads: (memory directory,
+the memory limit as the kernel keeps it, pids directory, cpuacct directory)."""
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 _REMEDY = ("give the child a cgroup subtree this process may manage: run it in a "
            "delegated one (a systemd unit or scope with Delegate=yes, e.g. systemd-run "
@@ -409,12 +417,43 @@ def _v1_own(controller: str, mount: str, root: str) -> str | None:
     return None
 
 
+def open_tasks(directory: bytes, hi: int, opened: Opened) -> int:
+    """A write-only, close-on-exec descriptor of the cgroup v1 ``directory``'s
+    ``tasks`` file, above every dup3 target and recorded in ``opened`` (closed
+    once the child is started): the child writes 0 to it to move itself in.
+
+    The kernel moves the *writer* (pid 0), checking permission against the
+    credentials of the descriptor's opener, the parent; the child has the
+    same ones at that point (it is the first thing it does).
+    """
+    tasks = directory + b"/tasks"
+    try:
+        fd = os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise errors.CgroupError(exc.errno or _errno.EIO, tasks,
+                                 "for the child to move itself in", action="open") from None
+    opened.child_side.append(fd)
+    return above(fd, hi, opened, f"the cgroup {os.fsdecode(tasks)!r}")
+
+
 def _read(path: bytes) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = []
+        while True:
+            # cgroup files are seq_files, which fill a read's buffer up to
+            # the end of the file: a short read is the end, no second call.
+            chunk = os.read(fd, 65536)
+            chunks.append(chunk)
+            if len(chunk) < 65536:
+                return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_int(path: bytes) -> int | None:
@@ -446,8 +485,11 @@ def _write(directory: bytes, name: str, value: int | str) -> None:
     path = directory + b"/" + name.encode()
     text = str(value)
     try:
-        with open(path, "wb", buffering=0) as f:
-            f.write(text.encode())
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
     except OSError as exc:
         detail = f"writing {text!r}"
         if exc.errno == _errno.ENOENT:
@@ -556,6 +598,11 @@ def _create_v1(parents: dict[str, bytes], limits: CgroupLimits) -> bytes:
             _rmdir_quiet(path)
         raise
     _V1[made[0]] = tuple(made)
+    memory_limit = None
+    if limits.memory_max is not None:  # the kernel keeps whole pages
+        memory_limit = limits.memory_max // _PAGE * _PAGE
+    _V1_USAGE[made[0]] = (dirs.get("memory"), memory_limit, dirs.get("pids"),
+                          dirs.get("cpuacct"))
     return made[0]
 
 
@@ -681,23 +728,30 @@ def usage(path: bytes) -> CgroupUsage:
             oom_kills=_keyed(path + b"/memory.events", b"oom_kill"),
             pids_peak=_read_int(path + b"/pids.peak"),
             pids_limit_hits=_keyed(path + b"/pids.events", b"max"))
-    peak = limit = user = system = oom = hits = None
-    for d in dirs:
-        if peak is None:
-            peak = _read_int(d + b"/memory.max_usage_in_bytes")
-            if peak is not None:
-                limit = _read_int(d + b"/memory.limit_in_bytes")
-                if limit is not None and limit >= 1 << 62:  # "unlimited", page-rounded
-                    limit = None
-                oom = _keyed(d + b"/memory.oom_control", b"oom_kill")
-        if hits is None:
-            hits = _keyed(d + b"/pids.events", b"max")
-        if user is None:
-            ns = _read_int(d + b"/cpuacct.usage_user")
-            if ns is not None:
-                user = ns // 1000
-                sys_ns = _read_int(d + b"/cpuacct.usage_sys")
-                system = None if sys_ns is None else sys_ns // 1000
+    memory, limit, pids, cpuacct = _V1_USAGE.get(path, (None, None, None, None))
+    peak = user = system = oom = hits = None
+    # Only the hierarchies the group has, one read per figure's file.
+    if memory is not None:
+        peak = _read_int(memory + b"/memory.max_usage_in_bytes")
+        oom = _keyed(memory + b"/memory.oom_control", b"oom_kill")
+    if pids is not None:
+        hits = _keyed(pids + b"/pids.events", b"max")
+    if cpuacct is not None:
+        # Per CPU "cpu user system" in ns (Linux 4.7); the two totals otherwise.
+        data = _read(cpuacct + b"/cpuacct.usage_all")
+        if data is not None and data.startswith(b"cpu user system"):
+            user = system = 0
+            for line in data.splitlines()[1:]:
+                _, u, s = line.split()
+                user += int(u)
+                system += int(s)
+            user //= 1000
+            system //= 1000
+        else:
+            ns = _read_int(cpuacct + b"/cpuacct.usage_user")
+            user = None if ns is None else ns // 1000
+            ns = _read_int(cpuacct + b"/cpuacct.usage_sys")
+            system = None if ns is None else ns // 1000
     return CgroupUsage(memory_peak=peak, memory_limit=limit, cpu_user_usec=user,
                        cpu_system_usec=system, oom_kills=oom, pids_peak=None,
                        pids_limit_hits=hits)

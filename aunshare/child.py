@@ -110,7 +110,7 @@ def reap_orphans() -> None:
         if done:
             _stuck.discard(child)
             path = child._cgroup
-            if path is not None and not _cgroup.populated(path) and _cgroup.remove(path):
+            if path is not None and _cgroup.remove(path):  # False while populated
                 child._cgroup = None
     if not _orphans:
         return
@@ -436,9 +436,9 @@ class Child:
                 await self.until_exited()
                 continue
             self._reap(WEXITED | WNOHANG)
-        if self._cgroup is not None and not _cgroup.populated(self._cgroup):
-            if _cgroup.remove(self._cgroup):
-                self._cgroup = None
+        # remove() refuses (False) while a process is left in it: no check first
+        if self._cgroup is not None and _cgroup.remove(self._cgroup):
+            self._cgroup = None
         return self._status
 
     async def communicate(self, input: bytes | None = None, *, max_output: int | None = None,
@@ -875,12 +875,15 @@ class Child:
         path = self._cgroup
         assert path is not None
         for _ in range(3):  # a privileged process could move a new one in meanwhile
-            if _cgroup.populated(path):
-                _cgroup.kill(path)
-                await _cgroup.wait_empty(path)
+            # Mostly empty already: the first rmdir succeeds, no check or wait.
             if _cgroup.remove(path):
                 self._cgroup = None
                 return
+            _cgroup.kill(path)
+            await _cgroup.wait_empty(path)
+        if _cgroup.remove(path):
+            self._cgroup = None
+            return
         raise errors.CgroupError(_errno.EBUSY, path, "processes keep appearing in it",
                                  action="remove cgroup")
 
@@ -956,7 +959,7 @@ class Child:
         path = getattr(self, "_cgroup", None)
         if path is not None:
             try:
-                removed = not _cgroup.populated(path) and _cgroup.remove(path)
+                removed = _cgroup.remove(path)  # False while populated
             except Exception:
                 removed = False
             if not removed:

@@ -176,14 +176,18 @@ class Pending:
         """The child reported step ``idx`` failing with ``err`` and exited:
         reap it, close everything, and return the step's typed error."""
         self._reap()
+        dirs = _cgroup.v1_dirs(self.cgroup) if self.cgroup is not None else ()
         self.close()
         steps = self.plan.steps if self.plan is not None else ()
         if not 0 <= idx < len(steps):
             return errors.UnknownError(f"the child reported step {idx} failing with "
                                        f"errno {err}, but the plan has {len(steps)} steps")
         step = steps[idx]
+        subject = step.subject
+        if idx < len(dirs) and step.syscall == "write":  # a reused plan names another's
+            subject = dirs[idx]
         if issubclass(step.error, errors._OSError):
-            return step.error(err, step.subject, step.detail, action=step.action)
+            return step.error(err, subject, step.detail, action=step.action)
         return errors.UnknownError(f"{step.action} {step.subject}: errno {err}")
 
     def _reap(self) -> None:
@@ -244,8 +248,11 @@ class _Prepared:
     """A plan and its encoded table, reusable for an identical spawn.
 
     Identical up to the parent's descriptor numbers: those differ between
-    concurrent spawns, so the dup3 steps' sources and the Landlock ruleset
-    (built afresh for every spawn) are patched on reuse.
+    concurrent spawns, so the dup3 steps' sources, the cgroup v1 ``tasks``
+    descriptors (the first steps) and the Landlock ruleset (built afresh for
+    every spawn) are patched on reuse. The steps' subjects still name the
+    directories of the spawn that built the plan: :meth:`Pending.fail`
+    names this spawn's.
     """
 
     __slots__ = ("plan", "table", "dups", "landlock")
@@ -257,9 +264,13 @@ class _Prepared:
         self.landlock = next((i for i, step in enumerate(plan.steps)
                               if step.syscall == "landlock_restrict_self"), -1)
 
-    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1) -> None:
-        """Point the dup3 steps at this spawn's sources, and the Landlock
-        step at its ruleset; forget the last failure."""
+    def reuse(self, moves: list[tuple[int, int]], landlock_fd: int = -1,
+              cgroup_tasks: tuple[tuple[bytes, int], ...] = ()) -> None:
+        """Point the dup3 steps at this spawn's sources, the cgroup v1 steps
+        (steps 0 to n-1) at its ``tasks`` descriptors and the Landlock step
+        at its ruleset; forget the last failure."""
+        for index, (_, fd) in enumerate(cgroup_tasks):
+            self.table.set_first_arg(index, fd)
         for index, (source, _) in zip(self.dups, moves):
             self.table.set_first_arg(index, source)
         if self.landlock >= 0:
@@ -353,15 +364,15 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     in_cgroup = spec.own_cgroup or life.cgroup_path is not None
     into_cgroup = executor.into_cgroup
     init = life.init_process
-    cgroup_tasks: tuple[bytes, ...] = ()
+    cgroup_dirs: tuple[bytes, ...] = ()
     if life.limits is not None:
         # Made first: where only cgroup v1 has the controllers, the child
         # moves itself into each directory, as the first steps of its plan.
         pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
             life.cgroup_parent, life.limits)
         if not on_v2:
-            cgroup_tasks = _cgroup.v1_dirs(pending.cgroup)
-    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_tasks)
+            cgroup_dirs = _cgroup.v1_dirs(pending.cgroup)
+    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_dirs)
     vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
         if pending.cgroup is not None:
@@ -401,6 +412,10 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.ready_fd, ready_w = pipe_above(hi, os.O_NONBLOCK)
             opened.child_side.append(ready_w)
             pending.listener_target = ready_w
+        # The tasks file of each cgroup v1 directory, for the child to write
+        # 0 to (its plan's first steps); opened here, so that a cached plan
+        # fits every spawn: only these numbers differ, patched on reuse.
+        cgroup_tasks = tuple((d, _cgroup.open_tasks(d, hi, opened)) for d in cgroup_dirs)
         landlock_fd = -1
         if spec.isolation.landlock is not None:
             landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,
@@ -412,19 +427,20 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         reset_caught = () if into_cgroup or not life.keep_sigmask else caught_signals()
         # No plan reuse with a handshake, also one the spec does not imply (a
         # cgroup joined through cgroup.procs): its wake pipe differs every time.
-        # Nor for a child joining cgroup v1 directories: their names differ.
         # (also: a supervised child's plan names this spawn's listener descriptor)
-        if (shares_memory and not reset_caught and not handshake and not cgroup_tasks
+        if (shares_memory and not reset_caught and not handshake
                 and not spec.isolation.supervise
                 and (not init or init_fd == _init_memfd())
                 and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
+            if key is not None and cgroup_tasks:  # how many v1 directories it joins
+                key = (key, len(cgroup_tasks))
             if key is not None and init:  # the plan names the memfd by number
                 key = (key, init_fd)
         prepared = _take(key) if key is not None else None
         if prepared is not None:
             plan, table = prepared.plan, prepared.table
-            prepared.reuse(moves, landlock_fd)
+            prepared.reuse(moves, landlock_fd, cgroup_tasks)
         else:
             plan = _build(spec, moves, shares_memory and not vfork, wake, join, into_cgroup,
                           reset_caught, landlock_fd, init_fd, report_target, view,
@@ -435,7 +451,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.report_fd, errfd = error_pipe(hi)
             opened.child_side.append(errfd)
             pending.errfd_child = errfd
-        if in_cgroup and not into_cgroup and not cgroup_tasks:
+        if in_cgroup and not into_cgroup and not cgroup_dirs:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
         opened.close_child_side()
@@ -583,7 +599,7 @@ def _build(spec: Spec, moves: list[tuple[int, int]], shared_memory: bool,
            into_cgroup: bool = True, reset_caught: tuple[int, ...] = (),
            landlock_fd: int = -1, init_fd: int = -1, report_target: int = -1,
            view: tuple[tuple[str, ...], int] | None = None,
-           status_target: int = -1, cgroup_tasks: tuple[bytes, ...] = (),
+           status_target: int = -1, cgroup_tasks: tuple[tuple[bytes, int], ...] = (),
            listener_fd: int = -1) -> Plan:
     prog, iso = spec.program, spec.isolation
     found, path_env = prog.env_value(b"PATH")

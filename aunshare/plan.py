@@ -14,6 +14,11 @@ Before the first step, clone3 itself creates the namespaces asked for with
 A new user namespace owns the other new ones, so the child is privileged
 over them whatever the caller's own privileges.
 
+0. with resource limits on a host where only cgroup v1 has the controllers
+   (no ``CLONE_INTO_CGROUP`` there): ``write(fd, "0", 1)`` to the ``tasks``
+   file of each of the child's own v1 directories, through descriptors the
+   parent opened (above every target, close-on-exec): the writer moves
+   itself in, before it does anything else.
 1. file descriptors: mark every inherited descriptor from 3 up close-on-exec
    (``close_range``), then ``dup3`` each prepared source onto its target.
    Sources are always above every target, so no dup clobbers another's
@@ -140,7 +145,7 @@ Not a step but part of the plan: the clone flags. With
 :meth:`Command.new_cgroup` or :meth:`Command.cgroup` the child is created
 directly inside its cgroup (``CLONE_INTO_CGROUP``; the parent supplies the
 cgroup's directory descriptor at spawn), so it never runs a single
-instruction outside it.
+instruction outside it; on cgroup v1, step 0 moves it in before anything else.
 """
 
 from __future__ import annotations
@@ -401,12 +406,14 @@ class Setup(NamedTuple):
     status_fd: int = -1
     """With ``init_process``: the dup3 target the status pipe's write end gets
     in the child, for the init to write the program's wait status on; -1: none."""
-    cgroup_tasks: tuple[bytes, ...] = ()
-    """cgroup v1 directories the child moves itself into, first of all, by
-    writing 0 to their ``tasks`` (its own cgroup on a hybrid host; no
-    CLONE_INTO_CGROUP there). A task moving itself skips the kernel's
-    global threadgroup lock, which a write of another pid takes (an RCU
-    grace period, milliseconds)."""
+    cgroup_tasks: tuple[tuple[bytes, int], ...] = ()
+    """cgroup v1 directories the child moves itself into, first of all, each
+    with a descriptor of its ``tasks`` file the parent opened (above every
+    target, close-on-exec): the child writes 0 to it (its own cgroup on a
+    hybrid host; no CLONE_INTO_CGROUP there). A task moving itself skips
+    the kernel's global threadgroup lock, which a write of another pid
+    takes (an RCU grace period, milliseconds). The descriptors, like the
+    dup3 sources, are patched when a cached plan is reused."""
     listener_fd: int = -1
     """The descriptor number the parent reserved for the seccomp listener
     (:meth:`Command.supervise_syscalls`): the child moves it there."""
@@ -464,13 +471,11 @@ def build_plan(spec: Spec, setup: Setup) -> Plan:
     user_ns = bool((new | iso.joined) & Namespace.USER)
     steps: list[Step] = []
 
-    # 0. into its own cgroup v1 directories, before it does anything else
-    for directory in setup.cgroup_tasks:
-        tasks = directory + b"/tasks"
-        steps.append(Step("openat", (AT_FDCWD, CStr(tasks), os.O_WRONLY | os.O_CLOEXEC),
-                          errors.CgroupError, "open", tasks))
-        steps.append(Step("write", (0, CStr(b"0"), 1, 0, 0, 1), errors.CgroupError,
-                          "join cgroup", directory, USE_PREVIOUS | EXPECT_ARG5,
+    # 0. into its own cgroup v1 directories, before it does anything else,
+    # through their tasks files the parent opened (close-on-exec)
+    for directory, fd in setup.cgroup_tasks:
+        steps.append(Step("write", (fd, CStr(b"0"), 1, 0, 0, 1), errors.CgroupError,
+                          "join cgroup", directory, EXPECT_ARG5,
                           "the child moving itself in through tasks"))
 
     # 1. descriptors

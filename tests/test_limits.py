@@ -299,19 +299,55 @@ def test_command_line(tmp_path):
 
 def test_v1_join_is_the_childs_first_steps():
     """On cgroup v1 the child moves itself in (writing 0 to each directory's
-    tasks) before any other step, and is not created with CLONE_INTO_CGROUP."""
+    tasks, through the descriptors the parent opened) before any other step,
+    and is not created with CLONE_INTO_CGROUP."""
     from aunshare._linux import CLONE_INTO_CGROUP
     from aunshare.plan import Setup, build_plan
 
     spec = aunshare.Command("true").limit_pids(5).spec()
-    dirs = (b"/sys/fs/cgroup/pids/aunshare-1-0", b"/sys/fs/cgroup/cpuacct/aunshare-1-0")
+    dirs = ((b"/sys/fs/cgroup/pids/aunshare-1-0", 40), (b"/sys/fs/cgroup/cpuacct/aunshare-1-0", 41))
     plan = build_plan(spec, Setup(b"/bin/true", (b"true",), None, [], 1, 0, 0,
                                   cgroup_tasks=dirs))
-    head = [(s.syscall, s.subject) for s in plan.steps[:4]]
-    assert head == [("openat", dirs[0] + b"/tasks"), ("write", dirs[0]),
-                    ("openat", dirs[1] + b"/tasks"), ("write", dirs[1])]
-    assert all(s.error is aunshare.CgroupError for s in plan.steps[:4])
+    head = [(s.syscall, s.args[0], s.subject) for s in plan.steps[:2]]
+    assert head == [("write", 40, dirs[0][0]), ("write", 41, dirs[1][0])]
+    assert all(s.error is aunshare.CgroupError for s in plan.steps[:2])
+    assert plan.steps[2].syscall != "write"
     assert not plan.clone_flags & CLONE_INTO_CGROUP
     v2 = build_plan(spec, Setup(b"/bin/true", (b"true",), None, [], 1, 0, 0))
     assert v2.clone_flags & CLONE_INTO_CGROUP
-    assert v2.steps[0].syscall != "openat"
+    assert v2.steps[0].syscall != "write"
+
+
+@needs_cgroups
+@one_loop
+@pytest.mark.anyio
+async def test_concurrent_spawns_reusing_a_plan_land_in_their_own_cgroups(no_leaks):
+    """Children of one limited Command alive together (the later ones
+    reusing the cached plan, its descriptors patched) are each in the
+    cgroup their Child names, in every hierarchy."""
+    before = _our_cgroups()
+    cmd = (aunshare.Command("sh").args(["-c", "cat /proc/self/cgroup; read x"])
+           .stdin(aunshare.Stdio.piped()).stdout(aunshare.Stdio.piped()).limit_pids(8))
+    children = [await cmd.spawn() for _ in range(5)]
+    try:
+        seen = set()
+        for child in children:
+            assert child.cgroup is not None and child.stdout is not None
+            own = os.fsencode(child.cgroup)
+            dirs = _cgroup.v1_dirs(own) or (own,)
+            text = b""
+            with anyio.fail_after(10):  # cat writes the file at once
+                while not text.endswith(b"\n"):
+                    text += await child.stdout.receive()
+            paths = [line.split(b":", 2)[2] for line in text.splitlines() if line.count(b":") >= 2]
+            for d in dirs:
+                assert any(p != b"/" and d.endswith(p) for p in paths), (d, text)
+            seen.add(child.cgroup)
+        assert len(seen) == len(children)
+    finally:
+        for child in children:
+            assert child.stdin is not None
+            await child.stdin.aclose()
+            await child.wait()
+            await child.aclose()
+    assert _our_cgroups() == before
