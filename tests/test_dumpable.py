@@ -13,13 +13,15 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import threading
 from pathlib import Path
 
 import anyio
 import pytest
 
 from aunshare import Command, GidMap, SetUser, UidMap
-from aunshare.handshake import listener_ready, wake
+from aunshare._linux import WEXITED, waitid_pidfd
+from aunshare.handshake import listener_ready, spawn_blocking, wake
 from aunshare.launch import start
 
 pytestmark = [
@@ -92,6 +94,31 @@ async def test_handshake_and_concurrent_spawns_keep_parent_dumpable(dumpable_1, 
         for i in range(8):
             tg.start_soon(one, i)
     assert results == [True] * 8
+    assert dumpable() == 1
+
+
+def test_spawns_from_threads_keep_parent_dumpable(dumpable_1):
+    # several threads on the vfork path at once, each child changing its uid
+    spec = Command("/bin/true").uid(NOBODY).gid(NOBODY).spec()
+    failures: list[BaseException] = []
+
+    def spawn_some() -> None:
+        try:
+            for _ in range(3):
+                pending = spawn_blocking(spec)
+                try:
+                    waitid_pidfd(pending.pidfd, WEXITED)
+                finally:
+                    pending.close()
+        except BaseException as exc:  # reported by the test below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=spawn_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
     assert dumpable() == 1
 
 
