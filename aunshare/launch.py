@@ -258,11 +258,13 @@ class _Prepared:
     (built afresh for every spawn) are patched on reuse.
     """
 
-    __slots__ = ("plan", "table", "dups", "landlock")
+    __slots__ = ("plan", "table", "dups", "landlock", "credentials")
 
-    def __init__(self, plan: Plan, table: Table) -> None:
+    def __init__(self, plan: Plan, table: Table, credentials: bool | None = None) -> None:
         self.plan = plan
         self.table = table
+        # changes_credentials(plan), worked out once (a scan of every step)
+        self.credentials = changes_credentials(plan) if credentials is None else credentials
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
         self.landlock = next((i for i, step in enumerate(plan.steps)
                               if step.syscall == "landlock_restrict_self"), -1)
@@ -447,7 +449,9 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.errfd_child = errfd
         if in_cgroup and not into_cgroup and not cgroup_tasks:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
-        if executor.shares_memory and changes_credentials(plan):
+        credentials = (prepared.credentials if prepared is not None
+                       else shares_memory and changes_credentials(plan))
+        if shares_memory and credentials:
             _dumpable_enter()
             pending.holds_mm = True
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
@@ -470,9 +474,9 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if err:
             raise pending.fail(idx, err)
         if key is not None:
-            _keep(key, prepared or _Prepared(plan, table))
+            _keep(key, prepared or _Prepared(plan, table, credentials))
     elif key is not None:
-        pending.reusable = (key, prepared or _Prepared(plan, table))
+        pending.reusable = (key, prepared or _Prepared(plan, table, credentials))
     return pending
 
 
@@ -500,7 +504,7 @@ _dumpable_saved = -1
 
 def changes_credentials(plan: Plan) -> bool:
     """Whether the child of ``plan`` may change its credentials before its exec."""
-    return any(step.syscall in _CREDENTIAL_STEPS for step in plan.steps)
+    return not _CREDENTIAL_STEPS.isdisjoint([step.syscall for step in plan.steps])
 
 
 def _dumpable_enter() -> None:
