@@ -17,6 +17,7 @@ import errno
 import os
 import signal as _signal
 import stat
+import threading
 
 from . import cgroup as _cgroup
 from . import errors, rulesets
@@ -120,7 +121,7 @@ class Pending:
     __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
                  "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
                  "reusable", "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
-                 "landlock_report", "aux")
+                 "landlock_report", "aux", "holds_mm")
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
@@ -153,11 +154,17 @@ class Pending:
         # supervised calls seen before the exec was confirmed, not the plan's
         self.early: list[tuple[int, int, int, tuple[int, ...]]] = []
         self.landlock_report: LandlockReport | None = None  # with Command.landlock()
+        # A credential-changing child may still share our memory (see
+        # _dumpable_enter): released once it has exec'd or is gone.
+        self.holds_mm = False
 
     def close(self) -> None:
         """Close every descriptor held, stop the helpers (:attr:`aux`) and
         remove the child's own cgroup. For a child that never existed or
         has been reaped; idempotent."""
+        if self.holds_mm:
+            self.holds_mm = False
+            _dumpable_leave()
         if self.aux:
             stop_aux(self.aux)
         self.opened.close()
@@ -232,6 +239,9 @@ class Pending:
         fd, self.report_fd = self.report_fd, -1
         if fd >= 0:
             os.close(fd)
+        if self.holds_mm:  # it has its own memory now
+            self.holds_mm = False
+            _dumpable_leave()
         reusable, self.reusable = self.reusable, None
         if reusable is not None:
             _keep(*reusable)
@@ -255,11 +265,13 @@ class _Prepared:
     names this spawn's.
     """
 
-    __slots__ = ("plan", "table", "dups", "landlock")
+    __slots__ = ("plan", "table", "dups", "landlock", "credentials")
 
-    def __init__(self, plan: Plan, table: Table) -> None:
+    def __init__(self, plan: Plan, table: Table, credentials: bool | None = None) -> None:
         self.plan = plan
         self.table = table
+        # changes_credentials(plan), worked out once (a scan of every step)
+        self.credentials = changes_credentials(plan) if credentials is None else credentials
         self.dups = tuple(i for i, step in enumerate(plan.steps) if step.syscall == "dup3")
         self.landlock = next((i for i, step in enumerate(plan.steps)
                               if step.syscall == "landlock_restrict_self"), -1)
@@ -453,7 +465,15 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.errfd_child = errfd
         if in_cgroup and not into_cgroup and not cgroup_dirs:
             pending.join_cgroup = pending.cgroup or life.cgroup_path
+        credentials = (prepared.credentials if prepared is not None
+                       else shares_memory and changes_credentials(plan))
+        if shares_memory and credentials:
+            _dumpable_enter()
+            pending.holds_mm = True
         pid = executor.start(table, plan.clone_flags, errfd, vfork, max(pending.cgroup_fd, 0))
+        if vfork and pending.holds_mm:  # exec'd or gone: the memory is ours alone again
+            pending.holds_mm = False
+            _dumpable_leave()
         opened.close_child_side()
         if pending.cgroup_fd >= 0:
             os.close(pending.cgroup_fd)
@@ -470,10 +490,72 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if err:
             raise pending.fail(idx, err)
         if key is not None:
-            _keep(key, prepared or _Prepared(plan, table))
+            _keep(key, prepared or _Prepared(plan, table, credentials))
     elif key is not None:
-        pending.reusable = (key, prepared or _Prepared(plan, table))
+        pending.reusable = (key, prepared or _Prepared(plan, table, credentials))
     return pending
+
+
+# Credentials and the shared memory. The kernel's commit_creds() makes the
+# *mm* non-dumpable (fs.suid_dumpable, usually 0) when a task's euid, egid,
+# fsuid or fsgid change or its capabilities grow. A native child shares
+# our mm until its exec (CLONE_VM), so its setresuid would leave this
+# process non-dumpable for good: /proc/PID owned by root, ptrace and
+# /proc/PID/ns/* refused to its own uid, no core dumps. The child must not
+# undo it itself (between its setuid and its exec the new, weaker uid could
+# then ptrace it and reach our memory), so the parent does, once no child
+# that changes credentials can still be running in this mm: a count of
+# those in flight, the value saved when it leaves 0, put back when it
+# returns to 0 (exec seen, or the child gone).
+_PR_GET_DUMPABLE = 3
+_PR_SET_DUMPABLE = 4
+# Steps that go through commit_creds() in a way that may change the
+# effective ids or raise capabilities (setns into a user namespace
+# does): conservative, a step too many costs two prctl calls.
+_CREDENTIAL_STEPS = frozenset({"setgroups", "setresgid", "setresuid", "capset", "setns"})
+_dumpable_lock = threading.Lock()
+_dumpable_inflight = 0
+_dumpable_saved = -1
+
+
+def changes_credentials(plan: Plan) -> bool:
+    """Whether the child of ``plan`` may change its credentials before its exec."""
+    return not _CREDENTIAL_STEPS.isdisjoint([step.syscall for step in plan.steps])
+
+
+def _dumpable_enter() -> None:
+    """A child that changes credentials is about to share our memory."""
+    global _dumpable_inflight, _dumpable_saved
+    with _dumpable_lock:
+        if _dumpable_inflight == 0:
+            _dumpable_saved = libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0)
+        _dumpable_inflight += 1
+
+
+def _dumpable_leave() -> None:
+    """One such child no longer shares our memory: when it was the last,
+    put back the dumpable value from before the first."""
+    global _dumpable_inflight
+    with _dumpable_lock:
+        _dumpable_inflight -= 1
+        # 0 or 1 only: prctl cannot set 2 (suid_dumpable's "suidsafe").
+        if (_dumpable_inflight == 0 and _dumpable_saved in (0, 1)
+                and libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) != _dumpable_saved):
+            libc.prctl(_PR_SET_DUMPABLE, _dumpable_saved, 0, 0, 0)
+
+
+def _dumpable_after_fork() -> None:
+    """In a forked copy no child of ours shares its memory: nothing is in
+    flight, and the value from before counts again."""
+    global _dumpable_lock, _dumpable_inflight
+    _dumpable_lock = threading.Lock()
+    if _dumpable_inflight:
+        _dumpable_inflight = 0
+        if _dumpable_saved in (0, 1):
+            libc.prctl(_PR_SET_DUMPABLE, _dumpable_saved, 0, 0, 0)
+
+
+os.register_at_fork(after_in_child=_dumpable_after_fork)
 
 
 def _init_memfd() -> int:
