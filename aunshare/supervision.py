@@ -19,6 +19,7 @@ not started; the plan's call is let through).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno as _errno
 import fcntl
@@ -26,6 +27,7 @@ import os
 import select
 import socket
 import struct
+import sys
 from typing import Any
 
 import anyio
@@ -45,8 +47,12 @@ FLAG_CONTINUE = 1            # SECCOMP_USER_NOTIF_FLAG_CONTINUE
 FD_SYNC_WAKE_UP = 1          # SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
 _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args
 _RESP = struct.Struct("=QqiI")       # id, val, error, flags
+_U64 = struct.Struct("=Q")
+_ZERO_NOTIF = bytes(_NOTIF.size)
 _NAMES = {nr: name for name, nr in TABLES.get(ARCH, {}).items()}
 _PAGE = 4096
+_FSENC = sys.getfilesystemencoding()
+_FSERR = sys.getfilesystemencodeerrors()
 
 
 class _Iovec(ctypes.Structure):
@@ -62,7 +68,8 @@ _vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_vo
 class Listener:
     """The parent's listener descriptor for one child (owned here)."""
 
-    __slots__ = ("fd", "busy", "waiting", "early", "reaped")
+    __slots__ = ("fd", "busy", "waiting", "early", "reaped", "loop", "future",
+                 "scratch", "_cbuf", "_local", "_remote", "_lref", "_rref")
 
     def __init__(self, fd: int, early: list[tuple[int, int, int, tuple[int, ...]]]) -> None:
         self.fd = fd
@@ -70,6 +77,18 @@ class Listener:
         self.waiting = False  # a task waits for the descriptor to be readable
         self.reaped = False  # closed because the child was reaped
         self.early = early  # calls received before the exec was confirmed
+        # asyncio/uvloop: the loop our reader stays registered with between
+        # waits (no epoll_ctl per call), and the future a waiting task awaits
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[None] | None = None
+        # Made once, not per call: one page of scratch memory with its
+        # iovecs for process_vm_readv.
+        self.scratch = bytearray(_PAGE)
+        self._cbuf = (ctypes.c_char * _PAGE).from_buffer(self.scratch)
+        self._local = _Iovec(ctypes.addressof(self._cbuf), _PAGE)
+        self._remote = _Iovec(0, 0)
+        self._lref = ctypes.byref(self._local)
+        self._rref = ctypes.byref(self._remote)
         try:
             # Linux 6.6+: the answer switches straight to the waiting thread
             # (a ping-pong between caller and supervisor is the usual case)
@@ -77,8 +96,41 @@ class Listener:
         except OSError:
             pass
 
+    def readv(self, pid: int, addr: int, size: int) -> int:
+        """process_vm_readv of ``size`` (<= one page) bytes at ``addr`` into
+        :attr:`scratch`: the count read, or -1 (errno in ctypes.get_errno)."""
+        self._local.iov_len = size
+        remote = self._remote
+        remote.iov_base = addr
+        remote.iov_len = size
+        return _vm_readv(pid, self._lref, 1, self._rref, 1, 0)  # type: ignore[no-any-return]
+
+    def on_readable(self) -> None:
+        """The asyncio reader: wake the waiting task. With no task waiting
+        (it awaits something else), unregister instead of being called at
+        every turn of the loop; the next wait registers again."""
+        fut = self.future
+        if fut is None:
+            self.unregister()
+        elif not fut.done():
+            fut.set_result(None)
+
+    def unregister(self) -> None:
+        """Drop the asyncio reader, if any."""
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            try:
+                loop.remove_reader(self.fd)
+            except (RuntimeError, OSError, ValueError):
+                pass  # the loop is closed already: nothing is registered
+
     def close(self, reaped: bool = False) -> None:
         """Close the listener: the kernel fails later supervised calls with ENOSYS."""
+        if self.loop is not None:
+            self.unregister()
+        fut, self.future = self.future, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)  # the waiting task sees fd < 0: the stream ends
         fd, self.fd = self.fd, -1
         if fd >= 0:
             self.reaped = reaped
@@ -138,20 +190,19 @@ class SyscallStream:
             poller.register(listener.fd, select.POLLIN)
         try:
             while True:
+                # The next call is often pending already (the answer woke the
+                # caller, which made its next call): take it without a round
+                # through the event loop.
                 events = poller.poll(0)
                 if not events:
-                    listener.waiting = True
-                    try:
-                        await anyio.wait_readable(listener.fd)
-                    except anyio.ClosedResourceError:
-                        raise StopAsyncIteration from None
-                    finally:
-                        listener.waiting = False
+                    await self._wait(listener)
+                    if listener.fd < 0:  # closed while waiting
+                        raise StopAsyncIteration
                     continue
                 if events[0][1] & select.POLLIN:
-                    got = recv(listener.fd)
-                    if got is not None:
-                        return SyscallRequest(listener, *got)
+                    request = _receive(listener)
+                    if request is not None:
+                        return request
                 else:  # POLLHUP: no process uses the filter any more
                     listener.close()
                     raise StopAsyncIteration
@@ -160,6 +211,34 @@ class SyscallStream:
         except BaseException:  # cancelled (or failed): supervision ends here
             listener.close()
             raise
+
+    @staticmethod
+    async def _wait(listener: Listener) -> None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no asyncio loop in this thread (trio)
+            task = None
+        if task is None:  # trio, also as a guest of asyncio
+            listener.waiting = True
+            try:
+                await anyio.wait_readable(listener.fd)
+            except anyio.ClosedResourceError:
+                raise StopAsyncIteration from None
+            finally:
+                listener.waiting = False
+            return
+        # asyncio, uvloop: the loop's own reader, left registered between
+        # calls (anyio.wait_readable adds and removes it every time)
+        loop = task.get_loop()
+        if listener.loop is not loop:
+            listener.unregister()
+            loop.add_reader(listener.fd, listener.on_readable)
+            listener.loop = loop
+        fut = listener.future = loop.create_future()
+        try:
+            await fut
+        finally:
+            listener.future = None
 
     async def aclose(self) -> None:
         """End the supervision now (see the class doc)."""
@@ -183,6 +262,19 @@ def recv(fd: int) -> tuple[int, int, int, tuple[int, ...]] | None:
         raise
     nid, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
     return nid, pid, nr, tuple(args)
+
+
+def _receive(listener: Listener) -> SyscallRequest | None:
+    """:func:`recv` into the listener's own buffer, made a request."""
+    try:
+        # the kernel wants a zeroed struct: an immutable one, the answer is a copy
+        buf = fcntl.ioctl(listener.fd, NOTIF_RECV, _ZERO_NOTIF)
+    except OSError as exc:
+        if exc.errno in (_errno.ENOENT, _errno.EINTR):
+            return None
+        raise
+    got = _NOTIF.unpack(buf)
+    return SyscallRequest(listener, got[0], got[1], got[3], got[6:])
 
 
 def send(fd: int, nid: int, value: int, error: int, flags: int) -> None:
@@ -245,7 +337,7 @@ class SyscallRequest:
         if fd < 0:
             raise self._ended()
         try:
-            fcntl.ioctl(fd, NOTIF_ID_VALID, struct.pack("=Q", self.id))
+            fcntl.ioctl(fd, NOTIF_ID_VALID, _U64.pack(self.id))
         except OSError as exc:
             raise errors.SyscallGone(exc.errno or _errno.ENOENT, None,
                                      "the call is no longer pending (its process died or "
@@ -285,8 +377,30 @@ class SyscallRequest:
         self._check_valid()
         return out
 
+    def _short_string(self, addr: int, limit: int) -> bytearray | None:
+        """The string at ``addr`` when it ends before the end of its page
+        (most paths): one process_vm_readv, one validity check. None when
+        the general path must be taken."""
+        listener = self._listener
+        if listener.fd < 0:
+            return None
+        n = min(_PAGE - addr % _PAGE, limit)
+        got = listener.readv(self.pid, addr, n)
+        if got <= 0:
+            return None
+        data = listener.scratch
+        end = data.find(0, 0, got)
+        if end < 0:
+            return None
+        out = data[:end]  # a copy, made before the check: the buffer is shared
+        self._check_valid()
+        return out
+
     def string(self, addr: int, limit: int = 4096) -> bytes:
         """The NUL-terminated string at ``addr`` (at most ``limit`` bytes)."""
+        short = self._short_string(addr, limit)
+        if short is not None:
+            return bytes(short)
         out = b""
         want = 256  # most paths are short: read more only when needed
         while len(out) < limit:
@@ -304,6 +418,9 @@ class SyscallRequest:
 
     def path(self, index: int) -> str:
         """Argument ``index`` read as a path (a C string in the caller's memory)."""
+        short = self._short_string(self.args[index], 4096)
+        if short is not None:
+            return short.decode(_FSENC, _FSERR)
         return os.fsdecode(self.string(self.args[index]))
 
     def sockaddr(self, index: int) -> tuple[int, Any]:

@@ -150,3 +150,36 @@ async def test_unprivileged_supervision(anyio_backend):
     lines = out.stdout.decode().split("\n")
     assert lines[0].endswith("True") and lines[0].split()[0] in ("mkdir", "mkdirat")
     assert lines[1] == "1"
+
+
+OPEN = r"""
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+        print("opened")
+    except OSError as e:
+        print(e.errno)
+"""
+
+
+@pytest.mark.anyio
+async def test_paths_read_whole_short_and_long(anyio_backend, no_leaks):
+    # A long path may cross a page boundary (read in pieces), a short one
+    # is read in one go: both must arrive whole, and each answer be its own.
+    long = "/nonexistent-aunshare/" + "d" * 3000
+    short = "/nonexistent-aunshare/x"
+    cmd = (Command(sys.executable).args(["-I", "-S", "-c", OPEN, long, short, "/"])
+           .supervise_syscalls("openat").stdout(Stdio.piped()))
+    seen = []
+    async with await cmd.spawn() as child:
+        async for call in child.syscalls():
+            path = call.path(1)
+            if path.startswith("/nonexistent-aunshare/"):
+                seen.append(path)
+                await call.deny(errno.EACCES if path == long else errno.EROFS)
+            else:
+                await call.allow()
+        out = (await child.wait_with_output()).stdout.decode().split()
+    assert seen == [long, short]
+    assert out == [str(errno.EACCES), str(errno.EROFS), "opened"]

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..command import Command, Fd, Stdio
 
-__all__ = ["PIPE", "STDOUT", "DEVNULL", "build_command", "stdio", "pipe_size", "set_pipe_sizes",
-           "shell_argv"]
+__all__ = ["PIPE", "STDOUT", "DEVNULL", "build_command", "cached_command", "stdio", "pipe_size",
+           "set_pipe_sizes", "shell_argv"]
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
@@ -142,6 +142,46 @@ def build_command(argv: list[Any], *, stdin: object, stdout: object, stderr: obj
     if opt["umask"] >= 0:
         cmd.umask(opt["umask"])
     return _hook(cmd, command)
+
+
+# Commands built for the plain calls (an argument list of strings, the
+# standard streams None/PIPE/DEVNULL/STDOUT, no other keyword, no command=
+# callable): the same call again spawns the same frozen spec without
+# building and validating it again. Safe because such a Command depends on
+# nothing but these arguments (PATH, the environment and the working
+# directory are read at each spawn) and is never handed to the caller.
+_CACHE: dict[tuple[Any, ...], Command] = {}
+_CACHE_SIZE = 64
+_SPECIAL = (None, PIPE, STDOUT, DEVNULL)
+
+
+def _plain_stream(value: object) -> bool:
+    return value is None or (type(value) is int and value in _SPECIAL)
+
+
+def cached_command(argv: list[Any], *, stdin: object, stdout: object, stderr: object,
+                   command: Callable[[Command], Command | None] | None,
+                   options: Mapping[str, Any]) -> Command:
+    """:func:`build_command`, from a small cache for the plain calls. The
+    Command returned is only to be spawned (and its spec read), not changed."""
+    if (options or command is not None or not _plain_stream(stdin)
+            or not _plain_stream(stdout) or not _plain_stream(stderr)):
+        return build_command(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                             command=command, options=options)
+    for arg in argv:
+        if type(arg) is not str and type(arg) is not bytes:
+            return build_command(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                 command=None, options=options)
+    key = (*argv, stdin, stdout, stderr, len(argv))
+    cmd = _CACHE.get(key)
+    if cmd is None:
+        cmd = build_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=None,
+                            options=options)
+        cmd.spec()  # validated now: an invalid call raises here and is not kept
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = cmd
+    return cmd
 
 
 def _hook(cmd: Command, command: Callable[[Command], Command | None] | None) -> Command:

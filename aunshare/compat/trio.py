@@ -39,7 +39,7 @@ from .. import errors
 from ..child import Child
 from ..command import Command
 from ..streams import PipeReader, PipeWriter
-from ._popen import DEVNULL, PIPE, STDOUT, build_command, pipe_size, set_pipe_sizes
+from ._popen import DEVNULL, PIPE, STDOUT, cached_command, pipe_size, set_pipe_sizes
 
 __all__ = ["run_process", "open_process", "Process", "PIPE", "STDOUT", "DEVNULL",
            "BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
@@ -374,11 +374,13 @@ async def open_process(command: Any, *, stdin: Any = None, stdout: Any = None,
     raises: nothing runs in the child before exec). ``configure``: a
     callable given the :class:`~aunshare.Command` before the spawn.
     """
-    for key in _TEXT_OPTIONS:
-        if options.pop(key, None):
-            raise TypeError("aunshare.compat.trio.Process only supports communicating over "
-                            f"unbuffered byte streams; the '{key}' option is not supported")
-    shell = options.pop("shell", False)
+    if options:
+        for key in _TEXT_OPTIONS:
+            if options.pop(key, None):
+                raise TypeError("aunshare.compat.trio.Process only supports communicating "
+                                f"over unbuffered byte streams; the '{key}' option is not "
+                                "supported")
+    shell = options.pop("shell", False) if options else False
     if isinstance(command, (str, bytes)) and not shell:
         raise TypeError("command must be a sequence (not a string or bytes) if "
                         "shell=False on UNIX systems")
@@ -388,9 +390,9 @@ async def open_process(command: Any, *, stdin: Any = None, stdout: Any = None,
     argv: list[Any] = (["/bin/sh", "-c", command] if shell
                        else [os.fspath(a) if isinstance(a, os.PathLike) else a
                              for a in command])
-    size = pipe_size(options)
-    cmd = build_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=configure,
-                        options=options)
+    size = pipe_size(options) if options else -1
+    cmd = cached_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=configure,
+                         options=options)
     child = await cmd.spawn()
     if size > 0:
         set_pipe_sizes((s.fileno() for s in (child.stdin, child.stdout, child.stderr)
@@ -419,14 +421,17 @@ async def _deliver_cancel(proc: Process) -> None:
                                      f"{exc!r}"), stacklevel=1)
 
 
+_TRIO_IGNORED: object = anyio.TASK_STATUS_IGNORED
+try:  # looked up once, not per call
+    import trio as _trio_mod
+
+    _TRIO_IGNORED = _trio_mod.TASK_STATUS_IGNORED
+except ImportError:
+    pass
+
+
 def _ignored(task_status: object) -> bool:
-    if task_status is anyio.TASK_STATUS_IGNORED:
-        return True
-    try:
-        import trio
-    except ImportError:
-        return False
-    return task_status is trio.TASK_STATUS_IGNORED
+    return task_status is anyio.TASK_STATUS_IGNORED or task_status is _TRIO_IGNORED
 
 
 async def run_process(command: Any, *,

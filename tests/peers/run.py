@@ -76,13 +76,13 @@ _started = [0]  # children the suite started through the compat layer
 
 def _count_spawns(module: Any) -> None:
     """Count the Commands the front end builds: proof the suite used it."""
-    build = module.build_command
+    build = module.cached_command
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         _started[0] += 1
         return build(*args, **kwargs)
 
-    module.build_command = counted
+    module.cached_command = counted
 
 
 def _patch_asyncio() -> str:
