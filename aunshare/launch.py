@@ -377,22 +377,20 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
     into_cgroup = executor.into_cgroup
     init = life.init_process
     cgroup_dirs: tuple[bytes, ...] = ()
-    if life.limits is not None:
-        # Made first: where only cgroup v1 has the controllers, the child
-        # moves itself into each directory, as the first steps of its plan.
-        pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
-            life.cgroup_parent, life.limits)
-        if not on_v2:
-            cgroup_dirs = _cgroup.v1_dirs(pending.cgroup)
-    handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_dirs)
-    vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
     try:
-        if pending.cgroup is not None:
-            pass  # made above, with its limits
+        if life.limits is not None:
+            # Where only cgroup v1 has the controllers, the child moves
+            # itself into each directory, as the first steps of its plan.
+            pending.cgroup, pending.cgroup_fd, on_v2 = _cgroup.create_limited(
+                life.cgroup_parent, life.limits)
+            if not on_v2:
+                cgroup_dirs = _cgroup.v1_dirs(pending.cgroup)
         elif life.cgroup_parent is not None:
             pending.cgroup, pending.cgroup_fd = _cgroup.create(life.cgroup_parent)
         elif life.cgroup_path is not None:
             pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
+        handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_dirs)
+        vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
         fds = dict(spec.fds.fds)
         if default_stdio is DefaultStdio.OUTPUT:
             for target, fd in _OUTPUT_DEFAULTS.items():
