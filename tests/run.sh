@@ -22,6 +22,14 @@ if [ "$(id -u)" = 0 ]; then
     # tests); qemu-aarch64 runs the aarch64 routine on any host.
     command -v strace >/dev/null || need+=(strace)
     command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+    # The sandbox tests compare with bubblewrap and list processes with ps;
+    # user_network runs pasta; the pytest plugin's example serves redis; the
+    # syscall and Landlock tables are checked against the kernel headers.
+    command -v bwrap >/dev/null || need+=(bubblewrap)
+    command -v ps >/dev/null || need+=(procps)
+    command -v pasta >/dev/null || need+=(passt)
+    command -v redis-server >/dev/null || need+=(redis-server)
+    [ -e /usr/include/linux/landlock.h ] || need+=(linux-libc-dev)
     if [ ${#need[@]} -gt 0 ]; then
         apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
     fi
