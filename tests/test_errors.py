@@ -170,6 +170,7 @@ OSERROR_CLASSES = [
     aunshare.SetUser, aunshare.ChangeRoot, aunshare.SetIdMap, aunshare.SetPGid,
     aunshare.SetNs, aunshare.CgroupError, aunshare.SetRlimit, aunshare.CapSet,
     aunshare.LandlockError, aunshare.Mount, aunshare.SeccompError, aunshare.SyscallGone,
+    aunshare.NetworkError,
 ]
 
 ERRNO_CLASSES = [
