@@ -76,7 +76,7 @@ for executor in native portable; do
     echo "== CPython $ver, executor $executor, loops $backends ${sizes[*]}"
     start=$SECONDS
     env "${sizes[@]}" AUNSHARE_EXECUTOR=$executor AUNSHARE_TEST_BACKENDS=$backends \
-        "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=1
+        "$venv/bin/python" -m pytest -p no:cacheprovider -q -rs "$@" || status=1
     echo "== CPython $ver, executor $executor: $((SECONDS - start))s"
 done
 exit $status
