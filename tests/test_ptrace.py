@@ -145,7 +145,11 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
         elif sig == signal.SIGTRAP and event == 4:  # exec
             pass
         elif sig == signal.SIGSTOP and wpid not in in_syscall:
-            in_syscall[wpid] = False  # a new tracee's first stop
+            # A new tracee's first stop, which may come before its parent's
+            # fork/vfork/clone event: record it from here, or its first
+            # syscalls go unseen.
+            in_syscall[wpid] = False
+            recording.setdefault(wpid, [])
         elif sig != signal.SIGSTOP:
             deliver = sig
         try:
