@@ -66,17 +66,26 @@ echo "== peer suites $((SECONDS - start))s"
 for executor in native portable; do
     backends=${AUNSHARE_TEST_BACKENDS:-asyncio,uvloop,trio}
     sizes=()
+    skip=()
     if [ "$executor" = portable ]; then
         # Each portable spawn copies the parent: a fifth of the stress sizes
         # (unless set) keeps the run's length near the native one's.
         backends=asyncio
         sizes=(SOAK_SPAWNS="${SOAK_SPAWNS:-2000}" RECURSION_SPAWNS="${RECURSION_SPAWNS:-20000}"
                STRESS_THREAD_SPAWNS="${STRESS_THREAD_SPAWNS:-30}")
+        # Files that run both executors themselves (ptrace, aarch64, clone
+        # fallback) or test no spawn path (packaging, tables, layers, the
+        # pytest plugin's workers): the native run has covered them.
+        for f in test_ptrace test_aarch64 test_clone_fallback test_packaging test_syscalls \
+                 test_layers test_pytest_plugin; do
+            skip+=(--ignore="tests/$f.py")
+        done
     fi
     echo "== CPython $ver, executor $executor, loops $backends ${sizes[*]}"
     start=$SECONDS
     env "${sizes[@]}" AUNSHARE_EXECUTOR=$executor AUNSHARE_TEST_BACKENDS=$backends \
-        "$venv/bin/python" -m pytest -p no:cacheprovider -q -rs "$@" || status=1
+        "$venv/bin/python" -m pytest -p no:cacheprovider -q -rs --durations=15 "${skip[@]}" "$@" \
+        || status=1
     echo "== CPython $ver, executor $executor: $((SECONDS - start))s"
 done
 exit $status
