@@ -15,10 +15,11 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..child import Child
 from ..command import Command, Fd, Stdio
 
 __all__ = ["PIPE", "STDOUT", "DEVNULL", "build_command", "cached_command", "stdio", "pipe_size",
-           "set_pipe_sizes", "shell_argv"]
+           "set_pipe_sizes", "shell_argv", "spawn"]
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
@@ -213,6 +214,21 @@ def set_pipe_sizes(fds: Iterable[int], size: int) -> None:
         for fd in fds:
             if fd >= 0:
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+
+
+async def spawn(argv: list[Any], *, stdin: object, stdout: object, stderr: object,
+                command: Callable[[Command], Command | None] | None,
+                options: dict[str, Any]) -> tuple[Child, Command]:
+    """Start ``argv`` as both front ends do: the (cached) Command built from
+    the keywords, then ``pipesize`` on the parent's pipe ends."""
+    size = pipe_size(options) if options else -1
+    cmd = cached_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=command,
+                         options=options)
+    child = await cmd.spawn()
+    if size > 0:
+        set_pipe_sizes((s.fileno() for s in (child.stdin, child.stdout, child.stderr)
+                        if s is not None), size)
+    return child, cmd
 
 
 def shell_argv(cmd: object) -> list[Any]:

@@ -36,7 +36,7 @@ from .. import errors
 from ..child import Child
 from ..command import Command
 from ..streams import PipeReader, PipeWriter
-from ._popen import DEVNULL, PIPE, STDOUT, cached_command, pipe_size, set_pipe_sizes, shell_argv
+from ._popen import DEVNULL, PIPE, STDOUT, shell_argv, spawn
 
 __all__ = ["create_subprocess_exec", "create_subprocess_shell", "Process", "PIPE", "STDOUT",
            "DEVNULL"]
@@ -373,13 +373,8 @@ async def _start(argv: list[Any], stdin: object, stdout: object, stderr: object,
     if limit <= 0:
         raise ValueError("Limit cannot be <= 0")
     loop = asyncio.get_running_loop()
-    size = pipe_size(kwds) if kwds else -1
-    cmd = cached_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=command,
-                         options=kwds)
-    child = await cmd.spawn()
-    if size > 0:
-        set_pipe_sizes((s.fileno() for s in (child.stdin, child.stdout, child.stderr)
-                        if s is not None), size)
+    child, _ = await spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=command,
+                           options=kwds)
     return Process(child, limit, loop)
 
 

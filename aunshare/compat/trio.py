@@ -39,7 +39,7 @@ from .. import errors
 from ..child import Child
 from ..command import Command
 from ..streams import PipeReader, PipeWriter
-from ._popen import DEVNULL, PIPE, STDOUT, cached_command, pipe_size, set_pipe_sizes
+from ._popen import DEVNULL, PIPE, STDOUT, spawn
 
 __all__ = ["run_process", "open_process", "Process", "PIPE", "STDOUT", "DEVNULL",
            "BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
@@ -390,13 +390,8 @@ async def open_process(command: Any, *, stdin: Any = None, stdout: Any = None,
     argv: list[Any] = (["/bin/sh", "-c", command] if shell
                        else [os.fspath(a) if isinstance(a, os.PathLike) else a
                              for a in command])
-    size = pipe_size(options) if options else -1
-    cmd = cached_command(argv, stdin=stdin, stdout=stdout, stderr=stderr, command=configure,
-                         options=options)
-    child = await cmd.spawn()
-    if size > 0:
-        set_pipe_sizes((s.fileno() for s in (child.stdin, child.stdout, child.stderr)
-                        if s is not None), size)
+    child, cmd = await spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                             command=configure, options=options)
     proc = Process(child, command)
     spec = cmd.spec()
     proc._own_policy = spec.lifetime.kill_policy is not None or spec.own_cgroup

@@ -74,15 +74,18 @@ class _Proxy(types.ModuleType):
 _started = [0]  # children the suite started through the compat layer
 
 
-def _count_spawns(module: Any) -> None:
-    """Count the Commands the front end builds: proof the suite used it."""
-    build = module.cached_command
+def _count_spawns() -> None:
+    """Count the Commands the front ends build (both spawn through
+    ``aunshare.compat._popen``): proof the suite used them."""
+    from aunshare.compat import _popen
+
+    build = _popen.cached_command
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         _started[0] += 1
         return build(*args, **kwargs)
 
-    module.cached_command = counted
+    _popen.cached_command = counted
 
 
 def _patch_asyncio() -> str:
@@ -91,7 +94,7 @@ def _patch_asyncio() -> str:
 
     from aunshare.compat import asyncio as compat
 
-    _count_spawns(compat)
+    _count_spawns()
     mod = __import__("test.test_asyncio.test_subprocess", fromlist=["x"])
     names = {"create_subprocess_exec": compat.create_subprocess_exec,
              "create_subprocess_shell": compat.create_subprocess_shell}
@@ -104,7 +107,7 @@ def _patch_asyncio() -> str:
 def _patch_trio() -> str:
     from aunshare.compat import trio as compat
 
-    _count_spawns(compat)
+    _count_spawns()
     mod = __import__("trio._tests.test_subprocess", fromlist=["x"])
     mod.run_process = compat.run_process
     mod.open_process = compat.open_process
