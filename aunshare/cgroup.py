@@ -15,6 +15,7 @@ import errno as _errno
 import itertools
 import os
 import signal as _signal
+from collections.abc import Callable
 
 from . import errors
 from ._linux import libc, pidfd_send_signal, syscall
@@ -69,14 +70,22 @@ def current() -> str | None:
     if found is None:
         return None
     mount, root = found
+    return _own_dir(lambda hid, _names: hid == "0", mount, root)
+
+
+def _own_dir(hierarchy: Callable[[str, str], bool], mount: str, root: str) -> str | None:
+    """This process's directory in the hierarchy that ``hierarchy(id,
+    controllers)`` picks from /proc/self/cgroup, given where that hierarchy
+    is mounted and which of its directories the mount shows as its root;
+    None when there is none or it lies outside the mounted part."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
     for line in lines:
-        if line.startswith("0::"):
-            path = line[3:]
+        hid, names, path = line.split(":", 2)
+        if hierarchy(hid, names):
             if root != "/":
                 if path != root and not path.startswith(root + "/"):
                     return None
@@ -401,20 +410,7 @@ def _v1_mounts() -> dict[str, tuple[str, str]]:
 
 def _v1_own(controller: str, mount: str, root: str) -> str | None:
     """This process's directory in the v1 hierarchy of ``controller``."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, names, path = line.split(":", 2)
-        if controller in names.split(","):
-            if root != "/":
-                if path != root and not path.startswith(root + "/"):
-                    return None
-                path = path[len(root):] or "/"
-            return mount.rstrip("/") + path if path != "/" else mount
-    return None
+    return _own_dir(lambda _hid, names: controller in names.split(","), mount, root)
 
 
 def open_tasks(directory: bytes, hi: int, opened: Opened) -> int:
