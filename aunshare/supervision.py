@@ -6,7 +6,8 @@ hands the named syscalls to a listener descriptor
 the descriptor with ``pidfd_getfd`` while the child waits in the handshake
 (see :mod:`aunshare.plan`, step 13). ``async for call in child.syscalls()``
 then yields one :class:`SyscallRequest` per call, read when the event loop
-sees the listener readable (``anyio.wait_readable``: asyncio, uvloop, trio).
+sees the listener readable (asyncio and uvloop: a reader kept registered;
+trio: ``trio.lowlevel.wait_readable``).
 The calling thread stays blocked in the kernel until answered.
 
 When supervision ends (the ``async for`` is left, or the task cancelled,
@@ -42,12 +43,16 @@ __all__ = ["SyscallRequest", "SyscallStream", "Listener", "NOTIF_RECV", "recv", 
 NOTIF_RECV = 0xC0502100      # _IOWR('!', 0, struct seccomp_notif)      80 bytes
 NOTIF_SEND = 0xC0182101      # _IOWR('!', 1, struct seccomp_notif_resp) 24 bytes
 NOTIF_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
+NOTIF_ADDFD = 0x40182103     # _IOW('!', 3, struct seccomp_notif_addfd) 24 bytes
 NOTIF_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
+ADDFD_SETFD = 1              # SECCOMP_ADDFD_FLAG_SETFD: at the number given
+ADDFD_SEND = 2               # SECCOMP_ADDFD_FLAG_SEND: and answer with it (5.14+)
 FLAG_CONTINUE = 1            # SECCOMP_USER_NOTIF_FLAG_CONTINUE
 FD_SYNC_WAKE_UP = 1          # SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
 _NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args
 _RESP = struct.Struct("=QqiI")       # id, val, error, flags
 _U64 = struct.Struct("=Q")
+_ADDFD = struct.Struct("=QIIII")     # id, flags, srcfd, newfd, newfd_flags
 _ZERO_NOTIF = bytes(_NOTIF.size)
 _NAMES = {nr: name for name, nr in TABLES.get(ARCH, {}).items()}
 _PAGE = 4096
@@ -162,12 +167,15 @@ class SyscallStream:
     kernel fails the child's pending and later supervised calls with ENOSYS.
     """
 
-    __slots__ = ("_listener", "_poller", "_started", "__weakref__")
+    __slots__ = ("_listener", "_poller", "_started", "_trio", "__weakref__")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._poller: select.poll | None = None
         self._started = False
+        # the trio module once the first wait found no asyncio task (trio,
+        # also as a guest of asyncio); None: asyncio, or not known yet
+        self._trio: Any = None
         listener.busy = True
 
     def __aiter__(self) -> SyscallStream:
@@ -212,17 +220,21 @@ class SyscallStream:
             listener.close()
             raise
 
-    @staticmethod
-    async def _wait(listener: Listener) -> None:
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # no asyncio loop in this thread (trio)
-            task = None
+    async def _wait(self, listener: Listener) -> None:
+        trio = self._trio
+        task = None if trio is not None else _current_asyncio_task()
         if task is None:  # trio, also as a guest of asyncio
+            if trio is None:
+                import trio  # running under it: imported already
+
+                self._trio = trio
             listener.waiting = True
             try:
-                await anyio.wait_readable(listener.fd)
-            except anyio.ClosedResourceError:
+                # trio's own call, not anyio's wrapper: this wait is the
+                # hot path of a supervised call (one per call that is not
+                # already pending)
+                await trio.lowlevel.wait_readable(listener.fd)
+            except trio.ClosedResourceError:  # notify_closing: the listener closed
                 raise StopAsyncIteration from None
             finally:
                 listener.waiting = False
@@ -248,6 +260,13 @@ class SyscallStream:
         # Left without aclose (the task was cancelled in the loop's body):
         # no later call may wait for an answer nobody will give.
         self._listener.close()
+
+
+def _current_asyncio_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no asyncio loop in this thread (trio)
+        return None
 
 
 def recv(fd: int) -> tuple[int, int, int, tuple[int, ...]] | None:
@@ -292,9 +311,9 @@ def send(fd: int, nid: int, value: int, error: int, flags: int) -> None:
 class SyscallRequest:
     """One supervised syscall, blocked in the kernel until answered.
 
-    Answer exactly once: :meth:`allow`, :meth:`deny` or :meth:`respond`.
-    Memory helpers read the caller's memory through ``/proc/PID/mem`` and
-    then check that the notification is still valid
+    Answer exactly once: :meth:`allow`, :meth:`deny`, :meth:`respond` or
+    :meth:`inject_fd`. Memory helpers read the caller's memory
+    (``process_vm_readv``, else ``/proc/PID/mem``) and then check that the notification is still valid
     (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the kernel documentation
     prescribes: otherwise the pid may already be another process.
     """
@@ -476,3 +495,52 @@ class SyscallRequest:
     async def respond(self, value: int) -> None:
         """Make the call return ``value`` (a success) without running it."""
         self._answer(value, 0, 0)
+
+    async def inject_fd(self, fd: int, *, respond: bool = True, target_fd: int | None = None,
+                        cloexec: bool = True) -> int:
+        """Put a copy of the parent's descriptor ``fd`` into the caller's
+        descriptor table (``SECCOMP_IOCTL_NOTIF_ADDFD``) and return its
+        number there.
+
+        With ``respond=True`` (the default) this is also the answer: the
+        call returns that number, atomically (Linux 5.14+). It is how a
+        supervisor opens a file *for* the program (an ``openat`` answered
+        with a descriptor the parent opened after checking the path itself),
+        which leaves no window between the check and the use. With
+        ``respond=False`` the call stays pending and is answered later.
+        ``target_fd`` asks for that number (replacing what it held, as
+        ``dup2`` would); ``cloexec`` sets ``O_CLOEXEC`` on the new descriptor.
+        """
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+            raise ValueError(f"inject_fd(fd={fd!r}): a descriptor of this process, an int >= 0")
+        if target_fd is not None and (isinstance(target_fd, bool)
+                                      or not isinstance(target_fd, int) or target_fd < 0):
+            raise ValueError(f"inject_fd(target_fd={target_fd!r}): a descriptor number >= 0, "
+                             "or None for the lowest free one")
+        if self._answered:
+            raise RuntimeError(f"{self!r} was already answered: a descriptor can be injected "
+                               "only while the call is pending")
+        listener_fd = self._listener.fd
+        if listener_fd < 0:
+            raise self._ended()
+        flags = (ADDFD_SEND if respond else 0) | (ADDFD_SETFD if target_fd is not None else 0)
+        buf = bytearray(_ADDFD.pack(self.id, flags, fd, target_fd or 0,
+                                    os.O_CLOEXEC if cloexec else 0))
+        try:
+            number: int = fcntl.ioctl(listener_fd, NOTIF_ADDFD, buf, True)
+        except OSError as exc:
+            if exc.errno == _errno.ENOENT:
+                raise errors.SyscallGone(
+                    _errno.ENOENT, None, "the process making this call is gone (killed) or "
+                    "its call was interrupted by a signal; no descriptor was given") from None
+            if exc.errno == _errno.EBADF:
+                raise ValueError(f"inject_fd(fd={fd}): not an open descriptor of this "
+                                 "process") from None
+            if exc.errno == _errno.EMFILE:
+                raise OSError(exc.errno, f"inject_fd: the caller's descriptor table is full "
+                              f"(its RLIMIT_NOFILE), or target_fd={target_fd} is above it") from None
+            raise
+        if respond:
+            self._answered = True
+        return number
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from pathlib import Path
@@ -183,3 +184,51 @@ async def test_paths_read_whole_short_and_long(anyio_backend, no_leaks):
         out = (await child.wait_with_output()).stdout.decode().split()
     assert seen == [long, short]
     assert out == [str(errno.EACCES), str(errno.EROFS), "opened"]
+
+
+OPEN_READ = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(fd, os.get_inheritable(fd), os.read(fd, 100).decode(), flush=True)
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("respond", [True, False])
+async def test_open_answered_with_an_injected_descriptor(anyio_backend, no_leaks, tmp_path,
+                                                         respond):
+    # The supervisor opens the file itself and hands the descriptor over:
+    # the program reads what the parent chose, at the number it was told.
+    real = tmp_path / "real"
+    real.write_text("from-the-parent")
+    wanted = "/nonexistent-aunshare/wanted"
+    cmd = (Command(sys.executable).args(["-I", "-S", "-c", OPEN_READ, wanted])
+           .supervise_syscalls("openat").stdout(Stdio.piped()))
+    numbers = []
+    async with await cmd.spawn() as child:
+        async for call in child.syscalls():
+            if call.path(1) != wanted:
+                await call.allow()
+                continue
+            with pytest.raises(ValueError, match="not an open descriptor"):
+                await call.inject_fd(9999)
+            with pytest.raises(ValueError, match="an int >= 0"):
+                await call.inject_fd(-1)
+            fd = os.open(real, os.O_RDONLY)
+            try:
+                if respond:
+                    numbers.append(await call.inject_fd(fd))
+                    with pytest.raises(RuntimeError, match="already answered"):
+                        await call.allow()
+                else:
+                    numbers.append(await call.inject_fd(fd, respond=False, target_fd=50,
+                                                        cloexec=False))
+                    await call.respond(50)
+            finally:
+                os.close(fd)
+        out = (await child.wait_with_output()).stdout.decode().split()
+    if respond:
+        assert out == [str(numbers[0]), "False", "from-the-parent"]
+    else:
+        assert numbers == [50]
+        assert out == ["50", "True", "from-the-parent"]
