@@ -80,6 +80,12 @@ PARENT = textwrap.dedent("""
                 .uid(65534).gid(65534).groups([65534]))
 
     async def main():
+        # Ready (the interpreter started, what the spawn needs imported):
+        # the tracer attaches only now, so it follows the spawn and not the
+        # interpreter's start-up, thousands of stops (minutes under emulation).
+        import aunshare.launch, aunshare.spawn, aunshare.handshake
+        sys.stdout.write("ready\\n")
+        sys.stdout.flush()
         sys.stdin.buffer.read(1)  # go: the tracer is attached
         cmd = build(sys.argv[1])
         started = start(cmd.spec())
@@ -108,6 +114,13 @@ def _trace(kind: str, executor: str) -> tuple[list[str], list[int]]:
 
     parent = anyio.run(spawn_parent)
     pid = parent.pid
+    os.set_blocking(parent.stdout.fileno(), True)
+    ready = b""
+    while not ready.endswith(b"\n"):
+        chunk = os.read(parent.stdout.fileno(), 64)
+        assert chunk, "the traced parent ended before it was ready"
+        ready += chunk
+    assert ready == b"ready\n", ready
     ptrace.ptrace_attach(pid)
     os.waitpid(pid, _WALL)  # its attach stop
     ptrace.ptrace_setoptions(pid, _O_TRACESYSGOOD | _O_TRACEFORK | _O_TRACEVFORK
