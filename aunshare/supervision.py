@@ -344,8 +344,8 @@ class SyscallRequest:
 
     Answer exactly once: :meth:`allow`, :meth:`deny`, :meth:`respond` or
     :meth:`inject_fd`. Memory helpers read the caller's memory
-    (``process_vm_readv``, else ``/proc/PID/mem``) and then check that the notification is still valid
-    (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the kernel documentation
+    (``process_vm_readv``, else ``/proc/PID/mem``) and then check that the
+    notification is still valid (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the kernel documentation
     prescribes: otherwise the pid may already be another process.
     """
 
@@ -568,8 +568,9 @@ class SyscallRequest:
                 raise ValueError(f"inject_fd(fd={fd}): not an open descriptor of this "
                                  "process") from None
             if exc.errno == _errno.EMFILE:
-                raise OSError(exc.errno, f"inject_fd: the caller's descriptor table is full "
-                              f"(its RLIMIT_NOFILE), or target_fd={target_fd} is above it") from None
+                raise OSError(exc.errno, "inject_fd: the caller's descriptor table is full "
+                              f"(its RLIMIT_NOFILE), or target_fd={target_fd} is above "
+                              "it") from None
             raise
         if respond:
             self._answered = True
