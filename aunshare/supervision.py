@@ -345,8 +345,9 @@ class SyscallRequest:
     Answer exactly once: :meth:`allow`, :meth:`deny`, :meth:`respond` or
     :meth:`inject_fd`. Memory helpers read the caller's memory
     (``process_vm_readv``, else ``/proc/PID/mem``) and then check that the
-    notification is still valid (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the kernel documentation
-    prescribes: otherwise the pid may already be another process.
+    notification is still valid (``SECCOMP_IOCTL_NOTIF_ID_VALID``), as the
+    kernel documentation prescribes: otherwise the pid may already be
+    another process.
     """
 
     __slots__ = ("_listener", "id", "pid", "nr", "args", "_answered")
