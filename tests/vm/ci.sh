@@ -63,16 +63,42 @@ make_venv() {
 
 # What the guest is, then the tests, in one boot: the kernel, the
 # architecture, the cgroup v2 controllers and the executor aunshare picks.
-in_guest() {  # in_guest ARCH PYTHON TESTS...
+# "--then" separates pytest runs made in the same boot (a boot and the
+# interpreter's start under emulation cost tens of seconds).
+in_guest() {  # in_guest ARCH PYTHON PYTEST-ARGS... [--then PYTEST-ARGS...]
     local arch=$1 py=$2
     shift 2
     tests/vm/run "$arch" -- sh -c '
-        py=$1; shift
+        py=$1; opts=$2; shift 2
         echo "guest: kernel $(uname -r), machine $(uname -m)"
         echo "guest: cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
         echo "guest: executor: $("$py" -c "from aunshare.executors import get_executor; print(get_executor().name)")"
         echo "guest: python: $("$py" -c "import sys; print(sys.version.split()[0], sys.executable)")"
-        exec "$py" -m pytest "$@"' sh "$py" $PYTEST_ARGS "$@"
+        first() {  # first N ARGS...: pytest with the first N of ARGS
+            n=$1; shift; all=$#; i=0
+            for a in "$@"; do
+                [ $i -lt $n ] && set -- "$@" "$a"
+                i=$((i + 1))
+            done
+            shift $all
+            echo "guest: pytest $*"
+            # shellcheck disable=SC2086  # opts splits into options
+            "$py" -m pytest $opts "$@"
+        }
+        rc=0
+        while [ $# -gt 0 ]; do
+            n=0
+            for a in "$@"; do
+                [ "$a" = --then ] && break
+                n=$((n + 1))
+            done
+            t0=$(date +%s)
+            first $n "$@" || rc=1
+            echo "guest: that run took $(( $(date +%s) - t0 )) s"
+            shift $n
+            [ $# -gt 0 ] && shift  # the --then
+        done
+        exit $rc' sh "$py" "$PYTEST_ARGS" "$@"
 }
 
 step "prepare x86_64" tests/vm/run x86_64 --prepare
@@ -80,9 +106,10 @@ step "prepare aarch64" tests/vm/run aarch64 --prepare
 step "host virtualenv $VENV" make_venv
 if [ ${#failed[@]} = 0 ]; then
     # shellcheck disable=SC2086  # the lists split into file names
-    step "x86_64 tests" in_guest x86_64 "$VENV/bin/python" $X86_64_TESTS
-    # cgroup v2 with every controller: the cgroup tests of the supervision suite.
-    step "x86_64 cgroup tests" in_guest x86_64 "$VENV/bin/python" tests/test_supervise.py -k cgroup
+    # Then, in the same boot, cgroup v2 with every controller: the cgroup
+    # tests of the supervision suite.
+    step "x86_64 tests" in_guest x86_64 "$VENV/bin/python" $X86_64_TESTS \
+        --then tests/test_supervise.py -k cgroup
     # shellcheck disable=SC2086
     step "aarch64 tests" in_guest aarch64 python3 $AARCH64_TESTS
 fi
