@@ -568,6 +568,10 @@ class SyscallRequest:
             if exc.errno == _errno.EBADF:
                 raise ValueError(f"inject_fd(fd={fd}): not an open descriptor of this "
                                  "process") from None
+            if exc.errno == _errno.EINVAL:
+                raise OSError(exc.errno, "inject_fd: refused by this kernel (adding a "
+                              "descriptor needs Linux 5.9, respond=True 5.14: on 5.9-5.13 "
+                              "use respond=False, then respond() with the number)") from None
             if exc.errno == _errno.EMFILE:
                 raise OSError(exc.errno, "inject_fd: the caller's descriptor table is full "
                               f"(its RLIMIT_NOFILE), or target_fd={target_fd} is above "
