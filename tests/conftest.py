@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -157,11 +158,15 @@ def process_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-async def run_unprivileged(code: str, *, check: bool = True) -> aunshare.Output:
+async def run_unprivileged(code: str, *, check: bool = True,
+                           configure: Callable[[aunshare.Command], aunshare.Command] | None = None,
+                           ) -> aunshare.Output:
     """Run ``code`` with this interpreter as uid/gid 65534, through aunshare.
 
     The snippet can import aunshare and anyio. Skips when this machine will
     not let uid 65534 run the interpreter (tests/run.sh arranges that).
+    ``configure`` may add to the Command first (what root sets up before
+    the uid changes: a mount namespace of its own, say).
     """
     env_path = os.pathsep.join([str(REPO), *[p for p in sys.path if p and "site-packages" in p]])
     cmd = (
@@ -173,6 +178,8 @@ async def run_unprivileged(code: str, *, check: bool = True) -> aunshare.Output:
         .env("AUNSHARE_EXECUTOR", get_executor().name)
         .current_dir("/tmp")
     )
+    if configure is not None:
+        cmd = configure(cmd)
     try:
         out = await cmd.output()
     except aunshare.Exec as exc:

@@ -13,8 +13,10 @@ import os
 import shutil
 import socket
 import subprocess
+import stat
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -301,13 +303,31 @@ def _tun_for_all() -> bool:
         return False
 
 
+def _tun_node(directory: Path) -> Callable[[Command], Command] | None:
+    """Where /dev/net/tun is not open to other users (mode 0600; the
+    distributions make it 0666), root can give the unprivileged run a mount
+    namespace of its own with a 0666 node of the same device bound over it:
+    the host's node stays as it is. None when nothing is needed."""
+    if _tun_for_all():
+        return None
+    if os.geteuid() != 0:
+        pytest.skip("pasta needs /dev/net/tun, which this machine does not let other "
+                    "users open (distributions make it mode 0666), and only root could "
+                    "give this test a node of its own")
+    dev = os.stat("/dev/net/tun").st_rdev
+    node = directory / "tun"
+    os.mknod(node, stat.S_IFCHR | 0o666, dev)
+    os.chmod(node, 0o666)  # whatever the umask took
+    return lambda cmd: (cmd.unshare(Namespace.MOUNT)
+                        .bind_mount(node, "/dev/net/tun", allow_devices=True))
+
+
 @needs_pasta
-@pytest.mark.skipif(not _tun_for_all(), reason="pasta needs /dev/net/tun, which this machine "
-                    "does not let other users open (distributions make it mode 0666)")
 @pytest.mark.anyio
 @ONE_LOOP
-async def test_user_network_unprivileged(anyio_backend, host_http):
-    out = await run_unprivileged(f"""
+async def test_user_network_unprivileged(anyio_backend, host_http, tmp_path):
+    tun = _tun_node(tmp_path)
+    out = await run_unprivileged(configure=tun, code=f"""
         import anyio, os, sys
         from aunshare import Command, Namespace, Stdio
         FETCH, SERVER = {FETCH!r}, {SERVER!r}
