@@ -499,13 +499,17 @@ class SyscallRequest:
 
     # -- answers ----------------------------------------------------------------------------
 
-    def _answer(self, value: int, error: int, flags: int) -> None:
+    def _pending_fd(self, rule: str) -> int:
+        """The listener's descriptor, while this call still awaits its answer."""
         if self._answered:
-            raise RuntimeError(f"{self!r} was already answered: a supervised call is "
-                               "answered once")
+            raise RuntimeError(f"{self!r} was already answered: {rule}")
         fd = self._listener.fd
         if fd < 0:
             raise self._ended()
+        return fd
+
+    def _answer(self, value: int, error: int, flags: int) -> None:
+        fd = self._pending_fd("a supervised call is answered once")
         send(fd, self.id, value, error, flags)
         self._answered = True
 
@@ -549,12 +553,8 @@ class SyscallRequest:
                                       or not isinstance(target_fd, int) or target_fd < 0):
             raise ValueError(f"inject_fd(target_fd={target_fd!r}): a descriptor number >= 0, "
                              "or None for the lowest free one")
-        if self._answered:
-            raise RuntimeError(f"{self!r} was already answered: a descriptor can be injected "
-                               "only while the call is pending")
-        listener_fd = self._listener.fd
-        if listener_fd < 0:
-            raise self._ended()
+        listener_fd = self._pending_fd("a descriptor can be injected only while the call "
+                                       "is pending")
         flags = (ADDFD_SEND if respond else 0) | (ADDFD_SETFD if target_fd is not None else 0)
         buf = bytearray(_ADDFD.pack(self.id, flags, fd, target_fd or 0,
                                     os.O_CLOEXEC if cloexec else 0))
