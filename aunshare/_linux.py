@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import struct
+from typing import NamedTuple
 
 from ._syscalls import TABLES
 
@@ -90,47 +92,47 @@ def syscall(name: str, *args: int) -> int:
     return r
 
 
-class Timeval(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+class Waited(NamedTuple):
+    """What ``waitid`` reported for one child: the part of its siginfo a
+    SIGCHLD fills, and the part of its rusage aunshare reads."""
+
+    si_signo: int
+    si_errno: int
+    si_code: int
+    """CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_STOPPED, ..."""
+    si_pid: int
+    """0 when WNOHANG found nothing to report."""
+    si_uid: int
+    si_status: int
+    """The exit code (CLD_EXITED), else the signal."""
+    utime_sec: int
+    utime_usec: int
+    stime_sec: int
+    stime_usec: int
+    maxrss: int
+    """KiB."""
 
 
-class Rusage(ctypes.Structure):
-    """struct rusage as the kernel fills it."""
-
-    _fields_ = [("ru_utime", Timeval), ("ru_stime", Timeval)] + [
-        (name, ctypes.c_long)
-        for name in (
-            "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt",
-            "ru_majflt", "ru_nswap", "ru_inblock", "ru_oublock", "ru_msgsnd",
-            "ru_msgrcv", "ru_nsignals", "ru_nvcsw", "ru_nivcsw",
-        )
-    ]
+# siginfo_t (128 bytes: signo, errno, code, 4 bytes of padding, pid, uid,
+# status, the rest unused) followed by struct rusage's first five longs.
+_SIGINFO_SIZE = 128
+_WAITED = struct.Struct("=3i4xiIi100x5q")
+_Buffer = ctypes.c_char * (_SIGINFO_SIZE + 144)  # 144: the whole of struct rusage
+_WAITID_NR = SYSCALLS.get("waitid", -1)
+_new_waited = tuple.__new__
 
 
-class Siginfo(ctypes.Structure):
-    """The part of siginfo_t that waitid fills for SIGCHLD (128 bytes in all)."""
-
-    _fields_ = [
-        ("si_signo", ctypes.c_int), ("si_errno", ctypes.c_int),
-        ("si_code", ctypes.c_int), ("_pad0", ctypes.c_int),
-        ("si_pid", ctypes.c_int), ("si_uid", ctypes.c_uint),
-        ("si_status", ctypes.c_int), ("_rest", ctypes.c_char * 100),
-    ]
-
-
-def waitid_pidfd(pidfd: int, options: int) -> tuple[Siginfo, Rusage]:
+def waitid_pidfd(pidfd: int, options: int) -> Waited:
     """waitid(P_PIDFD, pidfd, ...) through the raw syscall, which also fills rusage."""
-    info = Siginfo()
-    ru = Rusage()
-    r = _syscall(
-        ctypes.c_long(SYSCALLS["waitid"]), ctypes.c_long(P_PIDFD), ctypes.c_long(pidfd),
-        ctypes.byref(info), ctypes.c_long(options), ctypes.byref(ru),
-    )
-    if r == -1:
+    # One buffer for both structures, read with one unpack: a reap is on the
+    # path of every wait, right after the child's exit, and ctypes
+    # structures cost it several times as much.
+    buf = _Buffer()
+    if _syscall(_WAITID_NR, P_PIDFD, pidfd, buf, options,
+                ctypes.byref(buf, _SIGINFO_SIZE)) == -1:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return info, ru
-
+    return _new_waited(Waited, _WAITED.unpack_from(buf))
 
 
 def pipe_above(hi: int, flags: int = 0) -> tuple[int, int]:

@@ -117,7 +117,7 @@ def reap_orphans() -> None:
     for item in list(_orphans):
         pid, pidfd = item
         try:
-            info, _ = waitid_pidfd(pidfd, WEXITED | WNOHANG)
+            info = waitid_pidfd(pidfd, WEXITED | WNOHANG)
         except OSError:
             info = None  # reaped elsewhere: nothing left to wait for
         if info is None or info.si_pid != 0:
@@ -296,7 +296,7 @@ class Child:
         if self._wait_error is not None:
             raise self._lost()
         try:
-            info, ru = waitid_pidfd(self._pidfd, options)
+            info = waitid_pidfd(self._pidfd, options)
         except OSError as exc:
             if exc.errno != _errno.ECHILD:
                 raise errors.WaitError(exc.errno or _errno.EIO, f"pid {self.pid}") from None
@@ -314,7 +314,7 @@ class Child:
         if info.si_pid == 0:
             return None
         # The cgroup's figures now: the child has exited, the cgroup is still there.
-        st = _status(info, ru, None if self._cgroup is None else _cgroup.usage(self._cgroup))
+        st = _status(info, None if self._cgroup is None else _cgroup.usage(self._cgroup))
         if self._init:  # the init wrote the program's status, or encodes it
             st = from_init(st, read_wait_status(self._status_fd)
                            if self._status_fd >= 0 else None)

@@ -1046,11 +1046,11 @@ class _Supervisor:
 
     def reap(self) -> ExitStatus:
         try:
-            info, ru = waitid_pidfd(self.pidfd, WEXITED)
+            info = waitid_pidfd(self.pidfd, WEXITED)
         except OSError as exc:
             raise WaitError(exc.errno or errno.ECHILD, f"pid {self.pid}") from None
         # Its cgroup's figures: after the exit, before the cgroup is removed.
-        status = from_waitid(info, ru, None if self.cgroup is None else cgroup_usage(self.cgroup))
+        status = from_waitid(info, None if self.cgroup is None else cgroup_usage(self.cgroup))
         if not self.init:
             return status
         return from_init(status, read_wait_status(self.status_fd)

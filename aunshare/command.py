@@ -48,6 +48,12 @@ __all__ = ["Command", "Stdio", "Fd", "StrOrBytesPath"]
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
 _RLIM_INFINITY = 2**64 - 1
 _SINGLE_NS = frozenset(int(ns) for ns in Namespace)
+# The specs of Commands that set nothing but their program, by program:
+# specs are immutable, so a one-off Command("prog") (the usual run) shares
+# one instead of making records on every spawn, and the plan cache finds it
+# by identity.
+_PLAIN: dict[bytes, Spec] = {}
+_PLAIN_MAX = 256
 
 
 def _env_key(key: object) -> bytes:
@@ -139,14 +145,20 @@ class Command:
         when :meth:`env` sets one, else the parent's) when it is spawned.
         """
         prog = to_bytes(program, "program")
-        if not prog:
-            raise ValueError("program must not be empty")
-        self._program = ProgramSpec(prog)
+        spec = _PLAIN.get(prog)
+        if spec is None:
+            if not prog:
+                raise ValueError("program must not be empty")
+            spec = Spec(ProgramSpec(prog))
+            if len(_PLAIN) >= _PLAIN_MAX:
+                _PLAIN.clear()
+            _PLAIN[prog] = spec
+        self._program = spec.program
         self._fds = DEFAULT_FDS
         self._identity = DEFAULT_IDENTITY
         self._isolation = DEFAULT_ISOLATION
         self._lifetime = DEFAULT_LIFETIME
-        self._spec: Spec | None = None
+        self._spec: Spec | None = spec
 
     # Every change goes through here: the frozen spec is made again after one.
     def _change(self, record: str, **changes: Any) -> Command:

@@ -121,7 +121,7 @@ class ChildEvents:
             if child.status is not None or child.pidfd < 0:
                 continue
             try:
-                info, _ = waitid_pidfd(child.pidfd, _WSTOPPED | _WCONTINUED | WNOHANG)
+                info = waitid_pidfd(child.pidfd, _WSTOPPED | _WCONTINUED | WNOHANG)
             except OSError:
                 continue  # exiting: its EXITED event comes from _watch_exit
             if info.si_pid == 0:

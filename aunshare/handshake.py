@@ -137,10 +137,10 @@ class _Pasta:
                 return True
         except BlockingIOError:
             pass
-        info, ru = waitid_pidfd(self.pasta.pidfd, WEXITED | WNOHANG)
+        info = waitid_pidfd(self.pasta.pidfd, WEXITED | WNOHANG)
         if info.si_pid == 0:
             return False
-        status = from_waitid(info, ru)
+        status = from_waitid(info)
         self.pasta.close()  # reaped
         self.pasta = None
         stderr = self.stderr()

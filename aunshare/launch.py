@@ -355,7 +355,9 @@ def _cache_key(spec: Spec, moves: list[tuple[int, int]], default_stdio: DefaultS
     path = None
     if b"/" not in prog.program:
         path = prog.env_value(b"PATH")[1] if prog.env_clear else os.environb.get(b"PATH")
-    return (spec, tuple(target for _, target in moves), default_stdio, env, vfork, path,
+    # (the default stdio as a bool: an Enum hashes in Python, twice per spawn)
+    return (spec, tuple([target for _, target in moves]) if moves else (),
+            default_stdio is DefaultStdio.OUTPUT, env, vfork, path,
             os.getpid(), os.geteuid(), os.getegid(), landlock, view)
 
 

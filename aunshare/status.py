@@ -10,7 +10,7 @@ from ._record import record
 
 TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
-    from ._linux import Rusage, Siginfo
+    from ._linux import Waited
 
 __all__ = ["ExitStatus", "ResourceUsage", "CgroupUsage", "from_waitid", "from_init",
            "read_wait_status", "format_bytes"]
@@ -128,15 +128,12 @@ class ExitStatus:
         return text
 
 
-def from_waitid(info: Siginfo, ru: Rusage, cgroup_usage: CgroupUsage | None = None) -> ExitStatus:
+def from_waitid(info: Waited, cgroup_usage: CgroupUsage | None = None) -> ExitStatus:
     """How a child reaped by ``waitid`` ended (see :func:`aunshare._linux.waitid_pidfd`):
     the one reading of its siginfo and rusage (and its cgroup's figures, when
     it had one), for :class:`~aunshare.Child` and the command line alike."""
-    usage = ResourceUsage(
-        ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
-        ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
-        ru.ru_maxrss,
-    )
+    usage = ResourceUsage(info.utime_sec + info.utime_usec / 1e6,
+                          info.stime_sec + info.stime_usec / 1e6, info.maxrss)
     if info.si_code == CLD_EXITED:
         return ExitStatus(info.si_status & 0xFF, None, False, usage, cgroup_usage)
     return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage, cgroup_usage)

@@ -3,7 +3,8 @@
 ``native`` (machine code, CLONE_VM|CLONE_VFORK, speed independent of the
 parent's size) is used where it exists and executable memory is allowed;
 ``portable`` (a fork-like clone and the plan run from Python) everywhere
-else. ``AUNSHARE_EXECUTOR=native|portable`` forces one.
+else. ``AUNSHARE_EXECUTOR=native|portable`` forces one; it is read once,
+at the first spawn (or the first :func:`get_executor` call without a name).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Executor(Protocol):
         ...
 
 
-_cache: dict[str, Executor] = {}
+_cache: dict[str | None, Executor] = {}
 
 
 def get_executor(name: str | None = None) -> Executor:
@@ -53,11 +54,16 @@ def get_executor(name: str | None = None) -> Executor:
     "auto" falls back to the portable executor only where the native one
     cannot exist (no routine for this architecture, executable memory
     refused); any other failure to load it is raised, not papered over.
+
+    Without ``name`` the environment variable is read on the first call
+    only: every spawn asks, and reading the environment would cost each
+    one more than the rest of this function.
     """
-    if name is None:
-        name = os.environ.get("AUNSHARE_EXECUTOR") or "auto"
     ex = _cache.get(name)
     if ex is not None:
+        return ex
+    if name is None:
+        ex = _cache[None] = get_executor(os.environ.get("AUNSHARE_EXECUTOR") or "auto")
         return ex
     if name == "native":
         ex = NativeExecutor()
