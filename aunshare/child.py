@@ -31,6 +31,7 @@ import os
 import signal as _signal
 import socket
 import struct
+import sys
 import warnings
 import weakref
 from typing import Any, cast
@@ -134,6 +135,17 @@ def reap_orphans() -> None:
 def _set_result(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _running_trio() -> Any:
+    """The trio module when the caller runs under trio (also as a guest of
+    an asyncio loop), else None. Trio names itself to sniffio for as long as
+    it runs in this thread; asking asyncio first would cost trio a raised
+    RuntimeError on every wait."""
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is not None and sniffio.thread_local.name == "trio":
+        return sys.modules["trio"]
+    return None
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -351,7 +363,8 @@ class Child:
         return self._listener.requests()
 
     def _close_pidfd(self) -> None:
-        self._close_status_fd()
+        if self._status_fd >= 0:
+            self._close_status_fd()
         listener = self._listener
         if listener is not None:
             listener.close(reaped=True)  # supervision ends with the child
@@ -393,9 +406,16 @@ class Child:
                 continue
             self._waiting = True
             fd = self._pidfd
-            loop = _asyncio_loop()
+            trio = _running_trio()
+            loop = None if trio is not None else _asyncio_loop()
             try:
-                if loop is None:
+                if trio is not None:
+                    # trio's own wait, not anyio's wrapper around it
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        raise anyio.ClosedResourceError from None
+                elif loop is None:
                     await anyio.wait_readable(fd)
                 else:
                     # The loop's own reader: anyio.wait_readable costs more
@@ -902,8 +922,13 @@ class Child:
     async def aclose_streams(self) -> None:
         """Close every pipe (and pty) the parent holds to the child,
         including the extra pipes, taken or not."""
-        for s in (self.stdin, self.stdout, self.stderr, *self._extra.values(),
-                  *self._taken.values()):
+        if self._extra or self._taken:
+            streams: tuple[_Stream | None, ...] = (
+                self.stdin, self.stdout, self.stderr, *self._extra.values(),
+                *self._taken.values())
+        else:
+            streams = (self.stdin, self.stdout, self.stderr)
+        for s in streams:
             if s is not None:
                 await s.aclose()
 
@@ -923,11 +948,12 @@ class Child:
             # it would hang up the terminal: SIGHUP).
             if self.stdin is not None and not self.stdin.is_tty:
                 await self.stdin.aclose()
-            try:
-                await self.wait()
-            except BaseException:
-                await self.aclose()
-                raise
+            if self._status is None or self._cgroup is not None:
+                try:
+                    await self.wait()
+                except BaseException:
+                    await self.aclose()
+                    raise
         await self.aclose()
 
     def __del__(self) -> None:

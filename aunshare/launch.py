@@ -443,7 +443,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if (shares_memory and not reset_caught and not handshake
                 and not spec.isolation.supervise
                 and (not init or init_fd == _init_memfd())
-                and all(fd == owned.fd for (_, fd), (_, owned) in zip(join, spec.isolation.join))):
+                and (not join or all(fd == owned.fd for (_, fd), (_, owned)
+                                     in zip(join, spec.isolation.join)))):
             key = _cache_key(spec, moves, default_stdio, vfork, landlock_fd >= 0, view)
             if key is not None and cgroup_tasks:  # how many v1 directories it joins
                 key = (key, len(cgroup_tasks))

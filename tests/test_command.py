@@ -82,6 +82,19 @@ def test_long_chain_accumulates():
     assert cmd.get_argv() == [b"echo", b"a", b"b", b"c", b"d"]
 
 
+def test_commands_of_one_program_share_their_plain_spec_until_changed():
+    """Command("x") twice gives the same frozen spec (nothing made per
+    spawn); changing one Command changes neither the other nor the spec."""
+    a, b = Command("/bin/echo"), Command(b"/bin/echo")
+    assert a.spec() is b.spec()
+    shared = b.spec()
+    a.arg("hello").env("K", "v")
+    assert a.spec() is not shared
+    assert a.spec().program.args == (b"hello",)
+    assert b.spec() is shared and shared.program.args == () and shared.program.env == ()
+    assert Command("/bin/cat").spec() is not shared
+
+
 # -- accepted types -------------------------------------------------------
 
 @pytest.mark.parametrize("program", ["/bin/echo", b"/bin/echo", Path("/bin/echo")],

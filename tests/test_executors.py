@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,25 @@ def test_selected_executor_matches_environment():
 def test_unknown_executor_name():
     with pytest.raises(ValueError, match="AUNSHARE_EXECUTOR must be"):
         get_executor("bogus")
+
+
+def test_environment_variable_is_read_at_the_first_spawn_only():
+    """AUNSHARE_EXECUTOR chooses the executor at the first spawn; changing
+    it later in the same process changes nothing (a fresh interpreter)."""
+    script = (
+        "import os, anyio, aunshare\n"
+        "from aunshare.executors import get_executor\n"
+        "async def main():\n"
+        "    child = await aunshare.Command('/bin/true').spawn()\n"
+        "    await child.wait()\n"
+        "    print(child.executor)\n"
+        "    os.environ['AUNSHARE_EXECUTOR'] = 'native'\n"
+        "    child = await aunshare.Command('/bin/true').spawn()\n"
+        "    await child.wait()\n"
+        "    print(child.executor, get_executor().name)\n"
+        "anyio.run(main)\n")
+    env = dict(os.environ, AUNSHARE_EXECUTOR="portable",
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["portable", "portable", "portable"]

@@ -117,7 +117,7 @@ class CloneMode:
     @property
     def into_cgroup(self) -> bool:
         """Whether CLONE_INTO_CGROUP can be honoured (clone3 is not refused)."""
-        return into_cgroup()
+        return state.clone3 or clone3_usable()  # asked on every spawn: known after the first
 
     @property
     def clone_syscall(self) -> str:
