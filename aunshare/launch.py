@@ -283,8 +283,9 @@ class _Prepared:
         at its ruleset; forget the last failure."""
         for index, (_, fd) in enumerate(cgroup_tasks):
             self.table.set_first_arg(index, fd)
-        for index, (source, _) in zip(self.dups, moves):
-            self.table.set_first_arg(index, source)
+        if moves:
+            for index, (source, _) in zip(self.dups, moves):
+                self.table.set_first_arg(index, source)
         if self.landlock >= 0:
             self.table.set_first_arg(self.landlock, landlock_fd)
         self.table.clear_record()
@@ -415,7 +416,7 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             moves.append((status_w, status_target))
             init_fd = above(_init_memfd(), hi, opened, "the init's memfd")
         join = [(ns, above(owned.fd, hi, opened, f"the {ns.proc_name} namespace descriptor"))
-                for ns, owned in spec.isolation.join]
+                for ns, owned in spec.isolation.join] if spec.isolation.join else []
         wake = None
         if handshake:
             wake = wake_pipe(hi, opened)
@@ -427,7 +428,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         # The tasks file of each cgroup v1 directory, for the child to write
         # 0 to (its plan's first steps); opened here, so that a cached plan
         # fits every spawn: only these numbers differ, patched on reuse.
-        cgroup_tasks = tuple((d, _cgroup.open_tasks(d, hi, opened)) for d in cgroup_dirs)
+        cgroup_tasks = (tuple([(d, _cgroup.open_tasks(d, hi, opened)) for d in cgroup_dirs])
+                        if cgroup_dirs else ())
         landlock_fd = -1
         if spec.isolation.landlock is not None:
             landlock_fd, pending.landlock_report = rulesets.prepare(spec.isolation.landlock,

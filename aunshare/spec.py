@@ -433,7 +433,8 @@ class Spec:
     def owns_descriptors(self) -> bool:
         """The spec holds descriptors of its own (``dup_file``,
         ``set_namespace``): they are closed when the last holder is gone."""
-        return bool(self.isolation.join) or any(fd.owned is not None for _, fd in self.fds.fds)
+        return bool(self.isolation.join) or (bool(self.fds.fds) and any(
+            fd.owned is not None for _, fd in self.fds.fds))
 
     @property
     def needs_handshake(self) -> bool:
