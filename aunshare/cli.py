@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .command import Command
@@ -37,7 +36,10 @@ from .policy import DEFAULT_KILL_POLICY, KillPolicy, KillTarget, resolve_policy
 from .status import from_init, from_waitid, read_wait_status
 from .tree import signal_tree
 
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
+    from typing import Any
+
     from .launch import Pending
     from .status import ExitStatus
 

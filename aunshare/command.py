@@ -20,7 +20,6 @@ import os
 import signal as _signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any
 
 from ._linux import ARCH, NS_GET_NSTYPE
 from ._names import STDIO_NAMES, check_signal
@@ -39,7 +38,10 @@ from .spec import (
     MountOp, PivotRoot, ProgramSpec, Rlimit, SelfMap, Spec, UserNetwork, parse_size,
 )
 
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from .child import Child, Output
     from .status import ExitStatus
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import errno as _errno
 import os
 import subprocess as _subprocess
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._names import signal_name
 from .namespaces import ALL_NAMESPACES, JOIN_ORDER, Namespace
 
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, NamedTuple
 
     from .status import ExitStatus
+else:
+    from ._record import NamedTuple  # (see there)
 
 __all__ = [
     "Error", "NixError", "UnknownError", "CreatePipe", "Fork", "Exec", "Chdir",

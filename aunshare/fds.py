@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import IO, Any, Union
 
 from ._names import STDIO_NAMES
 
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from typing import IO, Any
+
 __all__ = ["Fd", "FdKind", "OwnedFd", "Stdio", "StrOrBytesPath", "dup_fileobj", "to_bytes"]
 
-StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 MAX_FD = 2**31 - 1
 

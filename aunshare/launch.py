@@ -23,7 +23,7 @@ from . import cgroup as _cgroup
 from . import errors, rulesets
 from ._linux import WEXITED, libc, pidfd_send_signal, pipe_above, waitid_pidfd
 from .descriptors import Opened, above, error_pipe, prepare_fds, status_pipe, wake_pipe
-from .executors import Executor, get_executor
+from .executors import get_executor
 from .executors.init import init_memfd
 from .executors.table import Table, encode, environ_copy, environ_pointer
 from .fds import Fd, FdKind
@@ -31,6 +31,10 @@ from .landlock import LandlockReport
 from .namespaces import Namespace
 from .plan import Plan, Setup, build_plan
 from .spec import MountKind, Spec
+
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["DefaultStdio", "Pending", "start", "resolve_program", "stop_aux"]
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from itertools import pairwise
-from typing import NamedTuple
+
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from ._record import NamedTuple  # (see there)
 
 __all__ = ["Namespace", "UidMap", "GidMap", "Capability", "JOIN_ORDER", "self_maps"]
 

@@ -155,7 +155,6 @@ import os
 import signal as _signal
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple, final
 
 from . import errors
 from ._linux import (
@@ -170,6 +169,15 @@ from ._names import fd_name, signal_name
 from .namespaces import Namespace, cap_name, self_maps
 from .seccomp import Action, SeccompFilter
 from .spec import MountKind, MountOp, SelfMap, Spec
+
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from typing import NamedTuple, final
+else:
+    from ._record import NamedTuple  # (see there)
+
+    def final(cls: type) -> type:
+        return cls
 
 __all__ = ["Step", "Plan", "Setup", "CStr", "CStrArray", "U32Array", "Bytes", "Ptr", "Slot",
            "Fprog", "build_plan", "USE_PREVIOUS", "IGNORE_ERROR", "EXPECT_ARG5", "CONSTANT_RUNS",

@@ -24,17 +24,21 @@ and Podman's profile files.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import errno as _errno
 import os
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
 
 from ._linux import ARCH
 from ._record import field, record, replace
 from ._syscalls import TABLES
+
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from ._record import NamedTuple  # (see there)
 
 __all__ = ["Action", "Cond", "arg", "SeccompFilter", "AUDIT_ARCH", "check_bpf"]
 
@@ -223,6 +227,8 @@ class SeccompFilter:
             if not isinstance(name, str):
                 raise TypeError(f"syscall names are str, not {name!r}")
             if name not in table:
+                import difflib  # only for this message: the command starts without it
+
                 close = difflib.get_close_matches(name, table, n=4)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise ValueError(f"unknown syscall {name!r} on {self.arch}{hint}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
 
 from ._names import STDIO_NAMES
 from ._record import field, record
@@ -22,6 +21,12 @@ from .landlock import Landlock
 from .namespaces import GidMap, Namespace, UidMap, namespace_names
 from .policy import KillPolicy, KillTarget
 from .seccomp import SeccompFilter
+
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from ._record import NamedTuple  # (see there)
 
 __all__ = [
     "Spec", "ProgramSpec", "DescriptorSpec", "IdentitySpec", "IsolationSpec", "LifetimeSpec",

@@ -132,8 +132,7 @@ def from_waitid(info: Waited, cgroup_usage: CgroupUsage | None = None) -> ExitSt
     """How a child reaped by ``waitid`` ended (see :func:`aunshare._linux.waitid_pidfd`):
     the one reading of its siginfo and rusage (and its cgroup's figures, when
     it had one), for :class:`~aunshare.Child` and the command line alike."""
-    usage = ResourceUsage(info.utime_sec + info.utime_usec / 1e6,
-                          info.stime_sec + info.stime_usec / 1e6, info.maxrss)
+    usage = ResourceUsage(info.user_time, info.system_time, info.max_rss_kib)
     if info.si_code == CLD_EXITED:
         return ExitStatus(info.si_status & 0xFF, None, False, usage, cgroup_usage)
     return ExitStatus(None, info.si_status, info.si_code == CLD_DUMPED, usage, cgroup_usage)

@@ -10,7 +10,6 @@ at the first spawn (or the first :func:`get_executor` call without a name).
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 from .native import NativeExecutor, NativeUnavailable
 from .portable import PortableExecutor
@@ -19,30 +18,34 @@ from .table import Table
 __all__ = ["Executor", "get_executor"]
 
 
-class Executor(Protocol):
-    """Clones a child that runs an encoded plan."""
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:  # (typing costs the command's start-up ~5 ms)
+    from typing import Protocol
 
-    name: str
-    """"native" or "portable"."""
-    can_vfork: bool
-    """It can put the spawning thread to sleep until the child has exec'd
-    (CLONE_VFORK), reporting a failure in the table: no error pipe needed."""
-    shares_memory: bool
-    """Its child shares the parent's memory until exec (CLONE_VM): a child
-    running alongside the parent must get copies of what the parent may
-    change meanwhile (the environment), and the table must stay alive."""
+    class Executor(Protocol):
+        """Clones a child that runs an encoded plan."""
 
-    @property
-    def into_cgroup(self) -> bool:
-        """The child can be created inside a cgroup (CLONE_INTO_CGROUP); False
-        where clone3 is refused, and with it CLONE_CLEAR_SIGHAND."""
-        ...
+        name: str
+        """"native" or "portable"."""
+        can_vfork: bool
+        """It can put the spawning thread to sleep until the child has exec'd
+        (CLONE_VFORK), reporting a failure in the table: no error pipe needed."""
+        shares_memory: bool
+        """Its child shares the parent's memory until exec (CLONE_VM): a child
+        running alongside the parent must get copies of what the parent may
+        change meanwhile (the environment), and the table must stay alive."""
 
-    def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
-              cgroup_fd: int = 0) -> int:
-        """Start the child; return its pid or -errno from clone3. ``cgroup_fd``
-        is the cgroup directory for ``CLONE_INTO_CGROUP`` (when in the flags)."""
-        ...
+        @property
+        def into_cgroup(self) -> bool:
+            """The child can be created inside a cgroup (CLONE_INTO_CGROUP); False
+            where clone3 is refused, and with it CLONE_CLEAR_SIGHAND."""
+            ...
+
+        def start(self, table: Table, clone_flags: int, errfd: int, vfork: bool,
+                  cgroup_fd: int = 0) -> int:
+            """Start the child; return its pid or -errno from clone3. ``cgroup_fd``
+            is the cgroup directory for ``CLONE_INTO_CGROUP`` (when in the flags)."""
+            ...
 
 
 _cache: dict[str | None, Executor] = {}

@@ -34,7 +34,6 @@ import errno
 import os
 import signal
 import struct
-from typing import TYPE_CHECKING
 
 from .. import errors
 from .._linux import (
@@ -42,6 +41,7 @@ from .._linux import (
     CLONE_VM, SYSCALLS, libc, syscall,
 )
 
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
 if TYPE_CHECKING:
     from .table import Table
 

@@ -18,7 +18,6 @@ import errno
 import mmap
 import os
 import signal
-from typing import Protocol
 
 from .. import errors
 from .._linux import (
@@ -71,13 +70,17 @@ _SpawnFn = ctypes.CFUNCTYPE(
 )
 
 
-class SpawnRoutine(Protocol):
-    """The loaded routine as Python calls it (a ``_SpawnFn`` instance):
-    clone_args, its size (0: clone(2)), steps, nsteps, errfd, table base;
-    returns the pid or -errno."""
+TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
+if TYPE_CHECKING:  # (typing costs the command's start-up ~5 ms)
+    from typing import Protocol
 
-    def __call__(self, clone_args: int, size: int, steps: int, nsteps: int, errfd: int,
-                 base: int, /) -> int: ...
+    class SpawnRoutine(Protocol):
+        """The loaded routine as Python calls it (a ``_SpawnFn`` instance):
+        clone_args, its size (0: clone(2)), steps, nsteps, errfd, table base;
+        returns the pid or -errno."""
+
+        def __call__(self, clone_args: int, size: int, steps: int, nsteps: int, errfd: int,
+                     base: int, /) -> int: ...
 
 
 _mmap = libc.mmap
