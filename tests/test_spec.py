@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 
 import pytest
 
 from aunshare import (Command, Fd, KillPolicy, Landlock, Namespace, SeccompFilter, Spec, Stdio,
                       UidMap, GidMap)
-from aunshare._record import FrozenInstanceError, fields, replace
+from aunshare._record import FrozenInstanceError, NamedTuple, fields, replace
+from aunshare._record import record as make_record
 from aunshare.fds import OwnedFd
 from aunshare.launch import DefaultStdio, _cache_key
 from aunshare.plan import Setup, build_plan
@@ -134,6 +136,46 @@ def test_every_field_reaches_the_plan_or_the_cache_key():
             # Each record hashes its values once: a field left out of its
             # hash would make specs that differ only there collide.
             assert hash(changed) != hash(value), f"spec.{record}.{name} is not hashed"
+
+
+class _Point(NamedTuple):
+    """A point."""
+
+    x: int
+    y: int = 0
+    """Defaults to 0."""
+
+    def norm1(self) -> int:
+        """Manhattan length."""
+        return abs(self.x) + abs(self.y)
+
+
+@make_record
+class _Pair:
+    a: int
+    b: tuple[int, ...] = ()
+
+
+def test_run_time_named_tuple_behaves_as_typing_s():
+    """The named tuples made without typing: fields, defaults, methods,
+    docstrings, _replace, ordering of defaults, pickling."""
+    p = _Point(3)
+    assert p == (3, 0) and p.y == 0 and p.norm1() == 3 and isinstance(p, tuple)
+    assert _Point._fields == ("x", "y") and _Point._field_defaults == {"y": 0}
+    assert _Point.__doc__ == "A point." and _Point.__qualname__ == "_Point"
+    assert p._replace(y=-4).norm1() == 7 and repr(p) == "_Point(x=3, y=0)"
+    assert pickle.loads(pickle.dumps(p)) == p
+    with pytest.raises(TypeError, match="without a default follows"):
+        class _Bad(NamedTuple):
+            a: int = 0
+            b: int
+
+
+def test_record_equality_and_hash_compiled_at_first_use():
+    """A record's __eq__/__hash__ work from the first call on, either first."""
+    assert hash(_Pair(1, (2,))) == hash(_Pair(1, (2,)))
+    assert _Pair(1) == _Pair(1) and _Pair(1) != _Pair(2) and _Pair(1) != (1, ())
+    assert {_Pair(1, (2,)): "x"}[_Pair(1, (2,))] == "x"
 
 
 def test_spec_is_frozen_hashable_and_cached():

@@ -68,6 +68,8 @@ def test_command_line_leaves_the_library_it_does_not_use():
         "import sys\nfrom aunshare.cli import main\n"
         "code = main(['--', '/bin/true'])\nassert code == 0, code")
     assert not {"aunshare.runner", "aunshare.events"} & loaded
+    # typing (~5 ms) is for type checkers; difflib only for a hint on a typo
+    assert not {"typing", "difflib"} & loaded
     # json only for --json-status; shutil (and bz2, lzma) came from argparse's
     # formatter, made for every option added
     assert not {"json", "shutil", "lzma", "bz2"} & loaded
