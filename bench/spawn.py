@@ -23,10 +23,18 @@ Peers run interleaved in rounds, in rotating order, so that machine noise
 lands on all of them alike; the reported median and p90 are over all samples
 of all rounds. A peer whose package is missing is reported "not installed".
 
+Then, per backend, aunshare and that backend's floor *paired*: one spawn of
+each in turn on the same event loop (which goes first alternates), so that
+both see the same moment of a noisy machine and the same cold caches (each
+runs right after the other's spawn, never after its own). The ratio of the
+medians is the figure the <= 1.03x target is judged on; the batch ratios are
+printed too, and on a quiet machine the two agree.
+
 Usage::
 
-    python bench/spawn.py                 # 2000 spawns/peer small, 300 at 2 GiB
-    python bench/spawn.py --quick         # 200 / 50: a smoke run
+    python bench/spawn.py                 # 2000 spawns/peer small, 300 at 2 GiB,
+                                          # 3000 / 500 pairs per backend
+    python bench/spawn.py --quick         # 200 / 50, 300 / 50 pairs: a smoke run
     python bench/spawn.py --no-big --json out.json
 """
 
@@ -42,6 +50,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 # Run from a checkout without installing: the package is one level up.
@@ -218,6 +227,58 @@ def measure(batches: dict[str, Batch], count: int, rounds: int, warmup: int,
     return samples
 
 
+async def _paired(n: int, skip: int, floor_once: Callable[[], Any]) -> tuple[list[int], list[int]]:
+    """``n`` spawns of aunshare and ``n`` of the floor, one of each in turn."""
+    clock = time.perf_counter_ns
+    for _ in range(skip):
+        await _aunshare_once()
+        await floor_once()
+    mine: list[int] = []
+    floor: list[int] = []
+    for i in range(n):
+        t0 = clock()
+        await (_aunshare_once() if i % 2 else floor_once())
+        t1 = clock()
+        await (floor_once() if i % 2 else _aunshare_once())
+        t2 = clock()
+        (mine if i % 2 else floor).append(t1 - t0)
+        (floor if i % 2 else mine).append(t2 - t1)
+    return mine, floor
+
+
+def paired_backends() -> dict[str, tuple[str, dict[str, Any] | None, Callable[[], Any]]]:
+    """backend name -> (anyio backend, its options, the floor's one spawn)."""
+    out: dict[str, tuple[str, dict[str, Any] | None, Callable[[], Any]]] = {
+        "asyncio": ("asyncio", None, _asyncio_floor_once)}
+    if trio is not None:
+        out["trio"] = ("trio", None, _trio_floor_once)
+    if uvloop is not None:
+        out["uvloop"] = ("asyncio", {"use_uvloop": True}, _asyncio_floor_once)
+    return out
+
+
+def measure_paired(count: int, label: str) -> dict[str, tuple[float, float]]:
+    """Per backend: (aunshare median us, floor median us), paired."""
+    out = {}
+    for name, (backend, options, floor_once) in paired_backends().items():
+        mine, floor = anyio.run(_paired, count, 20, floor_once, backend=backend,
+                                backend_options=options)
+        out[name] = (statistics.median(mine) / 1000, statistics.median(floor) / 1000)
+        print(f"  [{label}] paired {name} done", file=sys.stderr, flush=True)
+    return out
+
+
+def print_paired(paired: dict[str, dict[str, tuple[float, float]]], count: dict[str, int]) -> None:
+    print()
+    print("| backend | parent | pairs | aunshare median us | floor median us | aunshare / floor |")
+    print("|---|---|---:|---:|---:|---:|")
+    for size, rows in paired.items():
+        for name, (m, f) in rows.items():
+            verdict = " [met]" if m / f <= 1.03 else " [MISSED]"
+            print(f"| {name} | {size} | {count[size]} | {m:.1f} | {f:.1f} "
+                  f"| {m / f:.3f}x (target <= 1.03x){verdict} |")
+
+
 def summarize(samples: dict[str, list[int]]) -> dict[str, dict[str, float]]:
     out = {}
     for name, ns in samples.items():
@@ -333,6 +394,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 spawns small, 50 at 2 GiB")
     p.add_argument("--no-big", action="store_true", help="skip the 2 GiB parent")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="aunshare/floor pairs per backend, small parent (default 3000, "
+                        "quick 300; 0 skips); a sixth of them at 2 GiB")
     p.add_argument("--json", metavar="FILE", help="also write the medians (and p90s) as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw the medians (needs matplotlib)")
     args = p.parse_args()
@@ -355,8 +419,13 @@ def main() -> None:
           f"{'2 GiB skipped' if args.no_big else f'{big_n} at 2 GiB'}, {rounds} rounds",
           flush=True)
 
+    pairs = args.pairs if args.pairs is not None else (300 if args.quick else 3000)
+    pair_count = {"small": pairs, "2 GiB": max(1, pairs // 6)}
     results: dict[str, dict] = {}
+    paired: dict[str, dict[str, tuple[float, float]]] = {}
     results["small"] = summarize(measure(batches, small_n, rounds, warmup, "small"))
+    if pairs:
+        paired["small"] = measure_paired(pair_count["small"], "small")
     big = None
     if not args.no_big:
         t0 = time.perf_counter()
@@ -364,7 +433,11 @@ def main() -> None:
         print(f"  [2 GiB] allocated and touched {len(big) >> 20} MiB in "
               f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         results["2 GiB"] = summarize(measure(batches, big_n, rounds, warmup, "2 GiB"))
+        if pairs:
+            paired["2 GiB"] = measure_paired(pair_count["2 GiB"], "2 GiB")
     print_report(names, missing, results)
+    if paired:
+        print_paired(paired, pair_count)
     del big  # only now: the parent had to stay big for the whole 2 GiB part
 
     if args.json:
@@ -375,6 +448,9 @@ def main() -> None:
             "executor": ex.name,
             "not_installed": sorted(missing),
             "sizes": results,
+            "paired_medians_us": {size: {name: {"aunshare": m, "floor": f}
+                                         for name, (m, f) in rows.items()}
+                                  for size, rows in paired.items()},
         }
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     if args.plot:
