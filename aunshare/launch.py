@@ -122,45 +122,43 @@ class Pending:
     already reaped) or :meth:`abandon` (kill and reap it first).
     """
 
-    __slots__ = ("spec", "opened", "pid", "pidfd", "plan", "table", "executor", "vfork",
-                 "report_fd", "status_fd", "wake_fd", "cgroup", "cgroup_fd", "join_cgroup",
-                 "reusable", "ready_fd", "listener_target", "listener_fd", "errfd_child", "early",
-                 "landlock_report", "aux", "holds_mm")
+    # Where a spawn starts, as class attributes: a spawn sets only what
+    # differs (each store costs the spawn path, run with cold caches).
+    pid = 0
+    pidfd = -1
+    plan: Plan | None = None
+    table: Table | None = None  # must outlive the child's use of it
+    vfork = False          # the spawning thread slept until the exec
+    report_fd = -1         # the error pipe to read until EOF, if any
+    # With an init: the pipe it writes the program's wait status on (read end).
+    status_fd = -1
+    wake_fd = -1           # the handshake's wake-up pipe (write end)
+    cgroup: bytes | None = None  # the child's own cgroup, if any
+    cgroup_fd = -1
+    # Where clone3 is refused: the cgroup the handshake moves the child into.
+    join_cgroup: bytes | None = None
+    reusable: tuple[object, _Prepared] | None = None
+    # Syscall supervision: the pipe whose EOF says the child has moved
+    # its seccomp listener to listener_target (its copy of the pipe's
+    # write end), then the parent's copy of the listener.
+    ready_fd = -1
+    listener_target = -1
+    listener_fd = -1
+    errfd_child = -1
+    landlock_report: LandlockReport | None = None  # with Command.landlock()
+    # A credential-changing child may still share our memory (see
+    # _dumpable_enter): released once it has exec'd or is gone.
+    holds_mm = False
 
     def __init__(self, spec: Spec, executor: Executor) -> None:
         self.spec = spec
         self.opened = Opened()
         self.executor = executor
-        self.pid = 0
-        self.pidfd = -1
-        self.plan: Plan | None = None
-        self.table: Table | None = None  # must outlive the child's use of it
-        self.vfork = False          # the spawning thread slept until the exec
-        self.report_fd = -1         # the error pipe to read until EOF, if any
-        # With an init: the pipe it writes the program's wait status on (read end).
-        self.status_fd = -1
-        self.wake_fd = -1           # the handshake's wake-up pipe (write end)
-        self.cgroup: bytes | None = None  # the child's own cgroup, if any
-        self.cgroup_fd = -1
-        # Where clone3 is refused: the cgroup the handshake moves the child into.
-        self.join_cgroup: bytes | None = None
-        self.reusable: tuple[object, _Prepared] | None = None
         # (pid, pidfd) of helpers that live as long as the child (pasta for
         # user_network): stopped by close(), or handed to the Child.
         self.aux: list[tuple[int, int]] = []
-        # Syscall supervision: the pipe whose EOF says the child has moved
-        # its seccomp listener to listener_target (its copy of the pipe's
-        # write end), then the parent's copy of the listener.
-        self.ready_fd = -1
-        self.listener_target = -1
-        self.listener_fd = -1
-        self.errfd_child = -1
         # supervised calls seen before the exec was confirmed, not the plan's
         self.early: list[tuple[int, int, int, tuple[int, ...]]] = []
-        self.landlock_report: LandlockReport | None = None  # with Command.landlock()
-        # A credential-changing child may still share our memory (see
-        # _dumpable_enter): released once it has exec'd or is gone.
-        self.holds_mm = False
 
     def close(self) -> None:
         """Close every descriptor held, stop the helpers (:attr:`aux`) and
