@@ -396,12 +396,15 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
             pending.cgroup_fd = _cgroup.open_dir(life.cgroup_path)
         handshake = spec.needs_handshake or (in_cgroup and not into_cgroup and not cgroup_dirs)
         vfork = pending.vfork = allow_vfork and executor.can_vfork and not handshake
-        fds = dict(spec.fds.fds)
-        if default_stdio is DefaultStdio.OUTPUT:
-            for target, fd in _OUTPUT_DEFAULTS.items():
-                fds.setdefault(target, fd)
         opened = pending.opened
-        moves, hi = prepare_fds(fds, opened)
+        if spec.fds.fds or default_stdio is DefaultStdio.OUTPUT:
+            fds = dict(spec.fds.fds)
+            if default_stdio is DefaultStdio.OUTPUT:
+                for target, fd in _OUTPUT_DEFAULTS.items():
+                    fds.setdefault(target, fd)
+            moves, hi = prepare_fds(fds, opened)
+        else:  # every descriptor inherited: nothing to open
+            moves, hi = [], 3
         errfd = init_fd = report_target = status_target = -1
         if init:
             # The program execs after the child's own exec (of the init): only
@@ -479,7 +482,8 @@ def start(spec: Spec, default_stdio: DefaultStdio = DefaultStdio.INHERIT,
         if vfork and pending.holds_mm:  # exec'd or gone: the memory is ours alone again
             pending.holds_mm = False
             _dumpable_leave()
-        opened.close_child_side()
+        if opened.child_side:
+            opened.close_child_side()
         if pending.cgroup_fd >= 0:
             os.close(pending.cgroup_fd)
             pending.cgroup_fd = -1
