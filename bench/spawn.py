@@ -33,8 +33,8 @@ printed too, and on a quiet machine the two agree.
 Usage::
 
     python bench/spawn.py                 # 2000 spawns/peer small, 300 at 2 GiB,
-                                          # 3000 / 500 pairs per backend
-    python bench/spawn.py --quick         # 200 / 50, 300 / 50 pairs: a smoke run
+                                          # 3000 / 1500 pairs per backend
+    python bench/spawn.py --quick         # 200 / 50, 300 / 150 pairs: a smoke run
     python bench/spawn.py --no-big --json out.json
 """
 
@@ -396,7 +396,7 @@ def main() -> None:
     p.add_argument("--no-big", action="store_true", help="skip the 2 GiB parent")
     p.add_argument("--pairs", type=int, default=None,
                    help="aunshare/floor pairs per backend, small parent (default 3000, "
-                        "quick 300; 0 skips); a sixth of them at 2 GiB")
+                        "quick 300; 0 skips); half as many at 2 GiB")
     p.add_argument("--json", metavar="FILE", help="also write the medians (and p90s) as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw the medians (needs matplotlib)")
     args = p.parse_args()
@@ -420,7 +420,7 @@ def main() -> None:
           flush=True)
 
     pairs = args.pairs if args.pairs is not None else (300 if args.quick else 3000)
-    pair_count = {"small": pairs, "2 GiB": max(1, pairs // 6)}
+    pair_count = {"small": pairs, "2 GiB": max(1, pairs // 2)}
     results: dict[str, dict] = {}
     paired: dict[str, dict[str, tuple[float, float]]] = {}
     results["small"] = summarize(measure(batches, small_n, rounds, warmup, "small"))
