@@ -130,9 +130,10 @@ class Waited(tuple[int, ...]):
         return self[7]
 
 
-# siginfo_t (128 bytes: signo, errno, code, 4 bytes of padding, pid, uid,
-# status, the rest unused) followed by struct rusage's first five longs:
-# code, pid, status, then utime and stime (seconds, microseconds) and maxrss.
+# The buffer: siginfo_t (128 bytes: signo, errno, code, 4 bytes of padding,
+# pid, uid, status, the rest unused), then struct rusage, whose first five
+# longs are utime and stime (seconds, microseconds) and maxrss. Unpacked:
+# code, pid, status and those five.
 _SIGINFO_SIZE = 128
 _WAITED = struct.Struct("=8xi4xi4xi100x5q")
 _Buffer = ctypes.c_char * (_SIGINFO_SIZE + 144)  # 144: the whole of struct rusage

@@ -15,7 +15,8 @@ from .native import NativeExecutor, NativeUnavailable
 from .portable import PortableExecutor
 from .table import Table
 
-__all__ = ["Executor", "get_executor"]
+# (Executor, the protocol both executors follow, exists for type checkers only)
+__all__ = ["get_executor"]
 
 
 TYPE_CHECKING = False  # not typing's: type checkers treat any such constant as true
